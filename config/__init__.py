@@ -1,0 +1,5 @@
+"""tokenkeeper settings: one frozen object built from an environ mapping."""
+
+from config.settings import Settings, SettingsError, load_settings
+
+__all__ = ["Settings", "SettingsError", "load_settings"]

@@ -1,0 +1,200 @@
+"""Build the one settings object from a mapping of ``TOKENKEEPER_*`` variables.
+
+Only entry points (the Celery app, the Flask factory, the CLI) pass ``os.environ``
+here; everything else receives the resulting :class:`Settings`. Every bad variable
+is reported at once, and secrets never show in ``repr``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PREFIX = "TOKENKEEPER_"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class SettingsError(ValueError):
+    """One or more ``TOKENKEEPER_*`` variables are invalid; the message lists each."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = DEFAULT_REDIS_URL
+    broker_url: str = DEFAULT_REDIS_URL
+    result_backend: str = DEFAULT_REDIS_URL
+    queue: str = "tokenkeeper"
+    key_prefix: str = "tokenkeeper:"
+    # Comma-separated Fernet keys; the first encrypts, all decrypt (rotation).
+    secret_keys: tuple[str, ...] = field(default=(), repr=False)
+    public_url: str = "http://127.0.0.1:5000"
+    bind: str = "127.0.0.1:5000"
+    # Hosts (besides loopback) whose token/auth URLs may use plain http://.
+    insecure_http_hosts: tuple[str, ...] = ()
+    # Lifetime assumed when a provider gives neither expires_in nor a JWT exp.
+    default_expires_in: int = 3600
+    # Refresh this many seconds before expiry (never before half the lifetime).
+    refresh_lead: float = 60.0
+    # Spread refreshes of tokens created together over up to this many seconds.
+    refresh_jitter: float = 30.0
+    # Beat queues the scheduling tick this often, and each tick enqueues the
+    # refreshes due within the horizon with a countdown.
+    schedule_interval: float = 2.0
+    schedule_horizon: float = 10.0
+    # A queued refresh not finished this long after its planned time is
+    # presumed lost (crashed worker) and queued again by the next tick.
+    lost_after: float = 90.0
+    lock_ttl: float = 60.0
+    http_connect_timeout: float = 5.0
+    http_read_timeout: float = 20.0
+    max_response_bytes: int = 1_048_576
+    backoff_base: float = 2.0
+    backoff_max: float = 300.0
+    result_expires: int = 3600
+    # Redis broker: a message not acked within this long is redelivered. Must
+    # exceed the longest countdown we ever set (the horizon) by a wide margin.
+    visibility_timeout: int = 3600
+    data_dir: str = ".tokenkeeper"
+    flower_port: int = 5555
+    log_level: str = "INFO"
+
+    @property
+    def callback_url(self) -> str:
+        return self.public_url.rstrip("/") + "/oauth/callback"
+
+
+def _text(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw.strip()
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if value <= 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if value < 0:
+        raise ValueError("must be zero or more")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive whole number")
+    return value
+
+
+def _redis_url(raw: str) -> str:
+    url = _text(raw)
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return url
+
+
+def _http_url(raw: str) -> str:
+    url = _text(raw)
+    if not url.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return url.rstrip("/")
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
+
+
+def _fernet_keys(raw: str) -> tuple[str, ...]:
+    import base64
+    import binascii
+
+    keys = _csv(raw)
+    for position, key in enumerate(keys, start=1):
+        try:
+            decoded = base64.urlsafe_b64decode(key.encode())
+        except (binascii.Error, ValueError):
+            decoded = b""
+        if len(decoded) != 32:
+            # Never echo the key itself: it is a secret.
+            raise ValueError(f"key #{position} is not a 32-byte url-safe base64 Fernet key")
+    return keys
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "redis_url": _redis_url,
+    "broker_url": _text,
+    "result_backend": _text,
+    "queue": _text,
+    "key_prefix": _text,
+    "secret_keys": _fernet_keys,
+    "public_url": _http_url,
+    "bind": _text,
+    "insecure_http_hosts": _csv,
+    "default_expires_in": _positive_int,
+    "refresh_lead": _non_negative_float,
+    "refresh_jitter": _non_negative_float,
+    "schedule_interval": _positive_float,
+    "schedule_horizon": _positive_float,
+    "lost_after": _positive_float,
+    "lock_ttl": _positive_float,
+    "http_connect_timeout": _positive_float,
+    "http_read_timeout": _positive_float,
+    "max_response_bytes": _positive_int,
+    "backoff_base": _positive_float,
+    "backoff_max": _positive_float,
+    "result_expires": _positive_int,
+    "visibility_timeout": _positive_int,
+    "data_dir": _text,
+    "flower_port": _positive_int,
+    "log_level": _log_level,
+}
+
+# Variables whose names do not follow the field names.
+_ALIASES = {"secret_keys": "SECRET_KEY"}
+
+
+def variable_name(field_name: str) -> str:
+    return PREFIX + _ALIASES.get(field_name, field_name.upper())
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Return the settings described by ``environ``; raise listing every bad variable."""
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, parse in _PARSERS.items():
+        variable = variable_name(name)
+        if variable not in environ:
+            continue
+        try:
+            values[name] = parse(environ[variable])
+        except ValueError as exc:
+            problems.append(f"{variable}: {exc}")
+    known = {variable_name(name) for name in _PARSERS}
+    for variable in sorted(environ):
+        if variable.startswith(PREFIX) and variable not in known:
+            problems.append(f"{variable}: unknown setting")
+    if "redis_url" in values:
+        values.setdefault("broker_url", values["redis_url"])
+        values.setdefault("result_backend", values["redis_url"])
+    settings = dataclasses.replace(Settings(), **values)
+    if settings.schedule_horizon * 4 > settings.visibility_timeout:
+        problems.append(
+            f"{variable_name('visibility_timeout')}: must be at least 4x "
+            f"{variable_name('schedule_horizon')} so countdown tasks are not redelivered"
+        )
+    if problems:
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
+    return settings

@@ -1,0 +1,105 @@
+"""Fixtures shared by every test: a real redis-server per session, settings, a token server."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from cryptography.fernet import Fernet
+
+from config import Settings, load_settings
+from tests.support.token_server import TokenServer
+from workers.redis_server import start_server, wait_ready
+from workers.runtime import Runtime, build_runtime
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    process = start_server(port, tmp_path_factory.mktemp("redis"), persistent=False)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_ready(url, process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    redis.Redis.from_url(redis_server).flushall()
+    return redis_server
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def secret_key() -> str:
+    return Fernet.generate_key().decode()
+
+
+@pytest.fixture
+def environ(redis_url: str, secret_key: str, tmp_path: Path) -> dict[str, str]:
+    """TOKENKEEPER_* variables for a test: its own Redis, a key, fast timings."""
+    return {
+        "TOKENKEEPER_REDIS_URL": redis_url,
+        "TOKENKEEPER_SECRET_KEY": secret_key,
+        "TOKENKEEPER_DATA_DIR": str(tmp_path / "data"),
+        "TOKENKEEPER_REFRESH_LEAD": "1.5",
+        "TOKENKEEPER_REFRESH_JITTER": "1",
+        "TOKENKEEPER_SCHEDULE_INTERVAL": "0.5",
+        "TOKENKEEPER_SCHEDULE_HORIZON": "2",
+        "TOKENKEEPER_LOCK_TTL": "10",
+        "TOKENKEEPER_LOST_AFTER": "10",
+        "TOKENKEEPER_HTTP_CONNECT_TIMEOUT": "2",
+        "TOKENKEEPER_HTTP_READ_TIMEOUT": "3",
+        "TOKENKEEPER_BACKOFF_BASE": "0.5",
+        "TOKENKEEPER_BACKOFF_MAX": "2",
+    }
+
+
+@pytest.fixture
+def settings(environ: dict[str, str]) -> Settings:
+    return load_settings(environ)
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Runtime:
+    return build_runtime(settings)
+
+
+@pytest.fixture
+def token_server() -> Iterator[TokenServer]:
+    server = TokenServer().start()
+    yield server
+    server.stop()
+
+
+def cc_spec(server: TokenServer, name: str = "svc", **extra: object) -> dict[str, object]:
+    return {"name": name, "grant_type": "client_credentials", "client_id": "client-id",
+            "client_secret": "client-secret", "token_url": server.url, **extra}
+
+
+def rt_spec(server: TokenServer, name: str = "user", **extra: object) -> dict[str, object]:
+    return {"name": name, "grant_type": "refresh_token", "client_id": "client-id",
+            "client_secret": "client-secret", "refresh_url": server.url,
+            "refresh_token": server.new_refresh_token(), **extra}

@@ -1,0 +1,61 @@
+"""Fixtures for end-to-end tests: real Celery worker and beat processes against the test Redis."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from celery import Celery
+
+from config import Settings
+from tests.support.processes import CeleryProcess, start_beat, start_worker, wait_until
+from workers.celery_app import create_celery
+
+
+@pytest.fixture
+def process_env(environ: dict[str, str]) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TOKENKEEPER_")}
+    return {**env, **environ}
+
+
+@pytest.fixture
+def celery_client(settings: Settings) -> Iterator[Celery]:
+    app = create_celery(settings)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "logs"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def start_processes(
+    process_env: dict[str, str], log_dir: Path, celery_client: Celery
+) -> Iterator[Callable[..., CeleryProcess]]:
+    started: list[CeleryProcess] = []
+
+    def start(role: str, **options: object) -> CeleryProcess:
+        if role == "worker":
+            name = f"w{len(started)}"
+            process = start_worker(process_env, log_dir, name, **options)  # type: ignore[arg-type]
+            started.append(process)
+            wait_until(lambda: _answers(celery_client, name), 30, f"worker {name} to answer a ping", 0.2)
+        else:
+            process = start_beat(process_env, log_dir)
+            started.append(process)
+        return process
+
+    yield start
+    for process in reversed(started):
+        process.stop()
+
+
+def _answers(app: Celery, name: str) -> bool:
+    replies = app.control.ping(timeout=0.5) or []
+    return any(next(iter(reply)).startswith(name + "@") for reply in replies)

@@ -1,0 +1,1 @@
+"""tokenkeeper's worker side: plain domain modules, the Celery app and its tasks."""

@@ -1,0 +1,86 @@
+"""The one place the Celery app is built.
+
+Run a worker with ``celery -A workers.celery_app worker`` and the scheduler with
+``celery -A workers.celery_app beat``, both from the repository root.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, signals
+from celery.worker.request import Request
+
+from config import Settings, load_settings
+from workers.redaction import args_repr
+
+
+class RedactedRequest(Request):
+    """Shows task arguments without secrets, whatever the producer put in the message.
+
+    Producers that are not ours may send ``argsrepr`` with a whole spec in it;
+    the worker replaces it before it reaches events (Flower), logs or ``inspect``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._argsrepr, self._kwargsrepr = args_repr(self.args or (), self.kwargs or {})
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("tokenkeeper", include=["workers.tasks"])
+    app.conf.update(
+        broker_url=settings.broker_url,
+        result_backend=settings.result_backend,
+        # JSON only: task messages come from other services and must never be unpickled.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        result_expires=settings.result_expires,
+        # Args and kwargs would land in the result backend with this on; they may hold secrets.
+        result_extended=False,
+        task_default_queue=settings.queue,
+        task_routes={"tokenkeeper.*": {"queue": settings.queue}},
+        # Redis redelivers a message not acked within visibility_timeout. Countdown
+        # tasks are held unacked until due, so it must exceed the scheduling horizon
+        # (checked in config); result backend and broker must agree on it.
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        # Flower shows what workers announce.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        beat_schedule={
+            "tokenkeeper-schedule-refreshes": {
+                "task": "tokenkeeper.schedule_refreshes",
+                "schedule": settings.schedule_interval,
+                # A tick that waited longer than two intervals is worthless: a newer one follows.
+                "options": {"expires": settings.schedule_interval * 2, "queue": settings.queue},
+            }
+        },
+        beat_schedule_filename=str(Path(settings.data_dir) / "celerybeat-schedule"),
+        task_create_missing_queues=True,
+    )
+    app.conf.tokenkeeper_settings = settings
+    return app
+
+
+settings = load_settings(os.environ)
+app = create_celery(settings)
+
+
+@signals.worker_init.connect
+def _require_secret_key(**_: Any) -> None:
+    if not settings.secret_keys:
+        raise SystemExit(
+            "TOKENKEEPER_SECRET_KEY is not set: workers need it to seal and open secrets "
+            "(create one with `tokenkeeper genkey`)"
+        )
+
+
+@signals.beat_init.connect
+def _make_data_dir(**_: Any) -> None:
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)

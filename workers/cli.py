@@ -1,0 +1,250 @@
+"""The ``tokenkeeper`` command: producers' and operators' way in.
+
+Every command exits 0 on success, or non-zero with a one-line reason on stderr.
+Commands that change integrations enqueue the contract's tasks and wait for a
+worker's answer; commands that read go to Redis directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from config import Settings, SettingsError, load_settings
+from workers.errors import TokenkeeperError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    options = parser.parse_args(argv)
+    try:
+        settings = load_settings(os.environ)
+        return options.run(settings, options) or 0
+    except (TokenkeeperError, SettingsError) as exc:
+        return _fail(str(exc).replace("\n", " "))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 -- the contract promises one line, not a traceback
+        return _fail(_describe_unexpected(exc))
+
+
+def _fail(message: str) -> int:
+    print(f"tokenkeeper: {message}", file=sys.stderr)
+    return 1
+
+
+def _describe_unexpected(exc: Exception) -> str:
+    from celery.exceptions import TimeoutError as CeleryTimeout
+    from kombu.exceptions import OperationalError
+
+    if isinstance(exc, CeleryTimeout):
+        return "no worker answered in time: is a worker running (tokenkeeper standalone)?"
+    if isinstance(exc, OperationalError):
+        return f"cannot reach the broker: {exc}"
+    import redis
+
+    if isinstance(exc, redis.RedisError):
+        return f"cannot reach Redis: {exc}"
+    # Celery rebuilds a worker's error as its own type; its text is ours and secret-free.
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tokenkeeper", description="Keep OAuth 2.0 access tokens fresh.")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, run: Any, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(run=run)
+        return sub
+
+    sub = command("create", _create, "create an integration from a JSON spec (FILE or - for stdin)")
+    sub.add_argument("file")
+    sub.add_argument("--timeout", type=float, default=60.0)
+    sub = command("update", _update, "apply JSON changes (FILE or -) to an integration")
+    sub.add_argument("name")
+    sub.add_argument("file")
+    sub.add_argument("--timeout", type=float, default=60.0)
+    sub = command("delete", _delete, "delete an integration and everything stored for it")
+    sub.add_argument("name")
+    sub.add_argument("--timeout", type=float, default=60.0)
+    sub = command("refresh", _refresh, "refresh an integration's token now")
+    sub.add_argument("name")
+    sub.add_argument("--timeout", type=float, default=60.0)
+    command("list", _list, "list integrations with status and expiry")
+    sub = command("show", _show, "show an integration (no secrets) and its status history")
+    sub.add_argument("name")
+    sub = command("token", _token, "print an integration's access token")
+    sub.add_argument("name")
+    sub.add_argument("--min-valid", type=float, default=0.0,
+                     help="refresh first if the token expires within this many seconds")
+    sub = command("render", _render, "fill {{ $.integrations.NAME.FIELD }} placeholders (TEMPLATE text or -)")
+    sub.add_argument("template")
+    sub = command("authorize-url", _authorize_url, "print the link that lets a user authorize an integration")
+    sub.add_argument("name")
+    command("genkey", _genkey, "print a new Fernet key for TOKENKEEPER_SECRET_KEY")
+    command("standalone", _standalone, "run Redis (if none answers), worker, beat, callback app and Flower")
+    return parser
+
+
+def _read_json(source: str) -> Any:
+    try:
+        if source == "-":
+            return json.load(sys.stdin)
+        with open(source, encoding="utf-8") as handle:
+            return json.load(handle)
+    except OSError as exc:
+        raise TokenkeeperError(f"cannot read {source}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise TokenkeeperError(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+
+
+def _celery(settings: Settings) -> Any:
+    from workers.celery_app import create_celery
+
+    return create_celery(settings)
+
+
+def _print_json(data: Any, out: TextIO = sys.stdout) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True), file=out)
+
+
+def _create(settings: Settings, options: argparse.Namespace) -> int:
+    from workers.producer import call
+
+    spec = _read_json(options.file)
+    result = call(_celery(settings), "tokenkeeper.create_integration", spec, timeout=options.timeout)
+    _print_json(result)
+    if result.get("authorization_url"):
+        print(f"\nRegister this redirect URI at the provider: {settings.callback_url}", file=sys.stderr)
+        print(f"Send the user to: {result['authorization_url']}", file=sys.stderr)
+    return 0
+
+
+def _update(settings: Settings, options: argparse.Namespace) -> int:
+    from workers.producer import call
+
+    changes = _read_json(options.file)
+    _print_json(call(_celery(settings), "tokenkeeper.update_integration", options.name, changes,
+                     timeout=options.timeout))
+    return 0
+
+
+def _delete(settings: Settings, options: argparse.Namespace) -> int:
+    from workers.producer import call
+
+    _print_json(call(_celery(settings), "tokenkeeper.delete_integration", options.name, timeout=options.timeout))
+    return 0
+
+
+def _refresh(settings: Settings, options: argparse.Namespace) -> int:
+    from workers.producer import call
+
+    _print_json(call(_celery(settings), "tokenkeeper.refresh_integration", options.name, timeout=options.timeout))
+    return 0
+
+
+def _runtime(settings: Settings) -> Any:
+    from workers.runtime import build_runtime
+
+    return build_runtime(settings)
+
+
+def _list(settings: Settings, options: argparse.Namespace) -> int:
+    store = _runtime(settings).store
+    names = store.names()
+    now = time.time()
+    rows = [("NAME", "GRANT", "STATUS", "EXPIRES IN", "REASON")]
+    for name in names:
+        record = store.load(name)
+        if record is None:
+            continue
+        token = store.token(name)
+        expires = token.get("expires_at", "")
+        rows.append((name, record.grant_type, record.status,
+                     f"{int(float(expires) - now)}s" if expires else "-", record.reason[:60]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _show(settings: Settings, options: argparse.Namespace) -> int:
+    store = _runtime(settings).store
+    record = store.load(options.name)
+    if record is None:
+        raise TokenkeeperError(f"no integration named {options.name!r}")
+    token = store.token(options.name)
+    _print_json({
+        "name": record.name,
+        "grant_type": record.grant_type,
+        "status": record.status,
+        "reason": record.reason,
+        "spec": dict(record.public),
+        "expires_at": token.get("expires_at", ""),
+        "scope": token.get("scope", ""),
+        "refreshed_at": record.refreshed_at,
+        "next_refresh_at": record.refresh_at,
+        "history": store.history(options.name),
+    })
+    return 0
+
+
+def _reader(settings: Settings) -> Any:
+    from workers.consumer import TokenReader
+    from workers.producer import send
+    from workers.runtime import redis_client
+
+    app = _celery(settings)
+    return TokenReader(
+        redis_client(settings.redis_url), settings.key_prefix,
+        request_refresh=lambda name: send(app, "tokenkeeper.refresh_integration", name),
+    )
+
+
+def _token(settings: Settings, options: argparse.Namespace) -> int:
+    token = _reader(settings).get(options.name, min_valid=options.min_valid)
+    print(token.access_token)
+    return 0
+
+
+def _render(settings: Settings, options: argparse.Namespace) -> int:
+    from workers.templates import render
+
+    template = sys.stdin.read() if options.template == "-" else options.template
+    sys.stdout.write(render(template, _reader(settings)))
+    if not template.endswith("\n"):
+        sys.stdout.write("\n")
+    return 0
+
+
+def _authorize_url(settings: Settings, options: argparse.Namespace) -> int:
+    record = _runtime(settings).store.load(options.name)
+    if record is None:
+        raise TokenkeeperError(f"no integration named {options.name!r}")
+    if record.grant_type != "authorization_code":
+        raise TokenkeeperError(f"integration {options.name!r} uses {record.grant_type}, not authorization_code")
+    print(f"{settings.public_url}/oauth/authorize/{options.name}")
+    return 0
+
+
+def _genkey(settings: Settings, options: argparse.Namespace) -> int:
+    from workers.secretbox import generate_key
+
+    print(generate_key())
+    return 0
+
+
+def _standalone(settings: Settings, options: argparse.Namespace) -> int:
+    from workers.standalone import run
+
+    return run(settings, dict(os.environ))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

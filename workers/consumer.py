@@ -1,0 +1,125 @@
+"""Reading tokens, for workflow runners written in Python.
+
+Any language can do the same with one ``HGETALL tokenkeeper:token:<name>``;
+this adds a typed result and, with ``min_valid``, an immediate refresh that it
+waits for (bounded) when the stored token would expire too soon.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import redis
+
+from workers.clock import Clock
+from workers.errors import NotFoundError, StateError, TokenkeeperError
+
+READABLE_FIELDS = ("access_token", "token_type", "expires_at", "scope", "status")
+
+
+@dataclass(frozen=True)
+class Token:
+    name: str
+    access_token: str = field(repr=False)
+    token_type: str
+    expires_at: float | None
+    scope: str
+    status: str
+    updated_at: float | None
+
+    @classmethod
+    def from_hash(cls, name: str, raw: Mapping[str, str]) -> Token:
+        return cls(
+            name=name,
+            access_token=raw.get("access_token", ""),
+            token_type=raw.get("token_type", ""),
+            expires_at=float(raw["expires_at"]) if raw.get("expires_at") else None,
+            scope=raw.get("scope", ""),
+            status=raw.get("status", ""),
+            updated_at=float(raw["updated_at"]) if raw.get("updated_at") else None,
+        )
+
+    def valid_for(self, now: float) -> float:
+        """Seconds this token stays valid; infinite when the provider gave no lifetime."""
+        if not self.access_token:
+            return 0.0
+        return float("inf") if self.expires_at is None else self.expires_at - now
+
+
+class TokenReader:
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = "tokenkeeper:",
+        *,
+        request_refresh: Callable[[str], object] | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self.redis = client
+        self.prefix = prefix
+        self.request_refresh = request_refresh
+        self.clock = clock
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}token:{name}"
+
+    def read(self, name: str) -> Token:
+        """The stored token as it is, whatever its expiry."""
+        raw = self.redis.hgetall(self.key(name))
+        if not raw:
+            raise NotFoundError(f"no integration named {name!r}")
+        return Token.from_hash(name, _decode(raw))
+
+    def read_many(self, names: Iterable[str]) -> dict[str, Token | None]:
+        """Several tokens in one round trip; ``None`` for a name that does not exist."""
+        wanted = list(dict.fromkeys(names))
+        pipe = self.redis.pipeline(transaction=False)
+        for name in wanted:
+            pipe.hgetall(self.key(name))
+        return {
+            name: Token.from_hash(name, _decode(raw)) if raw else None
+            for name, raw in zip(wanted, pipe.execute(), strict=True)
+        }
+
+    def get(self, name: str, min_valid: float = 0.0, timeout: float = 10.0) -> Token:
+        """A token valid for more than ``min_valid`` seconds, refreshing now and waiting if needed."""
+        token = self.read(name)
+        if token.valid_for(self.clock()) > min_valid:
+            return token
+        _raise_if_stopped(token)
+        if self.request_refresh is None:
+            raise StateError(f"token of {name!r} expires within {min_valid:g}s and no refresh can be requested")
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            # Subscribe before asking, so the refresh cannot finish unseen in between.
+            pubsub.subscribe(f"{self.prefix}events:{name}")
+            self.request_refresh(name)
+            deadline = time.monotonic() + timeout
+            while True:
+                token = self.read(name)
+                if token.valid_for(self.clock()) > min_valid:
+                    return token
+                _raise_if_stopped(token)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TokenkeeperError(
+                        f"no token of {name!r} valid for {min_valid:g}s arrived within {timeout:g}s "
+                        f"(status {token.status})"
+                    )
+                pubsub.get_message(timeout=remaining)
+        finally:
+            pubsub.close()
+
+
+def _raise_if_stopped(token: Token) -> None:
+    if token.status in ("needs_reauth", "pending_authorization"):
+        raise StateError(f"integration {token.name!r} is {token.status}; it will not refresh by itself")
+
+
+def _decode(raw: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
+    }

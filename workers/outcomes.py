@@ -1,0 +1,83 @@
+"""What a successful or failed token request writes, shared by creation, refresh and update."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from workers.errors import ProviderError
+from workers.policy import RefreshPolicy
+from workers.store import STATUS_ACTIVE, STATUS_NEEDS_REAUTH, STATUS_RETRYING
+from workers.token_client import TokenResponse
+
+
+@dataclass(frozen=True)
+class Change:
+    """One guarded write: integration fields, consumer fields, history entry, next refresh."""
+
+    fields: dict[str, Any]
+    token: dict[str, Any] = field(repr=False)
+    history: dict[str, Any]
+    due: float | None
+
+
+def history_entry(now: float, status: str, reason: str) -> dict[str, Any]:
+    return {"at": round(now, 3), "status": status, "reason": reason}
+
+
+def token_obtained(
+    response: TokenResponse,
+    *,
+    sealed_secrets: str,
+    requested_scopes: tuple[str, ...],
+    policy: RefreshPolicy,
+    now: float,
+    reason: str,
+    refreshable: bool = True,
+) -> Change:
+    due = policy.next_refresh(response.issued_at, response.expires_at) if refreshable else None
+    expires_at = "" if response.expires_at is None else str(int(response.expires_at))
+    return Change(
+        fields={
+            "secrets": sealed_secrets,
+            "status": STATUS_ACTIVE,
+            "reason": reason,
+            "status_at": now,
+            "refreshed_at": now,
+            "refresh_at": "" if due is None else due,
+            "expires_at": expires_at,
+            "attempts": 0,
+        },
+        token={
+            "access_token": response.access_token,
+            "token_type": response.token_type,
+            "expires_at": expires_at,
+            "scope": response.scope if response.scope is not None else " ".join(requested_scopes),
+            "status": STATUS_ACTIVE,
+            "updated_at": str(int(now)),
+        },
+        history=history_entry(now, STATUS_ACTIVE, reason),
+        due=due,
+    )
+
+
+def request_failed(error: ProviderError, *, attempts: int, policy: RefreshPolicy, now: float) -> Change:
+    """Transient: keep the old token and retry with backoff. Permanent: stop and wait for a person."""
+    reason = str(error)
+    if error.retryable:
+        attempt = attempts + 1
+        due = now + policy.retry_delay(attempt, error.retry_after)
+        status = STATUS_RETRYING
+        reason = f"{reason}; retry {attempt} at {int(due)}"
+        fields: dict[str, Any] = {"attempts": attempt, "refresh_at": due}
+    else:
+        due = None
+        status = STATUS_NEEDS_REAUTH
+        fields = {"attempts": attempts + 1, "refresh_at": ""}
+    fields.update({"status": status, "reason": reason, "status_at": now})
+    return Change(
+        fields=fields,
+        token={"status": status, "updated_at": str(int(now))},
+        history=history_entry(now, status, reason),
+        due=due,
+    )

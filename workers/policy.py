@@ -1,0 +1,44 @@
+"""When to refresh and how long to back off: pure arithmetic, no I/O.
+
+A token is refreshed ``lead`` seconds before it expires, but never before half
+its lifetime has passed (a provider that issues short tokens must not be asked
+for a new one every few milliseconds). Tokens issued together are spread over
+up to ``jitter`` seconds so they do not all come due at once.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Random = Callable[[], float]
+
+# A provider's Retry-After is honoured, but no longer than this.
+MAX_RETRY_AFTER = 3600.0
+
+
+@dataclass(frozen=True)
+class RefreshPolicy:
+    lead: float = 60.0
+    jitter: float = 30.0
+    default_lifetime: float = 3600.0
+    backoff_base: float = 2.0
+    backoff_max: float = 300.0
+
+    def next_refresh(self, issued_at: float, expires_at: float | None, rand: Random = random.random) -> float:
+        lifetime = (expires_at - issued_at) if expires_at is not None else self.default_lifetime
+        lifetime = max(lifetime, 0.0)
+        earliest = issued_at + lifetime / 2
+        latest = max(earliest, issued_at + lifetime - self.lead)
+        spread = min(self.jitter, latest - earliest)
+        return latest - spread * rand()
+
+    def retry_delay(self, attempt: int, retry_after: float | None = None, rand: Random = random.random) -> float:
+        """Seconds before retry number ``attempt`` (1-based): capped exponential with jitter."""
+        ceiling = min(self.backoff_max, self.backoff_base * 2 ** max(attempt - 1, 0))
+        # Half fixed, half random: retries of many integrations spread out, yet none comes back instantly.
+        delay = ceiling / 2 + ceiling / 2 * rand()
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+        return delay

@@ -1,0 +1,143 @@
+"""The refresh engine: one single-flight refresh of one integration.
+
+Single flight holds across workers, duplicate deliveries and a second beat: a
+lock with an owner token (released by compare-and-delete), and a write accepted
+only if the stored version is still the one this refresh started from. So a
+rotated refresh token is used once, and a late writer never overwrites a newer
+token with an older one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from workers.errors import NotFoundError, ProviderError, StateError
+from workers.outcomes import Change, request_failed, token_obtained
+from workers.runtime import Runtime
+from workers.spec import IntegrationSpec, spec_from_stored
+from workers.store import (
+    STATUS_NEEDS_REAUTH,
+    STATUS_PENDING,
+    WRITE_LOST_LOCK,
+    IntegrationRecord,
+    Lock,
+)
+
+log = logging.getLogger(__name__)
+
+# A scheduled refresh whose planned time is older than the stored one was done already.
+_PLANNED_TOLERANCE = 0.001
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    name: str
+    outcome: str  # refreshed | retrying | needs_reauth | busy | skipped | superseded
+    status: str
+    expires_at: str = ""
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        result = {"name": self.name, "outcome": self.outcome, "status": self.status}
+        if self.expires_at:
+            result["expires_at"] = self.expires_at
+        if self.detail:
+            result["detail"] = self.detail
+        return result
+
+
+class Refresher:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    def refresh(self, name: str, planned_at: float | None = None) -> RefreshResult:
+        """Refresh ``name`` now, unless another refresh holds it or it was already done.
+
+        ``planned_at`` marks a refresh queued by the scheduler: it is dropped when
+        a newer plan exists (a duplicate delivery, or a refresh forced meanwhile).
+        Without it the refresh is forced (a producer asked for it).
+        """
+        store = self.rt.store
+        lock = store.acquire(name, self.rt.settings.lock_ttl)
+        if lock is None:
+            record = store.load(name)
+            if record is None:
+                raise NotFoundError(f"no integration named {name!r}")
+            return RefreshResult(name, "busy", record.status, detail="another refresh is under way")
+        try:
+            record = store.load(name)
+            if record is None:
+                raise NotFoundError(f"no integration named {name!r}")
+            if planned_at is not None and _superseded(record, planned_at):
+                return RefreshResult(name, "superseded", record.status)
+            if record.status in (STATUS_NEEDS_REAUTH, STATUS_PENDING):
+                if planned_at is not None:
+                    return RefreshResult(name, "skipped", record.status, detail=record.reason)
+                raise StateError(
+                    f"integration {name!r} is {record.status}: update or re-authorize it first"
+                    + (f" ({record.reason})" if record.reason else "")
+                )
+            return self._refresh_locked(lock, record, planned_at)
+        finally:
+            store.release(lock)
+
+    def _refresh_locked(self, lock: Lock, record: IntegrationRecord, planned_at: float | None) -> RefreshResult:
+        rt = self.rt
+        secrets = rt.box.open(record.sealed_secrets)
+        spec = spec_from_stored(record.public, secrets)
+        now = rt.clock()
+        try:
+            if spec.grant_type == "client_credentials":
+                response = rt.client.client_credentials(spec)
+            else:
+                refresh_token = secrets.get("refresh_token")
+                if not refresh_token:
+                    return self._no_refresh_token(lock, record)
+                response = rt.client.refresh(spec, refresh_token)
+        except ProviderError as error:
+            change = request_failed(error, attempts=record.attempts, policy=rt.policy, now=rt.clock())
+            return self._commit(lock, record, change, failed=error)
+        if response.refresh_token and response.refresh_token != secrets.get("refresh_token"):
+            secrets = {**secrets, "refresh_token": response.refresh_token}
+            sealed = rt.box.seal(secrets)
+        else:
+            sealed = record.sealed_secrets
+        done = rt.clock()
+        change = token_obtained(
+            response, sealed_secrets=sealed, requested_scopes=spec.scopes, policy=rt.policy,
+            now=done, reason="refreshed",
+        )
+        if planned_at is not None:
+            # How late against the plan the request went out: the scheduler's accuracy.
+            change.fields["lateness"] = round(max(0.0, now - planned_at), 3)
+        log.info("refreshed %s in %.3fs", record.name, done - now)
+        return self._commit(lock, record, change)
+
+    def _no_refresh_token(self, lock: Lock, record: IntegrationRecord) -> RefreshResult:
+        error = ProviderError("no_refresh_token", "the provider issued no refresh token; authorize again")
+        change = request_failed(error, attempts=record.attempts, policy=self.rt.policy, now=self.rt.clock())
+        return self._commit(lock, record, change, failed=error)
+
+    def _commit(
+        self, lock: Lock, record: IntegrationRecord, change: Change, failed: ProviderError | None = None
+    ) -> RefreshResult:
+        version = self.rt.store.write(lock, record.version, change.fields, change.token, change.history, change.due)
+        status = change.fields["status"]
+        if version < 0:
+            # Someone else changed it since we read it (our lock ran out): theirs stands.
+            why = "lock expired" if version == WRITE_LOST_LOCK else "changed meanwhile"
+            log.warning("refresh of %s discarded: %s", record.name, why)
+            return RefreshResult(record.name, "superseded", record.status, detail=why)
+        if failed is not None:
+            log.warning("refresh of %s failed: %s -> %s", record.name, failed, status)
+            return RefreshResult(record.name, status, status, detail=change.fields["reason"])
+        return RefreshResult(record.name, "refreshed", status, expires_at=change.token["expires_at"])
+
+
+def _superseded(record: IntegrationRecord, planned_at: float) -> bool:
+    return record.refresh_at is None or record.refresh_at > planned_at + _PLANNED_TOLERANCE
+
+
+def stored_spec(runtime: Runtime, record: IntegrationRecord) -> IntegrationSpec:
+    return spec_from_stored(record.public, runtime.box.open(record.sealed_secrets))

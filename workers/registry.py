@@ -1,0 +1,138 @@
+"""Creating, updating and deleting integrations: the producer operations.
+
+A client_credentials or refresh_token integration is stored only once its
+first token request succeeded; an authorization_code one starts as
+``pending_authorization``. A rejected spec or a failed first request stores
+nothing, and a name already taken leaves the existing integration untouched.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from workers.errors import ConflictError, NotFoundError, StateError
+from workers.outcomes import Change, history_entry, token_obtained
+from workers.refresher import stored_spec
+from workers.runtime import Runtime
+from workers.spec import IntegrationSpec, merge_changes, validate_spec
+from workers.store import STATUS_PENDING, IntegrationRecord, Lock
+
+# How long an update waits for a refresh under way to finish.
+LOCK_WAIT = 10.0
+
+
+def summary(name: str, status: str, expires_at: str = "", authorization_url: str = "") -> dict[str, str]:
+    result = {"name": name, "status": status}
+    if expires_at:
+        result["expires_at"] = expires_at
+    if authorization_url:
+        result["authorization_url"] = authorization_url
+    return result
+
+
+class Registry:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    def authorization_url(self, name: str) -> str:
+        return f"{self.rt.settings.public_url}/oauth/authorize/{name}"
+
+    def validate(self, data: Any) -> IntegrationSpec:
+        return validate_spec(data, insecure_hosts=self.rt.settings.insecure_http_hosts)
+
+    def create(self, data: Any) -> dict[str, str]:
+        spec = self.validate(data)
+        store = self.rt.store
+        # Long enough to outlast the first token request.
+        ttl = self.rt.settings.http_connect_timeout + self.rt.settings.http_read_timeout + 30
+        if not store.reserve(spec.name, ttl):
+            raise ConflictError(f"an integration named {spec.name!r} already exists")
+        try:
+            return self._create_reserved(spec)
+        finally:
+            store.unreserve(spec.name)
+
+    def _create_reserved(self, spec: IntegrationSpec) -> dict[str, str]:
+        rt = self.rt
+        now = rt.clock()
+        base = {"grant_type": spec.grant_type, "spec": spec.public_fields(), "created_at": now}
+        if spec.grant_type == "authorization_code":
+            fields = {
+                **base, "secrets": rt.box.seal(spec.secrets()), "status": STATUS_PENDING,
+                "reason": "waiting for the user to authorize", "status_at": now, "attempts": 0,
+            }
+            token = {"access_token": "", "token_type": "", "expires_at": "", "scope": "",
+                     "status": STATUS_PENDING, "updated_at": str(int(now))}
+            history = history_entry(now, STATUS_PENDING, "created")
+            if not rt.store.create(spec.name, fields, token, history, None):
+                raise ConflictError(f"an integration named {spec.name!r} already exists")
+            return summary(spec.name, STATUS_PENDING, authorization_url=self.authorization_url(spec.name))
+        change = self._first_token(spec, reason="created")
+        if not rt.store.create(spec.name, {**base, **change.fields}, change.token, change.history, change.due):
+            raise ConflictError(f"an integration named {spec.name!r} already exists")
+        return summary(spec.name, change.fields["status"], expires_at=change.token["expires_at"])
+
+    def _first_token(self, spec: IntegrationSpec, reason: str) -> Change:
+        """Request a token with ``spec``'s own credentials; raises the provider's error."""
+        rt = self.rt
+        secrets = spec.secrets()
+        response = (
+            rt.client.client_credentials(spec)
+            if spec.grant_type == "client_credentials"
+            else rt.client.refresh(spec, spec.refresh_token or "")
+        )
+        if response.refresh_token:
+            # A rotated refresh token replaces the one given; it is sealed with the rest.
+            secrets["refresh_token"] = response.refresh_token
+        return token_obtained(
+            response, sealed_secrets=rt.box.seal(secrets), requested_scopes=spec.scopes,
+            policy=rt.policy, now=rt.clock(), reason=reason,
+        )
+
+    def update(self, name: str, changes: Any) -> dict[str, str]:
+        rt = self.rt
+        lock = self._wait_for_lock(name)
+        try:
+            record = self._load(name)
+            current = stored_spec(rt, record)
+            spec = self.validate(merge_changes(current, changes))
+            now = rt.clock()
+            base = {"spec": spec.public_fields()}
+            if spec.grant_type == "authorization_code":
+                fields = {**base, "secrets": rt.box.seal(spec.secrets())}
+                rt.store.write(lock, record.version, fields, {}, history_entry(now, record.status, "updated"),
+                               record.refresh_at)
+                return summary(name, record.status, authorization_url=self.authorization_url(name))
+            change = self._first_token(spec, reason="updated")
+            version = rt.store.write(lock, record.version, {**base, **change.fields}, change.token,
+                                     change.history, change.due)
+            if version < 0:
+                raise StateError(f"integration {name!r} changed during the update; try again")
+            return summary(name, change.fields["status"], expires_at=change.token["expires_at"])
+        finally:
+            rt.store.release(lock)
+
+    def delete(self, name: str) -> dict[str, Any]:
+        if not self.rt.store.delete(name):
+            raise NotFoundError(f"no integration named {name!r}")
+        return {"name": name, "deleted": True}
+
+    def _load(self, name: str) -> IntegrationRecord:
+        record = self.rt.store.load(name)
+        if record is None:
+            raise NotFoundError(f"no integration named {name!r}")
+        return record
+
+    def _wait_for_lock(self, name: str) -> Lock:
+        if not self.rt.store.exists(name):
+            raise NotFoundError(f"no integration named {name!r}")
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            lock = self.rt.store.acquire(name, self.rt.settings.lock_ttl)
+            if lock is not None:
+                return lock
+            if time.monotonic() > deadline:
+                raise StateError(f"a refresh of {name!r} is under way; try the update again")
+            # Polling: a refresh holds the lock for one HTTP request at most.
+            time.sleep(0.05)

@@ -1,0 +1,73 @@
+"""The plain objects a worker, the web app or the CLI works with, built from settings.
+
+Everything here is handed its Redis client, HTTP session and clock, so tests can
+build a :class:`Runtime` against their own Redis and token server.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+
+import redis
+import requests
+
+from config import Settings
+from workers.clock import Clock
+from workers.policy import RefreshPolicy
+from workers.secretbox import SecretBox
+from workers.store import Store
+from workers.token_client import TokenClient
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    store: Store
+    client: TokenClient
+    policy: RefreshPolicy
+    clock: Clock
+    _secret_keys: tuple[str, ...]
+
+    @functools.cached_property
+    def box(self) -> SecretBox:
+        # Built on use so commands that never touch secrets run without a key.
+        return SecretBox(self._secret_keys)
+
+
+def redis_client(url: str) -> redis.Redis:
+    # Bounded timeouts: a Redis that went away must fail a task, not hang it.
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30, retry_on_timeout=True,
+    )
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    client: redis.Redis | None = None,
+    session: requests.Session | None = None,
+    clock: Clock = time.time,
+) -> Runtime:
+    http = session or requests.Session()
+    return Runtime(
+        settings=settings,
+        store=Store(client or redis_client(settings.redis_url), settings.key_prefix),
+        client=TokenClient(
+            session=http,
+            clock=clock,
+            connect_timeout=settings.http_connect_timeout,
+            read_timeout=settings.http_read_timeout,
+            max_bytes=settings.max_response_bytes,
+        ),
+        policy=RefreshPolicy(
+            lead=settings.refresh_lead,
+            jitter=settings.refresh_jitter,
+            default_lifetime=settings.default_expires_in,
+            backoff_base=settings.backoff_base,
+            backoff_max=settings.backoff_max,
+        ),
+        clock=clock,
+        _secret_keys=settings.secret_keys,
+    )

@@ -1,0 +1,28 @@
+"""The scheduling tick: queue each refresh that comes due within the horizon.
+
+Beat runs this every few seconds. Only refreshes due within the horizon are
+queued (with a countdown), so no worker holds one waiting task per integration;
+everything further out stays in the Redis schedule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from workers.store import Store
+
+Enqueue = Callable[[str, float, float], None]  # name, planned time, countdown
+
+BATCH = 1000
+
+
+def dispatch_due(store: Store, enqueue: Enqueue, *, now: float, horizon: float, lost_after: float) -> int:
+    """Claim and queue every refresh planned before ``now + horizon``; return how many."""
+    queued = 0
+    while True:
+        claimed = store.claim_due(now, horizon, lost_after, BATCH)
+        for name, due in claimed:
+            enqueue(name, due, max(0.0, due - now))
+        queued += len(claimed)
+        if len(claimed) < BATCH:
+            return queued

@@ -1,0 +1,242 @@
+"""The integration spec: validation of what producers send, and its stored form.
+
+Plain Python and marshmallow only. ``validate_spec`` is the single door every spec
+goes through (create, update, re-validation of a stored spec), so the rules of
+``CONTRACT.md`` live here once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from workers.errors import SpecError
+
+GRANT_TYPES = ("client_credentials", "authorization_code", "refresh_token")
+AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+
+# Which grant types each optional or conditional field belongs to.
+FIELD_GRANTS: dict[str, tuple[str, ...]] = {
+    "token_url": ("client_credentials", "authorization_code"),
+    "auth_url": ("authorization_code",),
+    "refresh_url": ("refresh_token",),
+    "refresh_token": ("refresh_token",),
+    "pkce": ("authorization_code",),
+    "extra_auth_params": ("authorization_code",),
+}
+REQUIRED_BY_GRANT: dict[str, tuple[str, ...]] = {
+    "client_credentials": ("token_url",),
+    "authorization_code": ("token_url", "auth_url"),
+    "refresh_token": ("refresh_url", "refresh_token"),
+}
+SECRET_FIELDS = ("client_secret", "refresh_token")
+
+
+@dataclass(frozen=True)
+class IntegrationSpec:
+    name: str
+    grant_type: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    token_url: str | None = None
+    auth_url: str | None = None
+    refresh_url: str | None = None
+    refresh_token: str | None = field(default=None, repr=False)
+    scopes: tuple[str, ...] = ()
+    auth_method: str = "client_secret_basic"
+    pkce: bool = True
+    extra_auth_params: Mapping[str, str] = field(default_factory=dict)
+    extra_token_params: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def endpoint(self) -> str:
+        """Where tokens are requested: ``refresh_url`` for the refresh_token grant."""
+        url = self.refresh_url if self.grant_type == "refresh_token" else self.token_url
+        assert url is not None  # guaranteed by validation
+        return url
+
+    def public_fields(self) -> dict[str, Any]:
+        """The spec as JSON-safe data without its secrets (what may be shown and stored plainly)."""
+        data = dataclasses.asdict(self)
+        for name in SECRET_FIELDS:
+            data.pop(name)
+        data["scopes"] = list(self.scopes)
+        return {
+            key: value for key, value in data.items()
+            if value is not None and self.grant_type in FIELD_GRANTS.get(key, GRANT_TYPES)
+        }
+
+    def secrets(self) -> dict[str, str]:
+        return {name: getattr(self, name) for name in SECRET_FIELDS if getattr(self, name)}
+
+
+class _Scopes(fields.Field):
+    """A list of strings, or one space-separated string; stored as a tuple."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            return tuple(value.split())
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            scopes: list[str] = []
+            for item in value:
+                if not item.strip() or len(item.split()) != 1:
+                    raise ValidationError("each scope must be one non-empty word without spaces")
+                scopes.append(item.strip())
+            return tuple(scopes)
+        raise ValidationError("must be a list of strings or one space-separated string")
+
+
+class _StrictBoolean(fields.Field):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ValidationError("must be true or false")
+        return value
+
+
+class _Url(fields.String):
+    """An absolute http(s) URL; plain http only to loopback or operator-allowed hosts."""
+
+    def __init__(self, insecure_hosts: Iterable[str] = (), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.insecure_hosts = {host.lower() for host in insecure_hosts}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            parts = urlsplit(text)
+            host = parts.hostname
+            parts.port  # noqa: B018 -- raises ValueError on a bad port
+        except ValueError as exc:
+            raise ValidationError(f"is not a valid URL ({exc})") from None
+        if parts.scheme not in ("http", "https"):
+            raise ValidationError("must be an http:// or https:// URL")
+        if not host:
+            raise ValidationError("must name a host")
+        if parts.username or parts.password:
+            raise ValidationError("must not carry credentials; use client_id and client_secret")
+        if parts.fragment:
+            raise ValidationError("must not have a #fragment")
+        if parts.scheme == "http" and not (is_loopback(host) or host.lower() in self.insecure_hosts):
+            raise ValidationError(
+                f"plain http:// is only allowed to loopback hosts; use https:// for {host!r} "
+                "(or list the host in TOKENKEEPER_INSECURE_HTTP_HOSTS)"
+            )
+        return text
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+_StringMap = lambda: fields.Dict(keys=fields.String(), values=fields.String())  # noqa: E731
+
+
+class SpecSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    def __init__(self, *, insecure_hosts: Iterable[str] = (), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        for name in ("token_url", "auth_url", "refresh_url"):
+            self.fields[name].insecure_hosts = {h.lower() for h in insecure_hosts}  # type: ignore[attr-defined]
+
+    name = fields.String(required=True, validate=validate.Regexp(
+        NAME_PATTERN, error="must start with a letter and contain only letters, digits, _ and - (at most 64)"))
+    grant_type = fields.String(required=True, validate=validate.OneOf(GRANT_TYPES))
+    client_id = fields.String(required=True, validate=validate.Length(min=1))
+    client_secret = fields.String(required=True, validate=validate.Length(min=1))
+    token_url = _Url()
+    auth_url = _Url()
+    refresh_url = _Url()
+    refresh_token = fields.String(validate=validate.Length(min=1))
+    scopes = _Scopes()
+    auth_method = fields.String(validate=validate.OneOf(AUTH_METHODS))
+    pkce = _StrictBoolean()
+    extra_auth_params = _StringMap()
+    extra_token_params = _StringMap()
+
+    @validates_schema(skip_on_field_errors=False, pass_original=True)
+    def _fits_grant_type(self, data: dict[str, Any], original: dict[str, Any], **kwargs: Any) -> None:
+        # ``original``: a field that failed its own validation is absent from ``data``
+        # but must not be reported as missing as well.
+        grant = data.get("grant_type")
+        if grant not in GRANT_TYPES:
+            return
+        errors: dict[str, list[str]] = {}
+        for name, grants in FIELD_GRANTS.items():
+            if name in original and grant not in grants:
+                errors[name] = [f"not used by grant_type {grant}; only by {', '.join(grants)}"]
+        for name in REQUIRED_BY_GRANT[grant]:
+            if name not in original:
+                errors[name] = [f"required for grant_type {grant}"]
+        if errors:
+            raise ValidationError(errors)
+
+
+def validate_spec(data: Any, *, insecure_hosts: Iterable[str] = ()) -> IntegrationSpec:
+    """Return the validated spec, or raise :class:`SpecError` naming every bad field."""
+    if not isinstance(data, Mapping):
+        raise SpecError({"_spec": ["must be a JSON object"]})
+    schema = SpecSchema(insecure_hosts=insecure_hosts)
+    try:
+        loaded = schema.load(dict(data))
+    except ValidationError as exc:
+        raise SpecError(_flatten(exc.messages)) from None
+    return IntegrationSpec(**loaded)
+
+
+def merge_changes(current: IntegrationSpec, changes: Any) -> dict[str, Any]:
+    """The spec data after applying ``changes``; ``name`` and ``grant_type`` stay fixed."""
+    if not isinstance(changes, Mapping):
+        raise SpecError({"_changes": ["must be a JSON object"]})
+    errors = {
+        key: ["cannot change"]
+        for key in ("name", "grant_type")
+        if key in changes and changes[key] != getattr(current, key)
+    }
+    if errors:
+        raise SpecError(errors)
+    merged = {**current.public_fields(), **current.secrets()}
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)  # null removes an optional field
+        else:
+            merged[key] = value
+    return merged
+
+
+def spec_from_stored(public: Mapping[str, Any], secrets: Mapping[str, str]) -> IntegrationSpec:
+    """Rebuild a spec that was validated before it was stored."""
+    data = dict(public)
+    data["scopes"] = tuple(data.get("scopes", ()))
+    return IntegrationSpec(**data, **secrets)
+
+
+def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    flat: dict[str, list[str]] = {}
+    if isinstance(messages, Mapping):
+        for key, value in messages.items():
+            name = str(key) if key != "_schema" else "_spec"
+            path = f"{prefix}.{name}" if prefix else name
+            if isinstance(value, Mapping):
+                flat.update(_flatten(value, path))
+            else:
+                flat[path] = [str(item) for item in (value if isinstance(value, list) else [value])]
+    else:
+        flat[prefix or "_spec"] = [str(messages)]
+    return flat
+
+
+__all__ = ["EXCLUDE", "IntegrationSpec", "SpecSchema", "merge_changes", "spec_from_stored", "validate_spec"]

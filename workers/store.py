@@ -1,0 +1,335 @@
+"""Everything tokenkeeper keeps in Redis, and the atomic steps that change it.
+
+Keys (``P`` is the configurable prefix, ``tokenkeeper:`` by default):
+
+    P token:<name>        hash   the consumer interface (CONTRACT.md); no secrets but the access token
+    P integration:<name>  hash   spec (JSON, no secrets), sealed secrets, status, version, schedule
+    P history:<name>      list   status changes, newest first, capped
+    P names               set    every integration
+    P schedule            zset   name -> planned refresh time
+    P inflight            zset   name -> time after which a queued refresh is presumed lost
+    P lock:<name>         string owner token of the refresh under way (single flight)
+    P reserve:<name>      string a creation under way
+
+Writes that belong together are one Lua script, so a reader never sees a new
+access token with an old expiry, and a write is accepted only when the lock is
+still ours and the stored version is the one the work started from.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets as _secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+TOKEN_FIELDS = ("access_token", "token_type", "expires_at", "scope", "status", "updated_at")
+HISTORY_LENGTH = 50
+
+STATUS_PENDING = "pending_authorization"
+STATUS_ACTIVE = "active"
+STATUS_RETRYING = "retrying"
+STATUS_NEEDS_REAUTH = "needs_reauth"
+STATUSES = (STATUS_PENDING, STATUS_ACTIVE, STATUS_RETRYING, STATUS_NEEDS_REAUTH)
+
+# Outcomes of a guarded write.
+WRITE_OK = 1
+WRITE_LOST_LOCK = -1
+WRITE_STALE_VERSION = -2
+
+# KEYS: integration, token, history, names, schedule, reserve
+# ARGV: integration fields (JSON), token fields (JSON), history entry, name, due ('' = none)
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local fields = cjson.decode(ARGV[1])
+for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
+redis.call('HSET', KEYS[1], 'version', 1)
+redis.call('DEL', KEYS[2])
+for k, v in pairs(cjson.decode(ARGV[2])) do redis.call('HSET', KEYS[2], k, v) end
+redis.call('DEL', KEYS[3])
+redis.call('LPUSH', KEYS[3], ARGV[3])
+redis.call('SADD', KEYS[4], ARGV[4])
+if ARGV[5] ~= '' then redis.call('ZADD', KEYS[5], ARGV[5], ARGV[4]) end
+redis.call('DEL', KEYS[6])
+return 1
+"""
+
+# KEYS: integration, token, history, schedule, inflight, lock
+# ARGV: lock owner, expected version, name, integration fields (JSON),
+#       token fields (JSON, may be {}), history entry, due ('' = unschedule), channel, history length
+_WRITE = """
+if redis.call('GET', KEYS[6]) ~= ARGV[1] then return -1 end
+if redis.call('HGET', KEYS[1], 'version') ~= ARGV[2] then return -2 end
+local fields = cjson.decode(ARGV[4])
+local old_status = redis.call('HGET', KEYS[1], 'status')
+local same_status = fields['status'] == nil or fields['status'] == old_status
+for k, v in pairs(fields) do
+  if not (k == 'status_at' and same_status) then redis.call('HSET', KEYS[1], k, v) end
+end
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+local token = cjson.decode(ARGV[5])
+for k, v in pairs(token) do redis.call('HSET', KEYS[2], k, v) end
+if not same_status then
+  redis.call('LPUSH', KEYS[3], ARGV[6])
+  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[9]) - 1)
+end
+if ARGV[7] ~= '' then
+  redis.call('ZADD', KEYS[4], ARGV[7], ARGV[3])
+else
+  redis.call('ZREM', KEYS[4], ARGV[3])
+end
+redis.call('ZREM', KEYS[5], ARGV[3])
+redis.call('PUBLISH', ARGV[8], version)
+return version
+"""
+
+# KEYS: schedule, inflight.  ARGV: now, horizon end, lost_after, limit
+# Returns name, due, name, due, ... of the refreshes to queue now.
+_CLAIM = """
+local lost = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
+for _, name in ipairs(lost) do
+  redis.call('ZREM', KEYS[2], name)
+  redis.call('ZADD', KEYS[1], 'NX', ARGV[1], name)
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
+for i = 1, #due, 2 do
+  redis.call('ZREM', KEYS[1], due[i])
+  redis.call('ZADD', KEYS[2], tonumber(due[i + 1]) + tonumber(ARGV[3]), due[i])
+end
+return due
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class IntegrationRecord:
+    name: str
+    grant_type: str
+    status: str
+    reason: str
+    version: int
+    public: Mapping[str, Any]
+    sealed_secrets: str = field(repr=False)
+    refresh_at: float | None
+    attempts: int
+    created_at: float
+    refreshed_at: float | None
+    status_at: float
+
+    @classmethod
+    def from_hash(cls, name: str, raw: Mapping[str, str]) -> IntegrationRecord:
+        return cls(
+            name=name,
+            grant_type=raw["grant_type"],
+            status=raw["status"],
+            reason=raw.get("reason", ""),
+            version=int(raw["version"]),
+            public=json.loads(raw["spec"]),
+            sealed_secrets=raw["secrets"],
+            refresh_at=_optional_float(raw.get("refresh_at")),
+            attempts=int(raw.get("attempts") or 0),
+            created_at=float(raw["created_at"]),
+            refreshed_at=_optional_float(raw.get("refreshed_at")),
+            status_at=float(raw["status_at"]),
+        )
+
+
+@dataclass(frozen=True)
+class Lock:
+    name: str
+    owner: str
+
+
+class Store:
+    """Redis access for one key prefix. Receives its client; opens nothing itself."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "tokenkeeper:") -> None:
+        self.redis = client
+        self.prefix = prefix
+        self._create = client.register_script(_CREATE)
+        self._write = client.register_script(_WRITE)
+        self._claim = client.register_script(_CLAIM)
+        self._release = client.register_script(_RELEASE)
+
+    # -- key names -------------------------------------------------------
+    def token_key(self, name: str) -> str:
+        return f"{self.prefix}token:{name}"
+
+    def integration_key(self, name: str) -> str:
+        return f"{self.prefix}integration:{name}"
+
+    def history_key(self, name: str) -> str:
+        return f"{self.prefix}history:{name}"
+
+    def lock_key(self, name: str) -> str:
+        return f"{self.prefix}lock:{name}"
+
+    def reserve_key(self, name: str) -> str:
+        return f"{self.prefix}reserve:{name}"
+
+    def channel(self, name: str) -> str:
+        return f"{self.prefix}events:{name}"
+
+    @property
+    def names_key(self) -> str:
+        return f"{self.prefix}names"
+
+    @property
+    def schedule_key(self) -> str:
+        return f"{self.prefix}schedule"
+
+    @property
+    def inflight_key(self) -> str:
+        return f"{self.prefix}inflight"
+
+    # -- reads -----------------------------------------------------------
+    def exists(self, name: str) -> bool:
+        return bool(self.redis.exists(self.integration_key(name)))
+
+    def load(self, name: str) -> IntegrationRecord | None:
+        raw = self.redis.hgetall(self.integration_key(name))
+        return IntegrationRecord.from_hash(name, _text_map(raw)) if raw else None
+
+    def token(self, name: str) -> dict[str, str]:
+        return _text_map(self.redis.hgetall(self.token_key(name)))
+
+    def tokens(self, names: Iterable[str]) -> list[dict[str, str]]:
+        """The consumer hashes of ``names`` in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(self.token_key(name))
+        return [_text_map(raw) for raw in pipe.execute()]
+
+    def names(self) -> list[str]:
+        return sorted(_text(name) for name in self.redis.smembers(self.names_key))
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        return [json.loads(entry) for entry in self.redis.lrange(self.history_key(name), 0, -1)]
+
+    # -- creation --------------------------------------------------------
+    def reserve(self, name: str, ttl: float) -> bool:
+        """Hold ``name`` while its first token is fetched, so two creations cannot race."""
+        if self.exists(name):
+            return False
+        return bool(self.redis.set(self.reserve_key(name), "1", nx=True, px=int(ttl * 1000)))
+
+    def unreserve(self, name: str) -> None:
+        self.redis.delete(self.reserve_key(name))
+
+    def create(
+        self, name: str, fields: Mapping[str, Any], token: Mapping[str, Any], history: Mapping[str, Any],
+        due: float | None,
+    ) -> bool:
+        keys = [
+            self.integration_key(name), self.token_key(name), self.history_key(name),
+            self.names_key, self.schedule_key, self.reserve_key(name),
+        ]
+        args = [_json_fields(fields), _json_fields(token), json.dumps(history), name, _score(due)]
+        return self._create(keys=keys, args=args) == 1
+
+    # -- guarded writes --------------------------------------------------
+    def write(
+        self,
+        lock: Lock,
+        expected_version: int,
+        fields: Mapping[str, Any],
+        token: Mapping[str, Any],
+        history: Mapping[str, Any],
+        due: float | None,
+    ) -> int:
+        """Apply one change if ``lock`` is still held and the version unchanged.
+
+        Returns the new version, or ``WRITE_LOST_LOCK`` / ``WRITE_STALE_VERSION``.
+        ``due`` is the next planned refresh (``None`` stops refreshing).
+        """
+        name = lock.name
+        keys = [
+            self.integration_key(name), self.token_key(name), self.history_key(name),
+            self.schedule_key, self.inflight_key, self.lock_key(name),
+        ]
+        args = [
+            lock.owner, str(expected_version), name, _json_fields(fields), _json_fields(token),
+            json.dumps(history), _score(due), self.channel(name), HISTORY_LENGTH,
+        ]
+        return int(self._write(keys=keys, args=args))
+
+    def delete(self, name: str) -> bool:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.integration_key(name), self.token_key(name), self.history_key(name),
+                    self.reserve_key(name))
+        pipe.srem(self.names_key, name)
+        pipe.zrem(self.schedule_key, name)
+        pipe.zrem(self.inflight_key, name)
+        pipe.publish(self.channel(name), "deleted")
+        deleted = pipe.execute()[0]
+        return bool(deleted)
+
+    # -- single flight ---------------------------------------------------
+    def acquire(self, name: str, ttl: float) -> Lock | None:
+        owner = _secrets.token_hex(16)
+        if self.redis.set(self.lock_key(name), owner, nx=True, px=int(ttl * 1000)):
+            return Lock(name, owner)
+        return None
+
+    def release(self, lock: Lock) -> bool:
+        return bool(self._release(keys=[self.lock_key(lock.name)], args=[lock.owner]))
+
+    # -- scheduling ------------------------------------------------------
+    def claim_due(self, now: float, horizon: float, lost_after: float, limit: int) -> list[tuple[str, float]]:
+        """Move refreshes planned before ``now + horizon`` to in-flight and return them.
+
+        Refreshes queued earlier but not finished ``lost_after`` seconds past their
+        planned time are taken back first, so a task lost with a worker is queued again.
+        """
+        raw = self._claim(
+            keys=[self.schedule_key, self.inflight_key],
+            args=[repr(now), repr(now + horizon), repr(lost_after), limit],
+        )
+        return [(_text(raw[i]), float(raw[i + 1])) for i in range(0, len(raw), 2)]
+
+    def schedule(self, name: str, due: float) -> None:
+        self.redis.zadd(self.schedule_key, {name: due})
+
+    def mark_tick(self, now: float) -> None:
+        """Record that a scheduling tick ran (beat and a worker are both alive)."""
+        self.redis.set(f"{self.prefix}beat:last_tick", repr(now))
+
+    def last_tick(self) -> float | None:
+        raw = self.redis.get(f"{self.prefix}beat:last_tick")
+        return float(raw) if raw else None
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _text_map(raw: Mapping[Any, Any]) -> dict[str, str]:
+    return {_text(key): _text(value) for key, value in raw.items()}
+
+
+def _optional_float(value: str | None) -> float | None:
+    return float(value) if value not in (None, "") else None
+
+
+def _score(due: float | None) -> str:
+    return "" if due is None else repr(due)
+
+
+def _json_fields(fields: Mapping[str, Any]) -> str:
+    # Hash values are strings; None means "empty" in the consumer contract.
+    return json.dumps({key: "" if value is None else _plain(value) for key, value in fields.items()})
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)

@@ -1,0 +1,83 @@
+"""The Celery tasks of CONTRACT.md: each one line of delegation to a domain object.
+
+Names are stable. Arguments are JSON: names and specs in, small secret-free
+dicts out. Errors of ours are ``throws``: expected, stored as the task's
+failure, logged without a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from celery import Task
+
+from workers.celery_app import RedactedRequest, app, settings
+from workers.errors import TokenkeeperError
+from workers.redaction import args_repr
+from workers.refresher import Refresher
+from workers.registry import Registry
+from workers.runtime import Runtime, build_runtime
+from workers.scheduler import dispatch_due
+
+# How long a "refresh is under way" answer waits before a scheduled refresh looks again.
+BUSY_RETRY_SECONDS = 1.0
+
+
+@functools.cache
+def runtime() -> Runtime:
+    # Built on first use, inside the worker process (after prefork's fork).
+    return build_runtime(settings)
+
+
+class TokenkeeperTask(Task):
+    Request = RedactedRequest
+    throws = (TokenkeeperError,)
+
+
+def _task(name: str, **options: Any) -> Any:
+    return app.task(name=name, base=TokenkeeperTask, **options)
+
+
+@_task("tokenkeeper.create_integration")
+def create_integration(spec: dict[str, Any]) -> dict[str, str]:
+    return Registry(runtime()).create(spec)
+
+
+@_task("tokenkeeper.update_integration")
+def update_integration(name: str, changes: dict[str, Any]) -> dict[str, str]:
+    return Registry(runtime()).update(name, changes)
+
+
+@_task("tokenkeeper.delete_integration")
+def delete_integration(name: str) -> dict[str, Any]:
+    return Registry(runtime()).delete(name)
+
+
+# acks_late + reject_on_worker_lost: a refresh whose worker process died goes
+# back to the queue at once; the lock and version check make running it twice safe.
+@_task("tokenkeeper.refresh_integration", acks_late=True, reject_on_worker_lost=True)
+def refresh_integration(name: str, planned_at: float | None = None) -> dict[str, str]:
+    result = Refresher(runtime()).refresh(name, planned_at=planned_at)
+    if result.outcome == "busy" and planned_at is not None:
+        # The holder may die with the lock; look again once it could have expired.
+        enqueue_refresh(name, planned_at, BUSY_RETRY_SECONDS)
+    return result.as_dict()
+
+
+@_task("tokenkeeper.schedule_refreshes", ignore_result=True)
+def schedule_refreshes() -> int:
+    rt = runtime()
+    rt.store.mark_tick(rt.clock())
+    return dispatch_due(
+        rt.store, enqueue_refresh, now=rt.clock(), horizon=settings.schedule_horizon,
+        lost_after=settings.lost_after,
+    )
+
+
+def enqueue_refresh(name: str, planned_at: float, countdown: float) -> None:
+    args, kwargs = [name], {"planned_at": planned_at}
+    argsrepr, kwargsrepr = args_repr(args, kwargs)
+    refresh_integration.apply_async(
+        args, kwargs, countdown=countdown, ignore_result=True, argsrepr=argsrepr, kwargsrepr=kwargsrepr,
+    )
