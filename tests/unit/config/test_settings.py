@@ -1,0 +1,77 @@
+"""Settings come from an environ mapping, report every problem at once and hide secrets."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.fernet import Fernet
+
+from config import Settings, SettingsError, load_settings
+
+
+def test_defaults_follow_the_contract() -> None:
+    """With nothing set, Redis, broker, queue, prefix and URLs take the contract's defaults."""
+    settings = load_settings({})
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.broker_url == settings.redis_url
+    assert settings.queue == "tokenkeeper"
+    assert settings.key_prefix == "tokenkeeper:"
+    assert settings.public_url == "http://127.0.0.1:5000"
+    assert settings.bind == "127.0.0.1:5000"
+    assert settings.callback_url == "http://127.0.0.1:5000/oauth/callback"
+
+
+def test_broker_and_result_backend_default_to_the_redis_url() -> None:
+    """TOKENKEEPER_BROKER_URL defaults to the Redis URL given, not to the built-in one."""
+    settings = load_settings({"TOKENKEEPER_REDIS_URL": "redis://10.0.0.5:6380/2"})
+    assert settings.broker_url == "redis://10.0.0.5:6380/2"
+    assert settings.result_backend == "redis://10.0.0.5:6380/2"
+    explicit = load_settings({"TOKENKEEPER_REDIS_URL": "redis://a/0", "TOKENKEEPER_BROKER_URL": "amqp://b//"})
+    assert explicit.broker_url == "amqp://b//"
+
+
+def test_every_bad_variable_is_reported_at_once() -> None:
+    """One error lists each invalid variable by name, so an operator fixes them in one go."""
+    with pytest.raises(SettingsError) as caught:
+        load_settings({
+            "TOKENKEEPER_REDIS_URL": "http://nope",
+            "TOKENKEEPER_LOCK_TTL": "-3",
+            "TOKENKEEPER_PUBLIC_URL": "ftp://x",
+            "TOKENKEEPER_TYPO": "1",
+        })
+    message = str(caught.value)
+    for variable in ("TOKENKEEPER_REDIS_URL", "TOKENKEEPER_LOCK_TTL", "TOKENKEEPER_PUBLIC_URL",
+                     "TOKENKEEPER_TYPO"):
+        assert variable in message
+
+
+def test_secret_keys_are_hidden_from_repr_and_errors() -> None:
+    """Fernet keys never show in repr, and a malformed key is reported without echoing it."""
+    key = Fernet.generate_key().decode()
+    settings = load_settings({"TOKENKEEPER_SECRET_KEY": f"{key}, {Fernet.generate_key().decode()}"})
+    assert settings.secret_keys[0] == key and len(settings.secret_keys) == 2
+    assert key not in repr(settings)
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"TOKENKEEPER_SECRET_KEY": "not-a-real-key-value"})
+    assert "not-a-real-key-value" not in str(caught.value)
+    assert "TOKENKEEPER_SECRET_KEY" in str(caught.value)
+
+
+def test_visibility_timeout_must_outlast_the_horizon() -> None:
+    """A visibility timeout shorter than countdowns would make Redis redeliver waiting tasks."""
+    with pytest.raises(SettingsError, match="TOKENKEEPER_VISIBILITY_TIMEOUT"):
+        load_settings({"TOKENKEEPER_SCHEDULE_HORIZON": "100", "TOKENKEEPER_VISIBILITY_TIMEOUT": "200"})
+
+
+def test_settings_are_frozen() -> None:
+    """Nothing can change settings after they are built."""
+    settings = Settings()
+    with pytest.raises(AttributeError):
+        settings.queue = "other"  # type: ignore[misc]
+
+
+def test_our_config_package_is_the_one_imported() -> None:
+    """`config` is a generic name; the repository's own must win on sys.path."""
+    import config
+
+    assert config.load_settings is load_settings
+    assert config.__file__.endswith("config/__init__.py")
