@@ -26,7 +26,7 @@ from workers.store import (
 
 log = logging.getLogger(__name__)
 
-# A scheduled refresh whose planned time is older than the stored one was done already.
+# Plans travel as JSON floats and Redis scores; they compare equal within this.
 _PLANNED_TOLERANCE = 0.001
 
 
@@ -136,7 +136,10 @@ class Refresher:
 
 
 def _superseded(record: IntegrationRecord, planned_at: float) -> bool:
-    return record.refresh_at is None or record.refresh_at > planned_at + _PLANNED_TOLERANCE
+    # A scheduled refresh carries the plan it was queued for; any other stored plan
+    # means a refresh (or update) has happened since. Not an ordering: jitter may
+    # put a newer plan before an older one.
+    return record.refresh_at is None or abs(record.refresh_at - planned_at) > _PLANNED_TOLERANCE
 
 
 def stored_spec(runtime: Runtime, record: IntegrationRecord) -> IntegrationSpec:

@@ -86,18 +86,24 @@ redis.call('PUBLISH', ARGV[8], version)
 return version
 """
 
-# KEYS: schedule, inflight.  ARGV: now, horizon end, lost_after, limit
+# KEYS: schedule, inflight.  ARGV: now, horizon end, lost_after, limit, integration key prefix
+# (the integration hashes are read by name: fine on one Redis, not on a cluster)
 # Returns name, due, name, due, ... of the refreshes to queue now.
 _CLAIM = """
 local lost = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
 for _, name in ipairs(lost) do
   redis.call('ZREM', KEYS[2], name)
-  redis.call('ZADD', KEYS[1], 'NX', ARGV[1], name)
+  -- Back under the plan stored with the integration, so the refresh queued now
+  -- matches it; a deleted or stopped integration has none and is dropped.
+  local plan = redis.call('HGET', ARGV[5] .. name, 'refresh_at')
+  if plan and plan ~= '' then redis.call('ZADD', KEYS[1], 'NX', plan, name) end
 end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
+local now = tonumber(ARGV[1])
 for i = 1, #due, 2 do
   redis.call('ZREM', KEYS[1], due[i])
-  redis.call('ZADD', KEYS[2], tonumber(due[i + 1]) + tonumber(ARGV[3]), due[i])
+  -- Lost counts from when it can run: an overdue refresh gets its full grace from now.
+  redis.call('ZADD', KEYS[2], math.max(tonumber(due[i + 1]), now) + tonumber(ARGV[3]), due[i])
 end
 return due
 """
@@ -290,7 +296,7 @@ class Store:
         """
         raw = self._claim(
             keys=[self.schedule_key, self.inflight_key],
-            args=[repr(now), repr(now + horizon), repr(lost_after), limit],
+            args=[repr(now), repr(now + horizon), repr(lost_after), limit, self.integration_key("")],
         )
         return [(_text(raw[i]), float(raw[i + 1])) for i in range(0, len(raw), 2)]
 

@@ -1,0 +1,130 @@
+"""Creating, updating and deleting integrations: nothing half-written, conflicts untouched."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from tests.conftest import cc_spec, rt_spec
+from tests.support.token_server import Canned, TokenServer
+from workers.errors import ConflictError, NotFoundError, PermanentProviderError, SpecError
+from workers.registry import Registry
+from workers.runtime import Runtime
+
+
+def test_creation_stores_token_secrets_sealed_and_schedule(
+    runtime: Runtime, token_server: TokenServer, redis_client: redis.Redis
+) -> None:
+    """A created integration has a consumer hash, an encrypted secret and a planned refresh."""
+    result = Registry(runtime).create(cc_spec(token_server, "svc", scopes="read write"))
+    assert result["status"] == "active" and int(result["expires_at"]) > 0
+    token = redis_client.hgetall("tokenkeeper:token:svc")
+    assert set(token) == {"access_token", "token_type", "expires_at", "scope", "status", "updated_at"}
+    assert token["scope"] == "read write" and token["token_type"] == "Bearer"
+    integration = redis_client.hgetall("tokenkeeper:integration:svc")
+    assert "client-secret" not in repr(integration)
+    assert runtime.box.open(integration["secrets"])["client_secret"] == "client-secret"
+    assert redis_client.zscore("tokenkeeper:schedule", "svc") is not None
+
+
+def test_a_failed_first_request_stores_nothing(
+    runtime: Runtime, token_server: TokenServer, redis_client: redis.Redis
+) -> None:
+    """Bad credentials: the provider's error comes back and no key is written."""
+    with pytest.raises(PermanentProviderError, match="invalid_client"):
+        Registry(runtime).create(cc_spec(token_server, "svc", client_secret="wrong"))
+    assert redis_client.keys("*") == []
+
+
+def test_a_rejected_spec_stores_nothing(runtime: Runtime, redis_client: redis.Redis) -> None:
+    """A spec error names the field and writes nothing."""
+    with pytest.raises(SpecError, match="token_url"):
+        Registry(runtime).create({"name": "svc", "grant_type": "client_credentials", "client_id": "a",
+                                  "client_secret": "b", "token_url": "gopher://x"})
+    assert redis_client.keys("*") == []
+
+
+def test_a_taken_name_is_a_conflict_and_the_original_is_untouched(
+    runtime: Runtime, token_server: TokenServer, redis_client: redis.Redis
+) -> None:
+    """Creating a name twice fails without touching the first integration or calling the provider."""
+    Registry(runtime).create(cc_spec(token_server, "svc"))
+    before = redis_client.hgetall("tokenkeeper:token:svc")
+    calls = len(token_server.bodies)
+    with pytest.raises(ConflictError, match="svc"):
+        Registry(runtime).create(cc_spec(token_server, "svc", client_secret="other"))
+    assert redis_client.hgetall("tokenkeeper:token:svc") == before
+    assert len(token_server.bodies) == calls
+
+
+def test_a_rotated_refresh_token_from_creation_is_kept(runtime: Runtime, token_server: TokenServer) -> None:
+    """The refresh token pasted by the operator is spent at creation; the rotated one is stored."""
+    spec = rt_spec(token_server, "user")
+    Registry(runtime).create(spec)
+    secrets = runtime.box.open(runtime.store.load("user").sealed_secrets)
+    assert secrets["refresh_token"] != spec["refresh_token"]
+    assert secrets["refresh_token"] in token_server.live_refresh
+
+
+def test_authorization_code_starts_pending_with_a_link(runtime: Runtime, redis_client: redis.Redis) -> None:
+    """An authorization_code integration waits for consent and says where to send the user."""
+    result = Registry(runtime).create({
+        "name": "drive", "grant_type": "authorization_code", "client_id": "a", "client_secret": "b",
+        "token_url": "https://idp.example/token", "auth_url": "https://idp.example/auth"})
+    assert result == {"name": "drive", "status": "pending_authorization",
+                      "authorization_url": "http://127.0.0.1:5000/oauth/authorize/drive"}
+    assert redis_client.hget("tokenkeeper:token:drive", "status") == "pending_authorization"
+    assert redis_client.zscore("tokenkeeper:schedule", "drive") is None
+
+
+def test_update_with_new_credentials_gets_a_new_token(
+    runtime: Runtime, token_server: TokenServer, redis_client: redis.Redis
+) -> None:
+    """Changing the secret is checked against the provider before it is stored."""
+    Registry(runtime).create(cc_spec(token_server, "svc"))
+    token_server.clients["client-id"] = "rotated-secret"
+    result = Registry(runtime).update("svc", {"client_secret": "rotated-secret", "scopes": ["x"]})
+    assert result["status"] == "active"
+    assert runtime.box.open(runtime.store.load("svc").sealed_secrets)["client_secret"] == "rotated-secret"
+    assert redis_client.hget("tokenkeeper:token:svc", "scope") == "x"
+
+
+def test_a_failed_update_changes_nothing(
+    runtime: Runtime, token_server: TokenServer, redis_client: redis.Redis
+) -> None:
+    """Wrong new credentials or a bad field leave the stored integration exactly as it was."""
+    Registry(runtime).create(cc_spec(token_server, "svc"))
+    before = (redis_client.hgetall("tokenkeeper:integration:svc"), redis_client.hgetall("tokenkeeper:token:svc"))
+    with pytest.raises(PermanentProviderError):
+        Registry(runtime).update("svc", {"client_secret": "wrong"})
+    with pytest.raises(SpecError, match="grant_type"):
+        Registry(runtime).update("svc", {"grant_type": "refresh_token"})
+    token_server.queue(Canned(500, b"", {}))
+    with pytest.raises(Exception, match="http_500"):
+        Registry(runtime).update("svc", {"scopes": "new"})
+    after = (redis_client.hgetall("tokenkeeper:integration:svc"), redis_client.hgetall("tokenkeeper:token:svc"))
+    assert after == before
+    assert runtime.store.acquire("svc", 1) is not None  # the update released its lock
+
+
+def test_update_brings_a_needs_reauth_integration_back(runtime: Runtime, token_server: TokenServer) -> None:
+    """Pasting a new refresh token into a needs_reauth integration makes it active again."""
+    from workers.refresher import Refresher
+
+    Registry(runtime).create(rt_spec(token_server, "user"))
+    token_server.live_refresh.clear()
+    assert Refresher(runtime).refresh("user").status == "needs_reauth"
+    result = Registry(runtime).update("user", {"refresh_token": token_server.new_refresh_token()})
+    assert result["status"] == "active"
+    assert [e["status"] for e in runtime.store.history("user")][:2] == ["active", "needs_reauth"]
+
+
+def test_delete_removes_every_key(runtime: Runtime, token_server: TokenServer, redis_client: redis.Redis) -> None:
+    """After delete nothing of the integration is left; deleting again is not found."""
+    Registry(runtime).create(cc_spec(token_server, "svc"))
+    assert Registry(runtime).delete("svc") == {"name": "svc", "deleted": True}
+    assert redis_client.keys("*") == []
+    with pytest.raises(NotFoundError):
+        Registry(runtime).delete("svc")
+    with pytest.raises(NotFoundError):
+        Registry(runtime).update("svc", {})

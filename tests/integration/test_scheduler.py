@@ -1,0 +1,75 @@
+"""The scheduling tick: due refreshes are queued once, lost ones are queued again."""
+
+from __future__ import annotations
+
+import threading
+
+import redis
+
+from workers.scheduler import dispatch_due
+from workers.store import Store
+
+
+def collect(store: Store, now: float, horizon: float = 10, lost_after: float = 30) -> list[tuple[str, float, float]]:
+    queued: list[tuple[str, float, float]] = []
+    dispatch_due(store, lambda *item: queued.append(item), now=now, horizon=horizon, lost_after=lost_after)
+    return queued
+
+
+def test_only_refreshes_within_the_horizon_are_queued_with_their_countdown(runtime) -> None:
+    """Due within the horizon: queued with countdown = due - now (0 when overdue); later ones wait."""
+    store = runtime.store
+    for name, due in {"overdue": 95.0, "soon": 104.0, "later": 500.0}.items():
+        store.schedule(name, due)
+    assert sorted(collect(store, now=100)) == [("overdue", 95.0, 0.0), ("soon", 104.0, 4.0)]
+    assert collect(store, now=101) == []  # claimed once, not again
+    assert collect(store, now=495) == [("later", 500.0, 5.0)]
+
+
+def test_a_lost_refresh_is_queued_again_under_its_original_plan(runtime, redis_client) -> None:
+    """Claimed but never finished (its worker died): after lost_after the next tick queues it again."""
+    store = runtime.store
+    redis_client.hset("tokenkeeper:integration:svc", "refresh_at", "100.0")
+    store.schedule("svc", 100.0)
+    assert collect(store, now=99, lost_after=30) == [("svc", 100.0, 1.0)]
+    assert collect(store, now=129, lost_after=30) == []
+    assert collect(store, now=131, lost_after=30) == [("svc", 100.0, 0.0)]
+
+
+def test_an_overdue_backlog_is_queued_once(runtime, redis_client) -> None:
+    """After beat was down, refreshes overdue by more than lost_after are queued once, not again and again."""
+    store = runtime.store
+    for i in range(2500):
+        store.schedule(f"i{i}", 100.0 + i)
+    queued = collect(store, now=10_000, lost_after=30)
+    assert len(queued) == 2500 and len({name for name, _, _ in queued}) == 2500
+    assert collect(store, now=10_001, lost_after=30) == []
+
+
+def test_a_lost_refresh_of_a_deleted_integration_is_dropped(runtime) -> None:
+    """Nothing is queued for an integration that no longer has a plan."""
+    store = runtime.store
+    store.schedule("gone", 100.0)
+    assert len(collect(store, now=99, lost_after=30)) == 1
+    assert collect(store, now=200, lost_after=30) == []
+    assert runtime.store.redis.zcard(store.inflight_key) == 0
+
+
+def test_two_schedulers_never_queue_the_same_refresh(runtime, redis_url: str) -> None:
+    """Two beats ticking at once split the due refreshes between them; none is queued twice."""
+    store = runtime.store
+    for i in range(3000):
+        store.schedule(f"i{i}", 100.0 + i / 1000)
+    results: list[list[tuple[str, float, float]]] = [[], []]
+
+    def tick(index: int) -> None:
+        other = Store(redis.Redis.from_url(redis_url))
+        dispatch_due(other, lambda *item: results[index].append(item), now=200, horizon=10, lost_after=30)
+
+    threads = [threading.Thread(target=tick, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    names = [item[0] for result in results for item in result]
+    assert len(names) == 3000 and len(set(names)) == 3000
