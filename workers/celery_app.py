@@ -50,9 +50,10 @@ def create_celery(settings: Settings) -> Celery:
         broker_transport_options={"visibility_timeout": settings.visibility_timeout},
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
         broker_connection_retry_on_startup=True,
-        # Flower shows what workers announce.
+        # Flower shows what workers announce. No "task-sent" events: a producer would
+        # announce the argument text it computed itself, before any redaction of ours.
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        task_send_sent_event=False,
         beat_schedule={
             "tokenkeeper-schedule-refreshes": {
                 "task": "tokenkeeper.schedule_refreshes",
@@ -66,6 +67,16 @@ def create_celery(settings: Settings) -> Celery:
     )
     app.conf.tokenkeeper_settings = settings
     return app
+
+
+@signals.before_task_publish.connect
+def _redact_published_arguments(sender: str | None = None, headers: dict[str, Any] | None = None,
+                                body: Any = None, **_: Any) -> None:
+    """Messages of ours sent by any client built here carry a secret-free argsrepr."""
+    if not sender or not sender.startswith("tokenkeeper.") or headers is None:
+        return
+    if isinstance(body, (list, tuple)) and len(body) >= 2:
+        headers["argsrepr"], headers["kwargsrepr"] = args_repr(body[0] or (), body[1] or {})
 
 
 settings = load_settings(os.environ)
