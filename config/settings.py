@@ -195,6 +195,12 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             f"{variable_name('visibility_timeout')}: must be at least 4x "
             f"{variable_name('schedule_horizon')} so countdown tasks are not redelivered"
         )
+    if settings.lock_ttl <= settings.http_connect_timeout + settings.http_read_timeout:
+        # A lock that can expire during the token request lets a second refresh start.
+        problems.append(
+            f"{variable_name('lock_ttl')}: must exceed {variable_name('http_connect_timeout')} + "
+            f"{variable_name('http_read_timeout')}"
+        )
     if problems:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
     return settings

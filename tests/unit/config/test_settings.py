@@ -75,3 +75,22 @@ def test_our_config_package_is_the_one_imported() -> None:
 
     assert config.load_settings is load_settings
     assert config.__file__.endswith("config/__init__.py")
+
+
+def test_the_lock_outlives_a_token_request() -> None:
+    """A lock shorter than the HTTP timeouts would let a second refresh start mid-request."""
+    with pytest.raises(SettingsError, match="TOKENKEEPER_LOCK_TTL"):
+        load_settings({"TOKENKEEPER_LOCK_TTL": "10", "TOKENKEEPER_HTTP_READ_TIMEOUT": "20"})
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    """Each TOKENKEEPER_* variable appears in README.md's settings table."""
+    import dataclasses
+    from pathlib import Path
+
+    from config.settings import variable_name
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    names = [variable_name(f.name) for f in dataclasses.fields(Settings)]
+    missing = [name for name in names if f"`{name}`" not in readme]
+    assert missing == []

@@ -1,0 +1,95 @@
+"""The tokenkeeper command as a user runs it, against a real worker and Redis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import redis
+
+from tests.conftest import cc_spec
+from tests.support.processes import ROOT
+from tests.support.token_server import TokenServer
+
+pytestmark = pytest.mark.e2e
+
+
+def cli(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT, env=env, input=stdin,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_day_with_the_cli(token_server: TokenServer, start_processes, process_env, redis_client: redis.Redis) -> None:
+    """create from stdin, list, show, token, render, refresh and delete all work and exit 0."""
+    start_processes("worker")
+    created = cli(process_env, "create", "-", stdin=json.dumps(cc_spec(token_server, "svc", scopes="read")))
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["status"] == "active"
+
+    listed = cli(process_env, "list")
+    assert listed.returncode == 0 and "svc" in listed.stdout and "active" in listed.stdout
+
+    shown = cli(process_env, "show", "svc")
+    assert shown.returncode == 0 and "client-secret" not in shown.stdout
+    assert json.loads(shown.stdout)["history"][0]["status"] == "active"
+
+    token = cli(process_env, "token", "svc")
+    assert token.stdout.strip() == redis_client.hget("tokenkeeper:token:svc", "access_token")
+
+    rendered = cli(process_env, "render", "Authorization: {{ $.integrations.svc.token_type }} "
+                                          "{{ $.integrations.svc.access_token }}")
+    assert rendered.stdout.strip() == f"Authorization: Bearer {token.stdout.strip()}"
+
+    refreshed = cli(process_env, "refresh", "svc")
+    assert json.loads(refreshed.stdout)["outcome"] == "refreshed"
+    assert cli(process_env, "token", "svc").stdout.strip() != token.stdout.strip()
+
+    deleted = cli(process_env, "delete", "svc")
+    assert deleted.returncode == 0 and json.loads(deleted.stdout) == {"name": "svc", "deleted": True}
+    assert redis_client.keys("tokenkeeper:*") == []
+
+
+def test_errors_are_one_line_and_non_zero(token_server: TokenServer, start_processes, process_env, tmp_path) -> None:
+    """Bad JSON, a bad spec, an unknown name and a bad template each give exit 1 and one line naming the problem."""
+    start_processes("worker")
+    bad_file = tmp_path / "spec.json"
+    bad_file.write_text("{not json")
+    cases = [
+        (("create", str(bad_file)), None, "not valid JSON"),
+        (("create", str(tmp_path / "missing.json")), None, "cannot read"),
+        (("create", "-"), json.dumps({**cc_spec(token_server, "svc"), "token_url": "ftp://x"}), "token_url"),
+        (("create", "-"), json.dumps(cc_spec(token_server, "svc", client_secret="nope")), "invalid_client"),
+        (("show", "ghost"), None, "ghost"),
+        (("token", "ghost"), None, "ghost"),
+        (("render", "{{ $.integrations.ghost.access_token }}"), None, "ghost"),
+        (("authorize-url", "ghost"), None, "ghost"),
+    ]
+    for args, stdin, expected in cases:
+        result = cli(process_env, *args, stdin=stdin)
+        assert result.returncode == 1, (args, result.stdout)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], (args, result.stderr)
+        assert "nope" not in result.stderr
+
+
+def test_no_worker_and_bad_settings_are_explained(process_env) -> None:
+    """Without a worker, create times out with a hint; a bad setting is named."""
+    result = cli(process_env, "delete", "svc", "--timeout", "1")
+    assert result.returncode == 1 and "no worker answered" in result.stderr
+    result = cli({**process_env, "TOKENKEEPER_LOCK_TTL": "soon"}, "list")
+    assert result.returncode == 1 and "TOKENKEEPER_LOCK_TTL" in result.stderr
+
+
+def test_creating_an_authorization_code_integration_prints_what_to_do(start_processes, process_env) -> None:
+    """The callback URL to register and the link for the user are printed."""
+    start_processes("worker")
+    spec = {"name": "drive", "grant_type": "authorization_code", "client_id": "a", "client_secret": "b",
+            "token_url": "https://idp.example/token", "auth_url": "https://idp.example/auth"}
+    result = cli(process_env, "create", "-", stdin=json.dumps(spec))
+    assert result.returncode == 0, result.stderr
+    assert "http://127.0.0.1:5000/oauth/callback" in result.stderr
+    assert "http://127.0.0.1:5000/oauth/authorize/drive" in result.stderr
+    url = cli(process_env, "authorize-url", "drive")
+    assert url.stdout.strip() == "http://127.0.0.1:5000/oauth/authorize/drive"

@@ -1,0 +1,79 @@
+"""`tokenkeeper standalone` on a machine with no Redis running: everything comes up, and goes down on Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+from tests.support.processes import ROOT, wait_until
+from workers.redis_server import is_up
+
+pytestmark = pytest.mark.e2e
+
+
+def health(port: int) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+    except OSError:
+        return 0, {}
+
+
+def children_of(pid: int) -> list[str]:
+    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path) -> None:
+    """With nothing on the Redis port, standalone starts its own (AOF on), then worker, beat, app, Flower."""
+    redis_port, app_port, flower_port = free_port(), free_port(), free_port()
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TOKENKEEPER_")}
+    env.update({
+        "TOKENKEEPER_REDIS_URL": redis_url,
+        "TOKENKEEPER_BIND": f"127.0.0.1:{app_port}",
+        "TOKENKEEPER_PUBLIC_URL": f"http://127.0.0.1:{app_port}",
+        "TOKENKEEPER_FLOWER_PORT": str(flower_port),
+        "TOKENKEEPER_DATA_DIR": str(tmp_path / "data"),
+        "TOKENKEEPER_SCHEDULE_INTERVAL": "1",
+    })
+    assert not is_up(redis_url)
+    log = open(tmp_path / "standalone.log", "wb")  # noqa: SIM115 -- closed below
+    process = subprocess.Popen([sys.executable, "-m", "workers.cli", "standalone"], cwd=ROOT, env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: health(app_port)[0] == 200, 90, "healthz to report every part alive", 0.5)
+        status, body = health(app_port)
+        assert status == 200
+        assert body["checks"]["redis"] == "ok" and body["checks"]["beat"] == "ok"
+        commands = " | ".join(children_of(process.pid))
+        for part in (" worker ", " beat ", "gunicorn", " flower "):
+            assert part in commands, commands
+        assert (tmp_path / "data" / "secret.key").stat().st_mode & 0o777 == 0o600
+        assert list((tmp_path / "data" / "redis").glob("appendonly*")), "AOF persistence is on"
+        with urllib.request.urlopen(f"http://127.0.0.1:{flower_port}/", timeout=5) as response:
+            assert response.status == 200
+        children = [int(line.split()[0]) for line in children_of(process.pid)]
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0
+        for pid in children:
+            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        assert not is_up(redis_url)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+    output = (tmp_path / "standalone.log").read_text()
+    assert "started on 127.0.0.1" in output and "Ctrl-C stops everything" in output
