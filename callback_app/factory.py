@@ -1,13 +1,19 @@
-"""``create_app(config=None)``: the Flask app, its extensions and blueprints."""
+"""``create_app(settings=None)``: the Flask app, its extensions, blueprints and error pages."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response
 
 from config import Settings, load_settings
+
+# No scripts at all; styles only from our own static file.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 def create_app(settings: Settings | None = None, *, runtime: Any = None, celery: Any = None) -> Flask:
@@ -16,12 +22,29 @@ def create_app(settings: Settings | None = None, *, runtime: Any = None, celery:
 
     settings = settings or load_settings(os.environ)
     app = Flask(__name__)
+    https = settings.public_url.startswith("https://")
+    app.config.update(
+        SESSION_COOKIE_SECURE=https, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+        PREFERRED_URL_SCHEME="https" if https else "http",
+    )
     app.extensions["tokenkeeper"] = {
         "settings": settings,
         "runtime": runtime or build_runtime(settings),
         "celery": celery or create_celery(settings),
     }
-    from callback_app import health
+    from callback_app import errors, health, oauth
 
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(oauth.blueprint)
+    errors.register(app)
+    app.after_request(_security_headers)
     return app
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response

@@ -5,19 +5,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
+
+from callback_app import parts
 
 blueprint = Blueprint("health", __name__)
 
 
-def _parts() -> dict[str, Any]:
-    return current_app.extensions["tokenkeeper"]
-
-
 @blueprint.get("/healthz")
 def healthz() -> Any:
-    parts = _parts()
-    settings, store, celery = parts["settings"], parts["runtime"].store, parts["celery"]
+    settings, store, celery = parts.settings(), parts.runtime().store, parts.celery()
     checks: dict[str, Any] = {}
     try:
         store.redis.ping()

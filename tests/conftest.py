@@ -60,8 +60,11 @@ def secret_key() -> str:
 @pytest.fixture
 def environ(redis_url: str, secret_key: str, tmp_path: Path) -> dict[str, str]:
     """TOKENKEEPER_* variables for a test: its own Redis, a key, fast timings."""
+    web_port = free_port()
     return {
         "TOKENKEEPER_REDIS_URL": redis_url,
+        "TOKENKEEPER_PUBLIC_URL": f"http://127.0.0.1:{web_port}",
+        "TOKENKEEPER_BIND": f"127.0.0.1:{web_port}",
         "TOKENKEEPER_SECRET_KEY": secret_key,
         "TOKENKEEPER_DATA_DIR": str(tmp_path / "data"),
         "TOKENKEEPER_REFRESH_LEAD": "1.5",

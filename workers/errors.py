@@ -7,6 +7,9 @@
     ├── NotFoundError                no integration of that name
     ├── StateError                   the operation does not fit the integration's status
     ├── TemplateError                a template names an unknown integration or field
+    ├── AuthorizationError           a consent callback that cannot be used; .status for the page
+    │   ├── UnknownStateError        state unknown, expired or already used (400)
+    │   └── ConsentError             the provider or user refused, or the issuer is wrong (400)
     └── ProviderError                the token endpoint did not give us a token
         ├── PermanentProviderError   RFC 6749 §5.2 rejections: stop, needs_reauth
         └── TransientProviderError   5xx, 429, timeouts, garbage: retry with backoff
@@ -65,6 +68,18 @@ class StateError(TokenkeeperError):
 
 
 class TemplateError(TokenkeeperError):
+    pass
+
+
+class AuthorizationError(TokenkeeperError):
+    status = 400
+
+
+class UnknownStateError(AuthorizationError):
+    pass
+
+
+class ConsentError(AuthorizationError):
     pass
 
 

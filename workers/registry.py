@@ -8,7 +8,6 @@ nothing, and a name already taken leaves the existing integration untouched.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from workers.errors import ConflictError, NotFoundError, StateError
@@ -127,12 +126,7 @@ class Registry:
     def _wait_for_lock(self, name: str) -> Lock:
         if not self.rt.store.exists(name):
             raise NotFoundError(f"no integration named {name!r}")
-        deadline = time.monotonic() + LOCK_WAIT
-        while True:
-            lock = self.rt.store.acquire(name, self.rt.settings.lock_ttl)
-            if lock is not None:
-                return lock
-            if time.monotonic() > deadline:
-                raise StateError(f"a refresh of {name!r} is under way; try the update again")
-            # Polling: a refresh holds the lock for one HTTP request at most.
-            time.sleep(0.05)
+        lock = self.rt.store.acquire_within(name, self.rt.settings.lock_ttl, LOCK_WAIT)
+        if lock is None:
+            raise StateError(f"a refresh of {name!r} is under way; try the update again")
+        return lock

@@ -10,6 +10,8 @@ Keys (``P`` is the configurable prefix, ``tokenkeeper:`` by default):
     P inflight            zset   name -> time after which a queued refresh is presumed lost
     P lock:<name>         string owner token of the refresh under way (single flight)
     P reserve:<name>      string a creation under way
+    P state:<sha256>      string one-time authorization state (TTL 10 min)
+    P exchange:<id>       string a sealed authorization code waiting for a worker (TTL 2 min)
 
 Writes that belong together are one Lua script, so a reader never sees a new
 access token with an old expiry, and a write is accepted only when the lock is
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import secrets as _secrets
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -284,6 +287,16 @@ class Store:
             return Lock(name, owner)
         return None
 
+    def acquire_within(self, name: str, ttl: float, wait: float) -> Lock | None:
+        """Like :meth:`acquire`, waiting up to ``wait`` seconds for a refresh under way."""
+        deadline = time.monotonic() + wait
+        while True:
+            lock = self.acquire(name, ttl)
+            if lock is not None or time.monotonic() > deadline:
+                return lock
+            # Polling: a refresh holds the lock for one HTTP request at most.
+            time.sleep(0.05)
+
     def release(self, lock: Lock) -> bool:
         return bool(self._release(keys=[self.lock_key(lock.name)], args=[lock.owner]))
 
@@ -302,6 +315,22 @@ class Store:
 
     def schedule(self, name: str, due: float) -> None:
         self.redis.zadd(self.schedule_key, {name: due})
+
+    # -- one-time values (authorization state, parked codes) -------------
+    def put_state(self, state_id: str, value: Mapping[str, Any], ttl: int) -> None:
+        self.redis.set(f"{self.prefix}state:{state_id}", json.dumps(value), ex=ttl)
+
+    def take_state(self, state_id: str) -> dict[str, Any] | None:
+        """Return and delete in one step, so a state is used once even by racing callbacks."""
+        raw = self.redis.getdel(f"{self.prefix}state:{state_id}")
+        return json.loads(raw) if raw else None
+
+    def put_exchange(self, exchange_id: str, value: Mapping[str, Any], ttl: int) -> None:
+        self.redis.set(f"{self.prefix}exchange:{exchange_id}", json.dumps(value), ex=ttl)
+
+    def take_exchange(self, exchange_id: str) -> dict[str, Any] | None:
+        raw = self.redis.getdel(f"{self.prefix}exchange:{exchange_id}")
+        return json.loads(raw) if raw else None
 
     def mark_tick(self, now: float) -> None:
         """Record that a scheduling tick ran (beat and a worker are both alive)."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import Task
 
+from workers.authorization import Authorizations
 from workers.celery_app import RedactedRequest, app, settings
 from workers.errors import TokenkeeperError
 from workers.redaction import args_repr
@@ -52,6 +53,12 @@ def update_integration(name: str, changes: dict[str, Any]) -> dict[str, str]:
 @_task("tokenkeeper.delete_integration")
 def delete_integration(name: str) -> dict[str, Any]:
     return Registry(runtime()).delete(name)
+
+
+# No retries, no acks_late: an authorization code is single-use, so it is sent once.
+@_task("tokenkeeper.complete_authorization")
+def complete_authorization(exchange_id: str) -> dict[str, Any]:
+    return Authorizations(runtime()).exchange(exchange_id)
 
 
 # acks_late + reject_on_worker_lost: a refresh whose worker process died goes

@@ -82,14 +82,14 @@ def test_no_worker_and_bad_settings_are_explained(process_env) -> None:
     assert result.returncode == 1 and "TOKENKEEPER_LOCK_TTL" in result.stderr
 
 
-def test_creating_an_authorization_code_integration_prints_what_to_do(start_processes, process_env) -> None:
+def test_creating_an_authorization_code_integration_prints_what_to_do(start_processes, process_env, settings) -> None:
     """The callback URL to register and the link for the user are printed."""
     start_processes("worker")
     spec = {"name": "drive", "grant_type": "authorization_code", "client_id": "a", "client_secret": "b",
             "token_url": "https://idp.example/token", "auth_url": "https://idp.example/auth"}
     result = cli(process_env, "create", "-", stdin=json.dumps(spec))
     assert result.returncode == 0, result.stderr
-    assert "http://127.0.0.1:5000/oauth/callback" in result.stderr
-    assert "http://127.0.0.1:5000/oauth/authorize/drive" in result.stderr
+    assert f"{settings.public_url}/oauth/callback" in result.stderr
+    assert f"{settings.public_url}/oauth/authorize/drive" in result.stderr
     url = cli(process_env, "authorize-url", "drive")
-    assert url.stdout.strip() == "http://127.0.0.1:5000/oauth/authorize/drive"
+    assert url.stdout.strip() == f"{settings.public_url}/oauth/authorize/drive"

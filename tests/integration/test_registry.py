@@ -72,7 +72,7 @@ def test_authorization_code_starts_pending_with_a_link(runtime: Runtime, redis_c
         "name": "drive", "grant_type": "authorization_code", "client_id": "a", "client_secret": "b",
         "token_url": "https://idp.example/token", "auth_url": "https://idp.example/auth"})
     assert result == {"name": "drive", "status": "pending_authorization",
-                      "authorization_url": "http://127.0.0.1:5000/oauth/authorize/drive"}
+                      "authorization_url": f"{runtime.settings.public_url}/oauth/authorize/drive"}
     assert redis_client.hget("tokenkeeper:token:drive", "status") == "pending_authorization"
     assert redis_client.zscore("tokenkeeper:schedule", "drive") is None
 

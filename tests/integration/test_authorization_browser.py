@@ -1,0 +1,106 @@
+"""Authorization Code end to end: headless Chromium, an Authlib authorization server, our callback app,
+a real worker and beat; then the token is kept fresh with rotation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.support.authorization_server import PASSWORD, USERNAME, AuthorizationServerApp
+from tests.support.browser import chromium
+from tests.support.processes import wait_until
+from tests.support.web import Gunicorn
+from workers.producer import call
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def provider() -> Iterator[AuthorizationServerApp]:
+    server = AuthorizationServerApp(lifetime=4).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def web(process_env, log_dir) -> Iterator[Gunicorn]:
+    server = Gunicorn(process_env, log_dir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    driver = chromium(tmp_path / "profile")
+    yield driver
+    driver.quit()
+
+
+def consent(browser, start_url: str, ours: str, allow: bool = True) -> str:
+    """Log in at the provider and answer its consent page; return the heading of our page we land on."""
+    wait = WebDriverWait(browser, 20, ignored_exceptions=[StaleElementReferenceException,
+                                                          NoSuchElementException])
+    browser.get(start_url)
+    wait.until(expected_conditions.presence_of_element_located((By.ID, "username"))).send_keys(USERNAME)
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "login").click()
+    wait.until(expected_conditions.presence_of_element_located((By.ID, "allow")))
+    browser.find_element(By.ID, "allow" if allow else "deny").click()
+    wait.until(lambda driver: driver.current_url.startswith(ours) and driver.find_element(By.TAG_NAME, "h1").text)
+    return browser.find_element(By.TAG_NAME, "h1").text
+
+
+def test_a_user_connects_in_a_browser_and_the_token_stays_fresh(
+    provider: AuthorizationServerApp, web: Gunicorn, browser, start_processes, celery_client, settings,
+    redis_client, tmp_path: Path,
+) -> None:
+    """Authorize → login → consent → callback → success page; then at least two rotations, no reuse."""
+    start_processes("worker")
+    start_processes("beat")
+    provider.register_client(settings.callback_url)
+    created = call(celery_client, "tokenkeeper.create_integration", {
+        "name": "drive", "grant_type": "authorization_code", "client_id": "tk-client",
+        "client_secret": "tk-secret", "auth_url": f"{provider.base_url}/authorize?prompt=consent",
+        "token_url": f"{provider.base_url}/token", "scopes": "profile"}, timeout=20)
+    assert created["status"] == "pending_authorization"
+
+    heading = consent(browser, created["authorization_url"], settings.public_url)
+    browser.save_screenshot(str(tmp_path / "connected.png"))
+    page = browser.page_source
+    assert heading == "Connected", page
+    assert "profile" in page and "seconds" in page
+    token = redis_client.hgetall("tokenkeeper:token:drive")
+    assert token["status"] == "active" and provider.is_valid(token["access_token"])
+    assert token["access_token"] not in page
+
+    wait_until(lambda: provider.state.refreshes >= 2, 30, "two refreshes by the engine", 0.2)
+    latest = redis_client.hgetall("tokenkeeper:token:drive")
+    assert latest["access_token"] != token["access_token"] and provider.is_valid(latest["access_token"])
+    assert provider.state.reused == []
+    assert provider.state.exchanges == 1
+    gunicorn_log = web.output()
+    for code in provider.state.codes:  # none left: each was exchanged and deleted
+        assert code not in gunicorn_log
+
+
+def test_declining_consent_is_shown_plainly_and_changes_nothing(
+    provider: AuthorizationServerApp, web: Gunicorn, browser, start_processes, celery_client, settings,
+    redis_client,
+) -> None:
+    """Deny at the provider: our page says access was not granted; the integration stays pending."""
+    start_processes("worker")
+    provider.register_client(settings.callback_url)
+    created = call(celery_client, "tokenkeeper.create_integration", {
+        "name": "drive", "grant_type": "authorization_code", "client_id": "tk-client",
+        "client_secret": "tk-secret", "auth_url": f"{provider.base_url}/authorize",
+        "token_url": f"{provider.base_url}/token"}, timeout=20)
+    heading = consent(browser, created["authorization_url"], settings.public_url, allow=False)
+    assert heading == "Authorization did not complete"
+    assert "declined" in browser.page_source and "access_denied" in browser.page_source
+    assert redis_client.hget("tokenkeeper:token:drive", "status") == "pending_authorization"
