@@ -82,7 +82,9 @@ class Authorizations:
         state = secrets.token_urlsafe(32)
         verifier, challenge = pkce_pair() if spec.pkce else (None, None)
         sealed = self.rt.box.seal({"code_verifier": verifier} if verifier else {})
-        self.rt.store.put_state(_state_id(state), {"name": name, "sealed": sealed}, STATE_TTL)
+        # The token request must repeat the exact redirect_uri of this request (RFC 6749 §4.1.3).
+        self.rt.store.put_state(_state_id(state), {"name": name, "sealed": sealed,
+                                                   "redirect_uri": self.redirect_uri}, STATE_TTL)
         return authorization_url(spec, self.redirect_uri, state, challenge)
 
     def receive(self, params: Mapping[str, str]) -> tuple[str, str]:
@@ -115,7 +117,8 @@ class Authorizations:
         exchange_id = secrets.token_urlsafe(16)
         verifier = self.rt.box.open(parked["sealed"]).get("code_verifier")
         payload = {"code": code, **({"code_verifier": verifier} if verifier else {})}
-        self.rt.store.put_exchange(exchange_id, {"name": name, "sealed": self.rt.box.seal(payload)}, EXCHANGE_TTL)
+        self.rt.store.put_exchange(exchange_id, {"name": name, "sealed": self.rt.box.seal(payload),
+                                                 "redirect_uri": parked["redirect_uri"]}, EXCHANGE_TTL)
         return name, exchange_id
 
     def exchange(self, exchange_id: str) -> dict[str, Any]:
@@ -130,7 +133,7 @@ class Authorizations:
             record = self._load(name)
             stored = self.rt.box.open(record.sealed_secrets)
             spec = spec_from_stored(record.public, stored)
-            response = self.rt.client.exchange_code(spec, payload["code"], self.redirect_uri,
+            response = self.rt.client.exchange_code(spec, payload["code"], parked["redirect_uri"],
                                                     payload.get("code_verifier"))
             refresh_token = response.refresh_token or stored.get("refresh_token")
             kept = {**stored, **({"refresh_token": refresh_token} if refresh_token else {})}

@@ -11,7 +11,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import grants
@@ -166,7 +166,7 @@ class AuthorizationServerApp:
         state = self.state
 
         class CodeGrant(grants.AuthorizationCodeGrant):
-            TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+            TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ["client_secret_basic", "client_secret_post"]
 
             def save_authorization_code(self, code: str, req: Any) -> None:
                 state.codes[code] = Code(
@@ -190,7 +190,7 @@ class AuthorizationServerApp:
         state = self.state
 
         class RefreshGrant(grants.RefreshTokenGrant):
-            TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+            TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ["client_secret_basic", "client_secret_post"]
             INCLUDE_NEW_REFRESH_TOKEN = True
 
             def authenticate_refresh_token(self, refresh_token: str) -> Token | None:

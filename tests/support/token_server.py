@@ -43,6 +43,7 @@ class TokenServer:
         self.lock = threading.Lock()
         self.live_refresh: dict[str, str] = {}  # refresh token -> client id
         self.spent_refresh: set[str] = set()
+        self.spent_codes: set[str] = set()
         self.reused: list[str] = []
         self.access: dict[str, Issued] = {}
         self.grants: list[tuple[float, str]] = []
@@ -110,6 +111,13 @@ class TokenServer:
                     self.live_refresh[new] = client
                     return 200, self._issue(client, grant, new, body.get("scope"))
                 return 200, self._issue(client, grant, None, body.get("scope"))
+            if grant == "authorization_code":
+                if not body.get("code") or body["code"] in self.spent_codes:
+                    return 400, {"error": "invalid_grant", "error_description": "unknown or used code"}
+                self.spent_codes.add(body["code"])
+                new = "rt-" + secrets.token_urlsafe(12)
+                self.live_refresh[new] = client
+                return 200, self._issue(client, grant, new, body.get("scope"))
         return 400, {"error": "unsupported_grant_type"}
 
     def _issue(self, client: str, grant: str, refresh_token: str | None, scope: str | None) -> dict[str, Any]:
