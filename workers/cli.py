@@ -88,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("authorize-url", _authorize_url, "print the link that lets a user authorize an integration")
     sub.add_argument("name")
     command("genkey", _genkey, "print a new Fernet key for TOKENKEEPER_SECRET_KEY")
+    command("rotate-keys", _rotate_keys, "re-encrypt every stored secret under the first TOKENKEEPER_SECRET_KEY")
     command("standalone", _standalone, "run Redis (if none answers), worker, beat, callback app and Flower")
     return parser
 
@@ -237,6 +238,16 @@ def _genkey(settings: Settings, options: argparse.Namespace) -> int:
     from workers.secretbox import generate_key
 
     print(generate_key())
+    return 0
+
+
+def _rotate_keys(settings: Settings, options: argparse.Namespace) -> int:
+    from workers.keyrotation import rotate_secrets
+
+    report = rotate_secrets(_runtime(settings))
+    print(f"re-encrypted {report.rotated} integration(s) under the first key")
+    if report.busy:
+        raise TokenkeeperError(f"busy, try again: {', '.join(report.busy)}")
     return 0
 
 

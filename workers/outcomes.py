@@ -47,6 +47,7 @@ def token_obtained(
             "refresh_at": "" if due is None else due,
             "expires_at": expires_at,
             "attempts": 0,
+            "last_error": "",
         },
         token={
             "access_token": response.access_token,
@@ -61,7 +62,13 @@ def token_obtained(
     )
 
 
-def request_failed(error: ProviderError, *, attempts: int, policy: RefreshPolicy, now: float) -> Change:
+# Failures after which the provider may have acted on a request we never heard back from.
+LOST_RESPONSE_ERRORS = frozenset({"timeout", "connection_error", "request_failed"})
+
+
+def request_failed(
+    error: ProviderError, *, attempts: int, policy: RefreshPolicy, now: float, last_error: str = ""
+) -> Change:
     """Transient: keep the old token and retry with backoff. Permanent: stop and wait for a person."""
     reason = str(error)
     if error.retryable:
@@ -74,7 +81,10 @@ def request_failed(error: ProviderError, *, attempts: int, policy: RefreshPolicy
         due = None
         status = STATUS_NEEDS_REAUTH
         fields = {"attempts": attempts + 1, "refresh_at": ""}
-    fields.update({"status": status, "reason": reason, "status_at": now})
+        if error.error == "invalid_grant" and last_error in LOST_RESPONSE_ERRORS:
+            reason += (f" after an unanswered refresh ({last_error}): the provider probably rotated the "
+                       "refresh token in the answer that was lost; authorize again or paste a new refresh token")
+    fields.update({"status": status, "reason": reason, "status_at": now, "last_error": error.error})
     return Change(
         fields=fields,
         token={"status": status, "updated_at": str(int(now))},

@@ -96,7 +96,8 @@ class Refresher:
                     return self._no_refresh_token(lock, record)
                 response = rt.client.refresh(spec, refresh_token)
         except ProviderError as error:
-            change = request_failed(error, attempts=record.attempts, policy=rt.policy, now=rt.clock())
+            change = request_failed(error, attempts=record.attempts, policy=rt.policy, now=rt.clock(),
+                                    last_error=record.last_error)
             return self._commit(lock, record, change, failed=error)
         if response.refresh_token and response.refresh_token != secrets.get("refresh_token"):
             secrets = {**secrets, "refresh_token": response.refresh_token}

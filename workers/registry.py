@@ -15,7 +15,7 @@ from workers.outcomes import Change, history_entry, token_obtained
 from workers.refresher import stored_spec
 from workers.runtime import Runtime
 from workers.spec import IntegrationSpec, merge_changes, validate_spec
-from workers.store import STATUS_PENDING, IntegrationRecord, Lock
+from workers.store import KEEP_SCHEDULE, STATUS_PENDING, IntegrationRecord, Lock
 
 # How long an update waits for a refresh under way to finish.
 LOCK_WAIT = 10.0
@@ -101,7 +101,7 @@ class Registry:
             if spec.grant_type == "authorization_code":
                 fields = {**base, "secrets": rt.box.seal(spec.secrets())}
                 rt.store.write(lock, record.version, fields, {}, history_entry(now, record.status, "updated"),
-                               record.refresh_at)
+                               KEEP_SCHEDULE)
                 return summary(name, record.status, authorization_url=self.authorization_url(name))
             change = self._first_token(spec, reason="updated")
             version = rt.store.write(lock, record.version, {**base, **change.fields}, change.token,

@@ -38,6 +38,9 @@ STATUS_RETRYING = "retrying"
 STATUS_NEEDS_REAUTH = "needs_reauth"
 STATUSES = (STATUS_PENDING, STATUS_ACTIVE, STATUS_RETRYING, STATUS_NEEDS_REAUTH)
 
+# A guarded write that leaves the refresh schedule untouched.
+KEEP_SCHEDULE = "keep"
+
 # Outcomes of a guarded write.
 WRITE_OK = 1
 WRITE_LOST_LOCK = -1
@@ -79,12 +82,15 @@ if not same_status then
   redis.call('LPUSH', KEYS[3], ARGV[6])
   redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[9]) - 1)
 end
-if ARGV[7] ~= '' then
+if ARGV[7] == 'keep' then
+  -- leave the schedule as it is (a change that does not touch tokens)
+elseif ARGV[7] ~= '' then
   redis.call('ZADD', KEYS[4], ARGV[7], ARGV[3])
+  redis.call('ZREM', KEYS[5], ARGV[3])
 else
   redis.call('ZREM', KEYS[4], ARGV[3])
+  redis.call('ZREM', KEYS[5], ARGV[3])
 end
-redis.call('ZREM', KEYS[5], ARGV[3])
 redis.call('PUBLISH', ARGV[8], version)
 return version
 """
@@ -131,6 +137,7 @@ class IntegrationRecord:
     created_at: float
     refreshed_at: float | None
     status_at: float
+    last_error: str = ""
 
     @classmethod
     def from_hash(cls, name: str, raw: Mapping[str, str]) -> IntegrationRecord:
@@ -147,6 +154,7 @@ class IntegrationRecord:
             created_at=float(raw["created_at"]),
             refreshed_at=_optional_float(raw.get("refreshed_at")),
             status_at=float(raw["status_at"]),
+            last_error=raw.get("last_error", ""),
         )
 
 
@@ -251,12 +259,13 @@ class Store:
         fields: Mapping[str, Any],
         token: Mapping[str, Any],
         history: Mapping[str, Any],
-        due: float | None,
+        due: float | str | None,
     ) -> int:
         """Apply one change if ``lock`` is still held and the version unchanged.
 
         Returns the new version, or ``WRITE_LOST_LOCK`` / ``WRITE_STALE_VERSION``.
-        ``due`` is the next planned refresh (``None`` stops refreshing).
+        ``due`` is the next planned refresh (``None`` stops refreshing, ``KEEP_SCHEDULE``
+        leaves it as it is).
         """
         name = lock.name
         keys = [
@@ -353,7 +362,9 @@ def _optional_float(value: str | None) -> float | None:
     return float(value) if value not in (None, "") else None
 
 
-def _score(due: float | None) -> str:
+def _score(due: float | str | None) -> str:
+    if due == KEEP_SCHEDULE:
+        return KEEP_SCHEDULE
     return "" if due is None else repr(due)
 
 

@@ -26,6 +26,8 @@ class Canned:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    # Process the request for real (rotating the refresh token), then hang up without answering.
+    lose_response: bool = False
 
 
 @dataclass
@@ -152,6 +154,11 @@ class TokenServer:
                     server.bodies.append(body)
                     server.auth_headers.append(self.headers.get("Authorization"))
                     canned = server.canned.popleft() if server.canned else None
+                if canned is not None and canned.lose_response:
+                    server.answer(self.headers, body)
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
                 if canned is not None:
                     if canned.delay:
                         time.sleep(canned.delay)
