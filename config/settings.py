@@ -58,6 +58,9 @@ class Settings:
     visibility_timeout: int = 3600
     data_dir: str = ".tokenkeeper"
     flower_port: int = 5555
+    flower_user: str = "admin"
+    # Flower's basic-auth password; standalone makes one in the data directory when unset.
+    flower_password: str = field(default="", repr=False)
     log_level: str = "INFO"
 
     @property
@@ -159,6 +162,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "visibility_timeout": _positive_int,
     "data_dir": _text,
     "flower_port": _positive_int,
+    "flower_user": _text,
+    "flower_password": _text,
     "log_level": _log_level,
 }
 

@@ -8,6 +8,7 @@ an operator can tell apart in ``ps``. SIGINT or SIGTERM stops them all.
 
 from __future__ import annotations
 
+import secrets
 import signal
 import subprocess
 import sys
@@ -38,6 +39,18 @@ def ensure_secret_key(settings: Settings, environ: dict[str, str]) -> str | None
     return str(key_file)
 
 
+def ensure_flower_password(settings: Settings, environ: dict[str, str]) -> str | None:
+    """Use TOKENKEEPER_FLOWER_PASSWORD, or one kept in the data directory (made on first run)."""
+    if settings.flower_password:
+        return None
+    password_file = Path(settings.data_dir) / "flower.password"
+    if not password_file.exists():
+        password_file.touch(mode=0o600)
+        password_file.write_text(secrets.token_urlsafe(18) + "\n")
+    environ["TOKENKEEPER_FLOWER_PASSWORD"] = password_file.read_text().strip()
+    return str(password_file)
+
+
 def child_commands(settings: Settings) -> dict[str, list[str]]:
     celery = [sys.executable, "-m", "celery", "-A", "workers.celery_app"]
     level = settings.log_level
@@ -47,6 +60,7 @@ def child_commands(settings: Settings) -> dict[str, list[str]]:
                  "-s", str(Path(settings.data_dir) / "celerybeat-schedule")],
         "callback app": [sys.executable, "-m", "gunicorn", "--bind", settings.bind, "--workers", "2",
                          "--access-logfile", "-", "callback_app:create_app()"],
+        # Credentials reach Flower through its environment (FLOWER_BASIC_AUTH), not argv, which ps shows.
         "flower": [*celery, "flower", "--address=127.0.0.1", f"--port={settings.flower_port}"],
     }
 
@@ -56,6 +70,8 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     key_file = ensure_secret_key(settings, env)
+    password_file = ensure_flower_password(settings, env)
+    env["FLOWER_BASIC_AUTH"] = f"{settings.flower_user}:{env['TOKENKEEPER_FLOWER_PASSWORD']}"
     redis_process = None
     if not is_up(settings.redis_url):
         parts = urlsplit(settings.redis_url)
@@ -79,7 +95,9 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
         print(f"worker       pid {children['worker'].pid}, queue {settings.queue}")
         print(f"beat         pid {children['beat'].pid}, tick every {settings.schedule_interval:g}s")
         print(f"callback app pid {children['callback app'].pid}, {settings.public_url}/oauth/callback")
-        print(f"flower       pid {children['flower'].pid}, http://127.0.0.1:{settings.flower_port}")
+        print(f"flower       pid {children['flower'].pid}, http://127.0.0.1:{settings.flower_port} "
+              f"(user {settings.flower_user}, password "
+              f"{'in ' + password_file if password_file else 'from TOKENKEEPER_FLOWER_PASSWORD'})")
         print("Ctrl-C stops everything.", flush=True)
         exited = _wait(children, stop)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -62,7 +63,15 @@ def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path) 
             assert part in commands, commands
         assert (tmp_path / "data" / "secret.key").stat().st_mode & 0o777 == 0o600
         assert list((tmp_path / "data" / "redis").glob("appendonly*")), "AOF persistence is on"
-        with urllib.request.urlopen(f"http://127.0.0.1:{flower_port}/", timeout=5) as response:
+        flower = f"http://127.0.0.1:{flower_port}/"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(flower, timeout=5)
+        assert refused.value.code == 401
+        password = (tmp_path / "data" / "flower.password").read_text().strip()
+        assert password not in commands
+        authorized = urllib.request.Request(flower, headers={
+            "Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()})
+        with urllib.request.urlopen(authorized, timeout=5) as response:
             assert response.status == 200
         children = [int(line.split()[0]) for line in children_of(process.pid)]
         process.send_signal(signal.SIGINT)
