@@ -33,6 +33,8 @@ class Settings:
     bind: str = "127.0.0.1:5000"
     # Hosts (besides loopback) whose token/auth URLs may use plain http://.
     insecure_http_hosts: tuple[str, ...] = ()
+    # Private or reserved networks (CIDR) that token and auth URLs may reach.
+    allowed_networks: tuple[str, ...] = ()
     # Lifetime assumed when a provider gives neither expires_in nor a JWT exp.
     default_expires_in: int = 3600
     # Refresh this many seconds before expiry (never before half the lifetime).
@@ -76,6 +78,18 @@ def _text(raw: str) -> str:
 
 def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _networks(raw: str) -> tuple[str, ...]:
+    import ipaddress
+
+    networks = _csv(raw)
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ValueError(f"{network!r} is not a network in CIDR form (e.g. 10.0.0.0/8)") from None
+    return networks
 
 
 def _positive_float(raw: str) -> float:
@@ -146,6 +160,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "public_url": _http_url,
     "bind": _text,
     "insecure_http_hosts": _csv,
+    "allowed_networks": _networks,
     "default_expires_in": _positive_int,
     "refresh_lead": _non_negative_float,
     "refresh_jitter": _non_negative_float,

@@ -38,7 +38,8 @@ class Registry:
         return f"{self.rt.settings.public_url}/oauth/authorize/{name}"
 
     def validate(self, data: Any) -> IntegrationSpec:
-        return validate_spec(data, insecure_hosts=self.rt.settings.insecure_http_hosts)
+        return validate_spec(data, insecure_hosts=self.rt.settings.insecure_http_hosts,
+                             addresses=self.rt.client.addresses)
 
     def create(self, data: Any) -> dict[str, str]:
         spec = self.validate(data)

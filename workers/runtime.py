@@ -14,6 +14,7 @@ import redis
 import requests
 
 from config import Settings
+from workers.addresses import AddressPolicy
 from workers.clock import Clock
 from workers.policy import RefreshPolicy
 from workers.secretbox import SecretBox
@@ -60,6 +61,7 @@ def build_runtime(
             connect_timeout=settings.http_connect_timeout,
             read_timeout=settings.http_read_timeout,
             max_bytes=settings.max_response_bytes,
+            addresses=AddressPolicy.from_strings(settings.allowed_networks),
         ),
         policy=RefreshPolicy(
             lead=settings.refresh_lead,

@@ -8,7 +8,6 @@ goes through (create, update, re-validation of a stored spec), so the rules of
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ from urllib.parse import urlsplit
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from workers.addresses import AddressPolicy, literal_address
 from workers.errors import SpecError
 
 GRANT_TYPES = ("client_credentials", "authorization_code", "refresh_token")
@@ -106,6 +106,7 @@ class _Url(fields.String):
     def __init__(self, insecure_hosts: Iterable[str] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.insecure_hosts = {host.lower() for host in insecure_hosts}
+        self.addresses = AddressPolicy()
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
@@ -123,6 +124,9 @@ class _Url(fields.String):
             raise ValidationError("must not carry credentials; use client_id and client_secret")
         if parts.fragment:
             raise ValidationError("must not have a #fragment")
+        problem = self.addresses.check_host(host)
+        if problem:
+            raise ValidationError(f"must not point at {problem}")
         if parts.scheme == "http" and not (is_loopback(host) or host.lower() in self.insecure_hosts):
             raise ValidationError(
                 f"plain http:// is only allowed to loopback hosts; use https:// for {host!r} "
@@ -134,10 +138,8 @@ class _Url(fields.String):
 def is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    address = literal_address(host)
+    return address is not None and address.is_loopback
 
 
 _StringMap = lambda: fields.Dict(keys=fields.String(), values=fields.String())  # noqa: E731
@@ -147,10 +149,14 @@ class SpecSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    def __init__(self, *, insecure_hosts: Iterable[str] = (), **kwargs: Any) -> None:
+    def __init__(
+        self, *, insecure_hosts: Iterable[str] = (), addresses: AddressPolicy | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         for name in ("token_url", "auth_url", "refresh_url"):
-            self.fields[name].insecure_hosts = {h.lower() for h in insecure_hosts}  # type: ignore[attr-defined]
+            url_field: Any = self.fields[name]
+            url_field.insecure_hosts = {h.lower() for h in insecure_hosts}
+            url_field.addresses = addresses or AddressPolicy()
 
     name = fields.String(required=True, validate=validate.Regexp(
         NAME_PATTERN, error="must start with a letter and contain only letters, digits, _ and - (at most 64)"))
@@ -185,11 +191,13 @@ class SpecSchema(Schema):
             raise ValidationError(errors)
 
 
-def validate_spec(data: Any, *, insecure_hosts: Iterable[str] = ()) -> IntegrationSpec:
+def validate_spec(
+    data: Any, *, insecure_hosts: Iterable[str] = (), addresses: AddressPolicy | None = None
+) -> IntegrationSpec:
     """Return the validated spec, or raise :class:`SpecError` naming every bad field."""
     if not isinstance(data, Mapping):
         raise SpecError({"_spec": ["must be a JSON object"]})
-    schema = SpecSchema(insecure_hosts=insecure_hosts)
+    schema = SpecSchema(insecure_hosts=insecure_hosts, addresses=addresses)
     try:
         loaded = schema.load(dict(data))
     except ValidationError as exc:

@@ -14,10 +14,11 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, quote_plus
+from urllib.parse import parse_qsl, quote_plus, urlsplit
 
 import requests
 
+from workers.addresses import AddressPolicy
 from workers.clock import Clock
 from workers.errors import PermanentProviderError, ProviderError, TransientProviderError, scrub
 from workers.spec import IntegrationSpec
@@ -50,6 +51,7 @@ class TokenClient:
     connect_timeout: float = 5.0
     read_timeout: float = 20.0
     max_bytes: int = 1_048_576
+    addresses: AddressPolicy = field(default_factory=AddressPolicy)
 
     def client_credentials(self, spec: IntegrationSpec) -> TokenResponse:
         params = {"grant_type": "client_credentials"}
@@ -82,6 +84,7 @@ class TokenClient:
         else:
             headers["Authorization"] = basic_authorization(spec.client_id, spec.client_secret)
         known_secrets = (spec.client_secret, spec.refresh_token, *secrets)
+        self._check_address(spec.endpoint)
         sent_at = self.clock()
         try:
             with self.session.post(
@@ -103,6 +106,14 @@ class TokenClient:
         return parse_token_response(
             status, response_headers, body, sent_at=sent_at, secrets=known_secrets, now=self.clock()
         )
+
+    def _check_address(self, url: str) -> None:
+        # Checked on every request: DNS may have changed since the spec was validated.
+        # (A change between this lookup and the connect itself is not caught.)
+        parts = urlsplit(url)
+        problem = self.addresses.check_resolved(parts.hostname or "", parts.port or 443)
+        if problem:
+            raise PermanentProviderError("forbidden_address", f"the token endpoint {problem}")
 
     def _read_capped(self, response: requests.Response) -> bytes:
         declared = response.headers.get("Content-Length", "")
@@ -261,8 +272,6 @@ def _describe_body(body: bytes) -> str:
 
 
 def _location_host(headers: Mapping[str, str]) -> str:
-    from urllib.parse import urlsplit
-
     location = headers.get("Location", "")
     host = urlsplit(location).hostname if location else None
     return host or "an unnamed location"
