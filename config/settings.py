@@ -48,7 +48,7 @@ class Settings:
     # A queued refresh not finished this long after its planned time is
     # presumed lost (crashed worker) and queued again by the next tick.
     lost_after: float = 90.0
-    lock_ttl: float = 60.0
+    lock_ttl: float = 30.0
     http_connect_timeout: float = 5.0
     http_read_timeout: float = 20.0
     max_response_bytes: int = 1_048_576

@@ -54,13 +54,19 @@ class CeleryProcess:
 
 
 def start_worker(env: dict[str, str], log_dir: Path, name: str, concurrency: int = 2,
-                 pool: str = "prefork") -> CeleryProcess:
+                 pool: str = "prefork", prefetch: int = 4) -> CeleryProcess:
     return CeleryProcess(
         "worker", env, log_dir,
         ["worker", "-Q", env.get("TOKENKEEPER_QUEUE", "tokenkeeper"), "-n", f"{name}@%h",
          "--concurrency", str(concurrency), "--pool", pool, "--loglevel", "INFO", "--without-mingle",
-         "--without-gossip"],
+         "--without-gossip", "--prefetch-multiplier", str(prefetch)],
     )
+
+
+def pool_children(pid: int) -> list[int]:
+    """The prefork pool processes of a worker's main process."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in children.read_text().split()] if children.exists() else []
 
 
 def start_beat(env: dict[str, str], log_dir: Path) -> CeleryProcess:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import select
+import socket
 import threading
 import time
 from collections import deque
@@ -28,6 +30,11 @@ class Canned:
     delay: float = 0.0
     # Process the request for real (rotating the refresh token), then hang up without answering.
     lose_response: bool = False
+    # Hold the request unprocessed until this is set; drop it if the client has gone by then,
+    # like a server that cancels work on disconnect.
+    hold: threading.Event | None = None
+    arrived: threading.Event = field(default_factory=threading.Event)
+    dropped: bool = False
 
 
 @dataclass
@@ -154,6 +161,13 @@ class TokenServer:
                     server.bodies.append(body)
                     server.auth_headers.append(self.headers.get("Authorization"))
                     canned = server.canned.popleft() if server.canned else None
+                if canned is not None and canned.hold is not None:
+                    canned.arrived.set()
+                    canned.hold.wait(120)
+                    if _client_gone(self.connection):
+                        canned.dropped = True
+                        return
+                    canned = None
                 if canned is not None and canned.lose_response:
                     server.answer(self.headers, body)
                     self.close_connection = True
@@ -184,3 +198,13 @@ class TokenServer:
                 pass
 
         return Handler
+
+
+def _client_gone(sock: socket.socket) -> bool:
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
