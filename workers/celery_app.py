@@ -65,6 +65,8 @@ def create_celery(settings: Settings) -> Celery:
         beat_schedule_filename=str(Path(settings.data_dir) / "celerybeat-schedule"),
         task_create_missing_queues=True,
     )
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        app.conf.broker_transport = "workers.broker_transport:Transport"
     app.conf.tokenkeeper_settings = settings
     return app
 

@@ -123,7 +123,12 @@ class Refresher:
     def _commit(
         self, lock: Lock, record: IntegrationRecord, change: Change, failed: ProviderError | None = None
     ) -> RefreshResult:
-        version = self.rt.store.write(lock, record.version, change.fields, change.token, change.history, change.due)
+        rotated = change.fields.get("secrets", record.sealed_secrets) != record.sealed_secrets
+        version = self.rt.store.write(
+            lock, record.version, change.fields, change.token, change.history, change.due,
+            # A new refresh token exists only in this process until written: outlast a Redis restart.
+            patience=min(10.0, self.rt.settings.lock_ttl / 2), durable=rotated,
+        )
         status = change.fields["status"]
         if version < 0:
             # Someone else changed it since we read it (our lock ran out): theirs stands.

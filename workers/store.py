@@ -174,6 +174,7 @@ class Store:
         self._write = client.register_script(_WRITE)
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
+        self._aof_supported: bool | None = None
 
     # -- key names -------------------------------------------------------
     def token_key(self, name: str) -> str:
@@ -260,12 +261,17 @@ class Store:
         token: Mapping[str, Any],
         history: Mapping[str, Any],
         due: float | str | None,
+        *,
+        patience: float = 0.0,
+        durable: bool = False,
     ) -> int:
         """Apply one change if ``lock`` is still held and the version unchanged.
 
         Returns the new version, or ``WRITE_LOST_LOCK`` / ``WRITE_STALE_VERSION``.
         ``due`` is the next planned refresh (``None`` stops refreshing, ``KEEP_SCHEDULE``
-        leaves it as it is).
+        leaves it as it is). ``patience`` keeps retrying for that many seconds while
+        Redis is unreachable (a rotated refresh token must not be dropped because Redis
+        restarted); ``durable`` waits until the change is in the AOF on disk.
         """
         name = lock.name
         keys = [
@@ -276,7 +282,35 @@ class Store:
             lock.owner, str(expected_version), name, _json_fields(fields), _json_fields(token),
             json.dumps(history), _score(due), self.channel(name), HISTORY_LENGTH,
         ]
-        return int(self._write(keys=keys, args=args))
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                version = int(self._write(keys=keys, args=args))
+                break
+            except (redis.ConnectionError, redis.TimeoutError):
+                if time.monotonic() >= deadline:
+                    raise
+                # Redis is restarting; there is no event to wait on from here.
+                time.sleep(0.2)
+        if durable and version > 0:
+            self.wait_for_disk()
+        return version
+
+    def wait_for_disk(self, timeout_ms: int = 1000) -> bool:
+        """WAITAOF (Redis 7.2+, Valkey): block until the writes so far are fsynced to the AOF.
+
+        Returns False where the server cannot (older Redis, or AOF off); then the
+        durability window is the server's appendfsync policy (everysec: one second).
+        """
+        if self._aof_supported is False:
+            return False
+        try:
+            self.redis.execute_command("WAITAOF", 1, 0, timeout_ms)
+        except redis.ResponseError:
+            self._aof_supported = False
+            return False
+        self._aof_supported = True
+        return True
 
     def delete(self, name: str) -> bool:
         pipe = self.redis.pipeline(transaction=True)
