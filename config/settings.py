@@ -47,7 +47,10 @@ class Settings:
     schedule_horizon: float = 10.0
     # A queued refresh not finished this long after its planned time is
     # presumed lost (crashed worker) and queued again by the next tick.
-    lost_after: float = 90.0
+    lost_after: float = 30.0
+    # Refreshes started per second, all workers together (0: no cap). A backlog after
+    # an outage is worked off at this rate instead of in one burst at the providers.
+    max_refresh_rate: float = 100.0
     lock_ttl: float = 30.0
     http_connect_timeout: float = 5.0
     http_read_timeout: float = 20.0
@@ -167,6 +170,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "schedule_interval": _positive_float,
     "schedule_horizon": _positive_float,
     "lost_after": _positive_float,
+    "max_refresh_rate": _non_negative_float,
     "lock_ttl": _positive_float,
     "http_connect_timeout": _positive_float,
     "http_read_timeout": _positive_float,

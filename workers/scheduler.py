@@ -16,13 +16,15 @@ Enqueue = Callable[[str, float, float], None]  # name, planned time, countdown
 BATCH = 1000
 
 
-def dispatch_due(store: Store, enqueue: Enqueue, *, now: float, horizon: float, lost_after: float) -> int:
-    """Claim and queue every refresh planned before ``now + horizon``; return how many."""
+def dispatch_due(
+    store: Store, enqueue: Enqueue, *, now: float, horizon: float, lost_after: float, max_rate: float = 0.0
+) -> int:
+    """Claim and queue every refresh that may start before ``now + horizon``; return how many."""
     queued = 0
     while True:
-        claimed = store.claim_due(now, horizon, lost_after, BATCH)
-        for name, due in claimed:
-            enqueue(name, due, max(0.0, due - now))
+        claimed = store.claim_due(now, horizon, lost_after, BATCH, max_rate)
+        for name, plan, start in claimed:
+            enqueue(name, plan, max(0.0, start - now))
         queued += len(claimed)
         if len(claimed) < BATCH:
             return queued

@@ -95,10 +95,15 @@ redis.call('PUBLISH', ARGV[8], version)
 return version
 """
 
-# KEYS: schedule, inflight.  ARGV: now, horizon end, lost_after, limit, integration key prefix
+# KEYS: schedule, inflight, rate slot.
+# ARGV: now, horizon end, lost_after, limit, integration key prefix, seconds between refreshes (0 = no cap)
 # (the integration hashes are read by name: fine on one Redis, not on a cluster)
-# Returns name, due, name, due, ... of the refreshes to queue now.
+# Returns name, plan, start, name, plan, start, ...: start is when the refresh may go out,
+# the plan pushed back as far as the rate cap needs.
 _CLAIM = """
+local now = tonumber(ARGV[1])
+local horizon_end = tonumber(ARGV[2])
+local gap = tonumber(ARGV[6])
 local lost = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
 for _, name in ipairs(lost) do
   redis.call('ZREM', KEYS[2], name)
@@ -107,14 +112,33 @@ for _, name in ipairs(lost) do
   local plan = redis.call('HGET', ARGV[5] .. name, 'refresh_at')
   if plan and plan ~= '' then redis.call('ZADD', KEYS[1], 'NX', plan, name) end
 end
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
-local now = tonumber(ARGV[1])
-for i = 1, #due, 2 do
-  redis.call('ZREM', KEYS[1], due[i])
-  -- Lost counts from when it can run: an overdue refresh gets its full grace from now.
-  redis.call('ZADD', KEYS[2], math.max(tonumber(due[i + 1]), now) + tonumber(ARGV[3]), due[i])
+local slot = tonumber(redis.call('GET', KEYS[3]) or '0')
+if slot < now then slot = now end
+local limit = tonumber(ARGV[4])
+if gap > 0 then
+  -- Claim no more than the cap lets start within the horizon; the rest wait in the schedule.
+  limit = math.min(limit, math.floor((horizon_end - slot) / gap + 1e-6) + 1)
+  if limit <= 0 then return {} end
 end
-return due
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'WITHSCORES', 'LIMIT', 0, limit)
+local claimed = {}
+for i = 1, #due, 2 do
+  local plan = tonumber(due[i + 1])
+  local start = plan
+  if gap > 0 then
+    if slot > start then start = slot end
+    slot = start + gap
+  end
+  if start < now then start = now end
+  redis.call('ZREM', KEYS[1], due[i])
+  -- Lost counts from when it can run: an overdue refresh gets its full grace from then.
+  redis.call('ZADD', KEYS[2], start + tonumber(ARGV[3]), due[i])
+  claimed[#claimed + 1] = due[i]
+  claimed[#claimed + 1] = due[i + 1]
+  claimed[#claimed + 1] = string.format('%.6f', start)
+end
+if gap > 0 then redis.call('SET', KEYS[3], string.format('%.6f', slot), 'EX', 3600) end
+return claimed
 """
 
 _RELEASE = """
@@ -344,17 +368,22 @@ class Store:
         return bool(self._release(keys=[self.lock_key(lock.name)], args=[lock.owner]))
 
     # -- scheduling ------------------------------------------------------
-    def claim_due(self, now: float, horizon: float, lost_after: float, limit: int) -> list[tuple[str, float]]:
-        """Move refreshes planned before ``now + horizon`` to in-flight and return them.
+    def claim_due(
+        self, now: float, horizon: float, lost_after: float, limit: int, max_rate: float = 0.0
+    ) -> list[tuple[str, float, float]]:
+        """Move refreshes planned before ``now + horizon`` to in-flight; return (name, plan, start).
 
-        Refreshes queued earlier but not finished ``lost_after`` seconds past their
-        planned time are taken back first, so a task lost with a worker is queued again.
+        Refreshes queued earlier but not finished ``lost_after`` seconds after they
+        could start are taken back first, so a task lost with a worker is queued again.
+        With ``max_rate`` (refreshes per second, all schedulers together) starts are
+        spaced out, so a backlog after an outage is worked off at that rate, not in a burst.
         """
+        gap = 1.0 / max_rate if max_rate > 0 else 0.0
         raw = self._claim(
-            keys=[self.schedule_key, self.inflight_key],
-            args=[repr(now), repr(now + horizon), repr(lost_after), limit, self.integration_key("")],
+            keys=[self.schedule_key, self.inflight_key, f"{self.prefix}rate_slot"],
+            args=[repr(now), repr(now + horizon), repr(lost_after), limit, self.integration_key(""), repr(gap)],
         )
-        return [(_text(raw[i]), float(raw[i + 1])) for i in range(0, len(raw), 2)]
+        return [(_text(raw[i]), float(raw[i + 1]), float(raw[i + 2])) for i in range(0, len(raw), 3)]
 
     def schedule(self, name: str, due: float) -> None:
         self.redis.zadd(self.schedule_key, {name: due})

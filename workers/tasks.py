@@ -78,7 +78,7 @@ def schedule_refreshes() -> int:
     rt.store.mark_tick(rt.clock())
     return dispatch_due(
         rt.store, enqueue_refresh, now=rt.clock(), horizon=settings.schedule_horizon,
-        lost_after=settings.lost_after,
+        lost_after=settings.lost_after, max_rate=settings.max_refresh_rate,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import redis
@@ -73,3 +74,41 @@ def test_two_schedulers_never_queue_the_same_refresh(runtime, redis_url: str) ->
         thread.join()
     names = [item[0] for result in results for item in result]
     assert len(names) == 3000 and len(set(names)) == 3000
+
+
+def test_a_backlog_is_spread_at_the_rate_cap(runtime) -> None:
+    """100 overdue refreshes at 10/s with a 2 s horizon: 21 start 0.1 s apart now, the next 10 a tick later."""
+    store = runtime.store
+    for i in range(100):
+        store.schedule(f"i{i}", 10.0 + i)
+    first: list[tuple[str, float, float]] = []
+    dispatch_due(store, lambda *item: first.append(item), now=1000, horizon=2, lost_after=30, max_rate=10)
+    assert len(first) == 21
+    assert [round(countdown, 3) for _, _, countdown in first] == [round(i * 0.1, 3) for i in range(21)]
+    assert [plan for _, plan, _ in first] == [10.0 + i for i in range(21)]  # plans kept for identity
+    second: list[tuple[str, float, float]] = []
+    dispatch_due(store, lambda *item: second.append(item), now=1001, horizon=2, lost_after=30, max_rate=10)
+    assert len(second) == 10
+    assert round(second[0][2], 3) == 1.1  # continues after the last booked start (1002.0)
+
+
+def test_two_schedulers_share_the_rate_cap(runtime, redis_url: str) -> None:
+    """Two beats claiming at once book distinct start slots: together they keep to the cap."""
+    store = runtime.store
+    for i in range(400):
+        store.schedule(f"i{i}", 100.0)
+    starts: list[float] = []
+
+    def tick() -> None:
+        other = Store(redis.Redis.from_url(redis_url))
+        dispatch_due(other, lambda name, plan, countdown: starts.append(countdown), now=200, horizon=5,
+                     lost_after=30, max_rate=20)
+
+    threads = [threading.Thread(target=tick) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    starts.sort()
+    assert len(starts) == 101
+    assert all(later - earlier >= 0.05 - 1e-6 for earlier, later in itertools.pairwise(starts))

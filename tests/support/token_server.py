@@ -56,6 +56,7 @@ class TokenServer:
         self.reused: list[str] = []
         self.access: dict[str, Issued] = {}
         self.grants: list[tuple[float, str]] = []
+        self.grants_by_client: dict[str, list[float]] = {}
         self.canned: deque[Canned] = deque()
         self.bodies: list[dict[str, str]] = []
         self.auth_headers: list[str | None] = []
@@ -104,6 +105,7 @@ class TokenServer:
         grant = body.get("grant_type")
         with self.lock:
             self.grants.append((time.time(), grant or ""))
+            self.grants_by_client.setdefault(client, []).append(time.time())
             if grant == "client_credentials":
                 return 200, self._issue(client, grant, None, body.get("scope"))
             if grant == "refresh_token":
