@@ -34,3 +34,38 @@ def test_malformed_placeholders_are_errors(text: str) -> None:
     """A placeholder that starts like ours but is not well formed is reported, not passed through."""
     with pytest.raises(TemplateError, match="malformed"):
         placeholders(text)
+
+
+from hypothesis import given  # noqa: E402 -- property tests below share the module's subject
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.text())
+def test_any_text_either_parses_or_raises_template_error(text: str) -> None:
+    """Whatever a template holds, parsing yields placeholders or a TemplateError, never another exception."""
+    try:
+        found = placeholders(text)
+    except TemplateError as exc:
+        assert str(exc)
+    else:
+        assert all(isinstance(name, str) and field for name, field in found)
+
+
+@given(st.text().filter(lambda text: "$.integrations" not in text))
+def test_text_without_placeholders_is_left_as_it_is(text: str) -> None:
+    """A template with nothing of ours in it renders to itself, without touching Redis."""
+    from workers.templates import render
+
+    class NoRedis:
+        def read_many(self, names):  # pragma: no cover -- must not be called
+            raise AssertionError("no read expected")
+
+    assert render(text, NoRedis()) == text  # type: ignore[arg-type]
+
+
+@given(st.sampled_from(["access_token", "token_type", "expires_at", "scope", "status"]),
+       st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,20}", fullmatch=True), st.sampled_from(["'", '"']))
+def test_every_valid_placeholder_form_is_found(field: str, name: str, quote: str) -> None:
+    """Dotted and bracketed forms of any valid name and readable field parse to that pair."""
+    assert placeholders(f"x {{{{ $.integrations.{name}.{field} }}}} y") == [(name, field)]
+    assert placeholders(f"{{{{$.integrations[{quote}{name}{quote}].{field}}}}}") == [(name, field)]
