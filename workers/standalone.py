@@ -58,8 +58,8 @@ def child_commands(settings: Settings) -> dict[str, list[str]]:
         "worker": [*celery, "worker", "-Q", settings.queue, "-n", "tokenkeeper@%h", "--loglevel", level],
         "beat": [*celery, "beat", "--loglevel", level,
                  "-s", str(Path(settings.data_dir) / "celerybeat-schedule")],
-        "callback app": [sys.executable, "-m", "gunicorn", "--bind", settings.bind, "--workers", "2",
-                         "--access-logfile", "-", "callback_app:create_app()"],
+        "callback app": [sys.executable, "-m", "gunicorn", "--bind", settings.bind,
+                         "-c", "python:callback_app.gunicorn_conf", "callback_app:create_app()"],
         # Credentials reach Flower through its environment (FLOWER_BASIC_AUTH), not argv, which ps shows.
         "flower": [*celery, "flower", "--address=127.0.0.1", f"--port={settings.flower_port}"],
     }

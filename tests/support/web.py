@@ -27,7 +27,7 @@ class Gunicorn:
         bind = env["TOKENKEEPER_BIND"]
         self.url = env["TOKENKEEPER_PUBLIC_URL"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", "2", "--access-logfile", "-",
+            [sys.executable, "-m", "gunicorn", "--bind", bind, "-c", "python:callback_app.gunicorn_conf",
              "callback_app:create_app()"],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )

@@ -1,0 +1,113 @@
+"""Planted secrets never surface: not in logs, events, results, pages, URLs we build, or plain Redis values."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+import redis
+
+from tests.conftest import cc_spec, rt_spec
+from tests.support.observe import EventLog, all_redis_text
+from tests.support.processes import wait_until
+from tests.support.token_server import Canned, TokenServer
+from tests.support.web import Gunicorn
+from workers.producer import call, send
+
+pytestmark = pytest.mark.e2e
+
+CC_SECRET = "PLANTED-cc-secret-4be1"
+RT_SECRET = "PLANTED-rt-secret-77c0"
+AC_SECRET = "PLANTED-ac-secret-19fa"
+WRONG_SECRET = "PLANTED-wrong-secret-d00d"
+CODE = "PLANTED-code-5e5e"
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def fetch(url: str) -> tuple[int, dict[str, str], str]:
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(url, timeout=30) as response:
+            return response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read().decode()
+
+
+@pytest.fixture
+def web(process_env, log_dir) -> Iterator[Gunicorn]:
+    server = Gunicorn(process_env, log_dir)
+    yield server
+    server.stop()
+
+
+def test_planted_secrets_are_found_nowhere(
+    token_server: TokenServer, start_processes, celery_client, web: Gunicorn, redis_url: str,
+    redis_client: redis.Redis,
+) -> None:
+    """Create, refresh, authorize, callback, and failures; then search everything that was written or shown."""
+    token_server.clients.update({"cc-client": CC_SECRET, "rt-client": RT_SECRET, "ac-client": AC_SECRET})
+    worker = start_processes("worker")
+    beat = start_processes("beat")
+    first_refresh_token = token_server.new_refresh_token("rt-client")
+    shown: list[str] = []
+    with EventLog(celery_client) as events:
+        call(celery_client, "tokenkeeper.create_integration",
+             cc_spec(token_server, "cc", client_id="cc-client", client_secret=CC_SECRET), timeout=20)
+        call(celery_client, "tokenkeeper.create_integration",
+             {**rt_spec(token_server, "rt", client_id="rt-client", client_secret=RT_SECRET),
+              "refresh_token": first_refresh_token}, timeout=20)
+        created = call(celery_client, "tokenkeeper.create_integration", {
+            "name": "ac", "grant_type": "authorization_code", "client_id": "ac-client",
+            "client_secret": AC_SECRET, "token_url": token_server.url,
+            "auth_url": "https://idp.example/auth?access_type=offline"}, timeout=20)
+
+        status, headers, body = fetch(created["authorization_url"])
+        assert status == 302
+        location = headers["Location"]
+        shown += [location, body, repr(headers)]
+        state = dict(parse_qsl(urlsplit(location).query))["state"]
+        status, headers, body = fetch(f"{web.url}/oauth/callback?state={state}&code={CODE}")
+        assert status == 200 and "Connected" in body
+        shown += [body, repr(headers)]
+        replay = fetch(f"{web.url}/oauth/callback?state={state}&code={CODE}")
+        shown += [replay[2]]
+
+        call(celery_client, "tokenkeeper.refresh_integration", "rt", timeout=20)
+        # A provider that quotes our secret back in its error; and a wrong secret on update.
+        token_server.queue(Canned(400, f'{{"error": "invalid_client", "error_description": "bad {CC_SECRET}"}}'
+                                  .encode(), {"Content-Type": "application/json"}))
+        failures = [send(celery_client, "tokenkeeper.refresh_integration", "cc"),
+                    send(celery_client, "tokenkeeper.update_integration", "rt", {"client_secret": WRONG_SECRET})]
+        for result in failures:
+            try:
+                shown.append(repr(result.get(timeout=20, propagate=False)))
+            finally:
+                shown.append(str(result.traceback))
+        wait_until(lambda: token_server.count("refresh_token") >= 4, 30, "scheduled refreshes")
+    code_verifier = next(body["code_verifier"] for body in token_server.bodies if body.get("code") == CODE)
+
+    refresh_tokens = [first_refresh_token, *token_server.live_refresh, *token_server.spent_refresh]
+    access_tokens = list(token_server.access)
+    never_anywhere = [CC_SECRET, RT_SECRET, AC_SECRET, WRONG_SECRET, CODE, code_verifier, *refresh_tokens]
+    places = {
+        "worker log": worker.output(), "beat log": beat.output(), "gunicorn log": web.output(),
+        "task events": repr(events.events), "pages, headers, results, tracebacks": "\n".join(shown),
+    }
+    stored = all_redis_text(redis_url)
+    for secret in never_anywhere:
+        for place, text in {**places, "redis": stored}.items():
+            assert secret not in text, f"a planted secret is in the {place}"
+    for token in access_tokens:
+        for place, text in places.items():
+            assert token not in text, f"an access token is in the {place}"
+    # The one plain access token per integration lives in its consumer hash, nowhere else in Redis.
+    consumer = {name: redis_client.hget(f"tokenkeeper:token:{name}", "access_token") for name in ("cc", "rt", "ac")}
+    for token in access_tokens:
+        assert stored.count(token) == (1 if token in consumer.values() else 0)
