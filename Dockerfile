@@ -1,0 +1,12 @@
+# One image for every tokenkeeper process; docker-compose.yml picks the command.
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY config ./config
+COPY workers ./workers
+COPY callback_app ./callback_app
+RUN pip install --no-cache-dir -e . && useradd --system --home /data tokenkeeper && mkdir -p /data \
+    && chown tokenkeeper /data
+USER tokenkeeper
+ENV TOKENKEEPER_DATA_DIR=/data
