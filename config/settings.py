@@ -8,6 +8,7 @@ is reported at once, and secrets never show in ``repr``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,25 +96,24 @@ def _networks(raw: str) -> tuple[str, ...]:
     return networks
 
 
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if value <= 0:
-        raise ValueError("must be a positive number")
-    return value
+def _number(kind: Callable[[str], float], *, allow_zero: bool) -> Callable[[str], Any]:
+    words = "zero or more" if allow_zero else "more than zero"
+
+    def parse(raw: str) -> float:
+        try:
+            value = kind(raw.strip())
+        except ValueError:
+            raise ValueError(f"must be a {'whole ' if kind is int else ''}number, {words}") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            raise ValueError(f"must be a finite number, {words}")
+        return value
+
+    return parse
 
 
-def _non_negative_float(raw: str) -> float:
-    value = float(raw)
-    if value < 0:
-        raise ValueError("must be zero or more")
-    return value
-
-
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value <= 0:
-        raise ValueError("must be a positive whole number")
-    return value
+_positive_float = _number(float, allow_zero=False)
+_non_negative_float = _number(float, allow_zero=True)
+_positive_int = _number(int, allow_zero=False)
 
 
 def _redis_url(raw: str) -> str:

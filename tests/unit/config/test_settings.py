@@ -94,3 +94,10 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     names = [variable_name(f.name) for f in dataclasses.fields(Settings)]
     missing = [name for name in names if f"`{name}`" not in readme]
     assert missing == []
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-1", "0", "soon", ""])
+def test_numbers_must_be_finite_and_positive(raw: str) -> None:
+    """NaN, infinity, negatives, zero and words are refused for a positive setting."""
+    with pytest.raises(SettingsError, match="TOKENKEEPER_LOCK_TTL"):
+        load_settings({"TOKENKEEPER_LOCK_TTL": raw})
