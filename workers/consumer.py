@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
@@ -74,14 +75,33 @@ class TokenReader:
 
     def read_many(self, names: Iterable[str]) -> dict[str, Token | None]:
         """Several tokens in one round trip; ``None`` for a name that does not exist."""
+        return {name: Token.from_hash(name, raw) if raw is not None else None
+                for name, raw in self.read_raw_many(names).items()}
+
+    def read_raw_many(self, names: Iterable[str]) -> dict[str, dict[str, str] | None]:
+        """The consumer hashes of ``names`` as stored, in one round trip (a single HGETALL for one name)."""
         wanted = list(dict.fromkeys(names))
-        pipe = self.redis.pipeline(transaction=False)
-        for name in wanted:
-            pipe.hgetall(self.key(name))
-        return {
-            name: Token.from_hash(name, _decode(raw)) if raw else None
-            for name, raw in zip(wanted, pipe.execute(), strict=True)
-        }
+        if len(wanted) == 1:
+            replies = [self.redis.hgetall(self.key(wanted[0]))]
+        else:
+            replies = self._hgetall_many([self.key(name) for name in wanted])
+        return {name: _decode(raw) if raw else None for name, raw in zip(wanted, replies, strict=True)}
+
+    def _hgetall_many(self, keys: list[str]) -> list[Any]:
+        # All commands in one write, all replies in one read: a pipeline without
+        # redis-py's Pipeline object, whose bookkeeping costs more than the round trip.
+        pool = self.redis.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command(connection.pack_commands([("HGETALL", key) for key in keys]))
+            replies = [connection.read_response() for _ in keys]
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+        return [reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=True))
+                for reply in replies]
 
     def get(self, name: str, min_valid: float = 0.0, timeout: float = 10.0) -> Token:
         """A token valid for more than ``min_valid`` seconds, refreshing now and waiting if needed."""
