@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import socket
 import statistics
 import sys
@@ -81,3 +82,95 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.1) -> Non
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out waiting for {what}")
         time.sleep(interval)
+
+
+class Process:
+    """A child process of the benchmark, stopped on exit; its output goes to a log file."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.log_path = log
+        self.handle = open(log, "wb")  # noqa: SIM115 -- closed in stop()
+        self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.handle, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, 9)
+                self.popen.wait()
+        self.handle.close()
+
+
+def token_server(port: int, log_dir: Path, low: float = 600, high: float = 1200) -> Process:
+    import urllib.request
+
+    process = Process([sys.executable, "-m", "bench.token_server", "--port", str(port),
+                       "--min-lifetime", str(low), "--max-lifetime", str(high)], log_dir / "token_server.log")
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    wait_for(up, 10, "the token server")
+    return process
+
+
+def token_stats(port: int) -> dict[str, int]:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as response:
+        return json.load(response)
+
+
+def celery(role: str, env: dict[str, str], log_dir: Path, *extra: str) -> Process:
+    return Process([sys.executable, "-m", "celery", "-A", "workers.celery_app", role, *extra],
+                   log_dir / f"{role}.log", env)
+
+
+def seed(redis_url: str, secret_key: str, token_url: str, count: int, *, first_due: float, spread: float) -> None:
+    """Store ``count`` client_credentials integrations directly, their first refreshes spread over ``spread`` s.
+
+    The benchmark's subject is keeping integrations fresh, not creating them
+    (bench/bulk_create.py measures that); seeding writes what creation would have
+    written, with the token state of an integration whose token is due for refresh.
+    """
+    import json
+
+    import redis as redis_py
+
+    from workers.secretbox import SecretBox
+    from workers.spec import validate_spec
+
+    client = redis_py.Redis.from_url(redis_url)
+    box = SecretBox([secret_key])
+    now = time.time()
+    pipe = client.pipeline(transaction=False)
+    for i in range(count):
+        name = f"b{i}"
+        spec = validate_spec({"name": name, "grant_type": "client_credentials", "client_id": name,
+                              "client_secret": "s", "token_url": token_url})
+        due = first_due + spread * (i / max(count, 1))
+        pipe.hset(f"tokenkeeper:integration:{name}", mapping={
+            "grant_type": "client_credentials", "spec": json.dumps(spec.public_fields()),
+            "secrets": box.seal(spec.secrets()), "status": "active", "reason": "seeded", "status_at": repr(now),
+            "created_at": repr(now), "refresh_at": repr(due), "attempts": 0, "version": 1,
+            "expires_at": str(int(due + 60))})
+        pipe.hset(f"tokenkeeper:token:{name}", mapping={
+            "access_token": "seeded", "token_type": "Bearer", "expires_at": str(int(due + 60)), "scope": "",
+            "status": "active", "updated_at": str(int(now))})
+        pipe.sadd("tokenkeeper:names", name)
+        pipe.zadd("tokenkeeper:schedule", {name: due})
+        if i % 2000 == 1999:
+            pipe.execute()
+    pipe.execute()

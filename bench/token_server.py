@@ -1,0 +1,97 @@
+"""A lean client-credentials token endpoint for benchmarks, run as its own process.
+
+    python -m bench.token_server --port 8700 --min-lifetime 600 --max-lifetime 1200
+
+Each client id gets a fixed lifetime in [min, max] (spread by a hash of the id).
+It counts requests, and "early" ones: a client asking again before half the
+lifetime of its last token has passed. GET /stats returns the counts as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.early = 0
+        self.last: dict[str, tuple[float, float]] = {}
+
+
+def lifetime_of(client: str, low: float, high: float) -> int:
+    spread = int.from_bytes(hashlib.blake2b(client.encode(), digest_size=4).digest(), "big") / 2**32
+    return int(low + (high - low) * spread)
+
+
+def serve(port: int, low: float, high: float) -> None:
+    stats = Stats()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            # Headers and body go out in two writes; without this, Nagle's algorithm and
+            # delayed ACKs hold every keep-alive answer back by about 40 ms.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def do_POST(self) -> None:  # noqa: N802 -- http.server's naming
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            auth = self.headers.get("Authorization", "")
+            client = auth[6:] if auth.startswith("Basic ") else "anonymous"
+            lifetime = lifetime_of(client, low, high)
+            now = time.time()
+            with stats.lock:
+                stats.requests += 1
+                previous = stats.last.get(client)
+                if previous is not None and now - previous[0] < previous[1] / 2 - 1:
+                    stats.early += 1
+                stats.last[client] = (now, lifetime)
+                count = stats.requests
+            body = json.dumps({"access_token": f"at-{count}", "token_type": "bearer",
+                               "expires_in": lifetime}).encode()
+            self._send(body)
+
+        def do_GET(self) -> None:  # noqa: N802
+            with stats.lock:
+                body = json.dumps({"requests": stats.requests, "early": stats.early,
+                                   "clients": len(stats.last)}).encode()
+            self._send(body)
+
+        def _send(self, body: bytes) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    server.request_queue_size = 1024
+    server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--min-lifetime", type=float, default=600)
+    parser.add_argument("--max-lifetime", type=float, default=1200)
+    args = parser.parse_args()
+    serve(args.port, args.min_lifetime, args.max_lifetime)
+
+
+if __name__ == "__main__":
+    main()
