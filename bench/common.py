@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time

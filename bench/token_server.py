@@ -44,7 +44,7 @@ def serve(port: int, low: float, high: float) -> None:
             # delayed ACKs hold every keep-alive answer back by about 40 ms.
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-        def do_POST(self) -> None:  # noqa: N802 -- http.server's naming
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             self.rfile.read(length)
             auth = self.headers.get("Authorization", "")
@@ -62,7 +62,7 @@ def serve(port: int, low: float, high: float) -> None:
                                "expires_in": lifetime}).encode()
             self._send(body)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             with stats.lock:
                 body = json.dumps({"requests": stats.requests, "early": stats.early,
                                    "clients": len(stats.last)}).encode()

@@ -10,7 +10,7 @@ token with an older one.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from workers.errors import NotFoundError, ProviderError, StateError
 from workers.outcomes import Change, request_failed, token_obtained
@@ -37,6 +37,7 @@ class RefreshResult:
     status: str
     expires_at: str = ""
     detail: str = ""
+    written: bool = field(default=False, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, str]:
         result = {"name": self.name, "outcome": self.outcome, "status": self.status}
@@ -59,16 +60,13 @@ class Refresher:
         Without it the refresh is forced (a producer asked for it).
         """
         store = self.rt.store
-        lock = store.acquire(name, self.rt.settings.lock_ttl)
-        if lock is None:
-            record = store.load(name)
-            if record is None:
-                raise NotFoundError(f"no integration named {name!r}")
-            return RefreshResult(name, "busy", record.status, detail="another refresh is under way")
+        lock, record = store.acquire_and_load(name, self.rt.settings.lock_ttl)
+        result: RefreshResult | None = None
         try:
-            record = store.load(name)
             if record is None:
                 raise NotFoundError(f"no integration named {name!r}")
+            if lock is None:
+                return RefreshResult(name, "busy", record.status, detail="another refresh is under way")
             if planned_at is not None and _superseded(record, planned_at):
                 return RefreshResult(name, "superseded", record.status)
             if record.status in (STATUS_NEEDS_REAUTH, STATUS_PENDING):
@@ -78,9 +76,12 @@ class Refresher:
                     f"integration {name!r} is {record.status}: update or re-authorize it first"
                     + (f" ({record.reason})" if record.reason else "")
                 )
-            return self._refresh_locked(lock, record, planned_at)
+            result = self._refresh_locked(lock, record, planned_at)
+            return result
         finally:
-            store.release(lock)
+            # An accepted write released the lock in the same step.
+            if lock is not None and not (result is not None and result.written):
+                store.release(lock)
 
     def _refresh_locked(self, lock: Lock, record: IntegrationRecord, planned_at: float | None) -> RefreshResult:
         rt = self.rt
@@ -127,7 +128,7 @@ class Refresher:
         version = self.rt.store.write(
             lock, record.version, change.fields, change.token, change.history, change.due,
             # A new refresh token exists only in this process until written: outlast a Redis restart.
-            patience=min(10.0, self.rt.settings.lock_ttl / 2), durable=rotated,
+            patience=min(10.0, self.rt.settings.lock_ttl / 2), durable=rotated, release=True,
         )
         status = change.fields["status"]
         if version < 0:
@@ -137,8 +138,9 @@ class Refresher:
             return RefreshResult(record.name, "superseded", record.status, detail=why)
         if failed is not None:
             log.warning("refresh of %s failed: %s -> %s", record.name, failed, status)
-            return RefreshResult(record.name, status, status, detail=change.fields["reason"])
-        return RefreshResult(record.name, "refreshed", status, expires_at=change.token["expires_at"])
+            return RefreshResult(record.name, status, status, detail=change.fields["reason"], written=True)
+        return RefreshResult(record.name, "refreshed", status, expires_at=change.token["expires_at"],
+                             written=True)
 
 
 def _superseded(record: IntegrationRecord, planned_at: float) -> bool:

@@ -7,7 +7,9 @@ build a :class:`Runtime` against their own Redis and token server.
 from __future__ import annotations
 
 import functools
+import os
 import time
+import urllib.request
 from dataclasses import dataclass
 
 import redis
@@ -44,6 +46,24 @@ def redis_client(url: str) -> redis.Redis:
     )
 
 
+def token_session() -> requests.Session:
+    """The HTTP session for token requests.
+
+    With no proxy configured in the environment, requests' per-request scan of
+    the environment for proxy settings is skipped: it costs about a millisecond a
+    request, as much as the request itself on loopback. With a proxy configured,
+    requests keeps honouring it (and NO_PROXY) as usual.
+    """
+    session = requests.Session()
+    if not urllib.request.getproxies():
+        session.trust_env = False
+        # What trust_env would have read besides proxies: a CA bundle for private CAs.
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            session.verify = bundle
+    return session
+
+
 def build_runtime(
     settings: Settings,
     *,
@@ -51,7 +71,7 @@ def build_runtime(
     session: requests.Session | None = None,
     clock: Clock = time.time,
 ) -> Runtime:
-    http = session or requests.Session()
+    http = session or token_session()
     return Runtime(
         settings=settings,
         store=Store(client or redis_client(settings.redis_url), settings.key_prefix),

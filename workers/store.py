@@ -65,19 +65,23 @@ return 1
 
 # KEYS: integration, token, history, schedule, inflight, lock
 # ARGV: lock owner, expected version, name, integration fields (JSON),
-#       token fields (JSON, may be {}), history entry, due ('' = unschedule), channel, history length
+#       token fields (JSON, may be {}), history entry, due ('' = unschedule), channel, history length,
+#       release ('1': drop the lock in the same step)
 _WRITE = """
 if redis.call('GET', KEYS[6]) ~= ARGV[1] then return -1 end
 if redis.call('HGET', KEYS[1], 'version') ~= ARGV[2] then return -2 end
 local fields = cjson.decode(ARGV[4])
 local old_status = redis.call('HGET', KEYS[1], 'status')
 local same_status = fields['status'] == nil or fields['status'] == old_status
+local flat = {}
 for k, v in pairs(fields) do
-  if not (k == 'status_at' and same_status) then redis.call('HSET', KEYS[1], k, v) end
+  if not (k == 'status_at' and same_status) then flat[#flat + 1] = k; flat[#flat + 1] = v end
 end
+if #flat > 0 then redis.call('HSET', KEYS[1], unpack(flat)) end
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
-local token = cjson.decode(ARGV[5])
-for k, v in pairs(token) do redis.call('HSET', KEYS[2], k, v) end
+local token = {}
+for k, v in pairs(cjson.decode(ARGV[5])) do token[#token + 1] = k; token[#token + 1] = v end
+if #token > 0 then redis.call('HSET', KEYS[2], unpack(token)) end
 if not same_status then
   redis.call('LPUSH', KEYS[3], ARGV[6])
   redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[9]) - 1)
@@ -92,7 +96,15 @@ else
   redis.call('ZREM', KEYS[5], ARGV[3])
 end
 redis.call('PUBLISH', ARGV[8], version)
+if ARGV[10] == '1' then redis.call('DEL', KEYS[6]) end
 return version
+"""
+
+# KEYS: lock, integration.  ARGV: owner, ttl in ms.  One round trip for the start of a refresh:
+# returns 1 or 0 (lock taken or not) and the integration hash either way.
+_ACQUIRE_AND_LOAD = """
+local taken = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+return {taken and 1 or 0, redis.call('HGETALL', KEYS[2])}
 """
 
 # KEYS: schedule, inflight, rate slot.
@@ -198,6 +210,7 @@ class Store:
         self._write = client.register_script(_WRITE)
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
+        self._acquire_and_load = client.register_script(_ACQUIRE_AND_LOAD)
         self._aof_supported: bool | None = None
 
     # -- key names -------------------------------------------------------
@@ -288,6 +301,7 @@ class Store:
         *,
         patience: float = 0.0,
         durable: bool = False,
+        release: bool = False,
     ) -> int:
         """Apply one change if ``lock`` is still held and the version unchanged.
 
@@ -295,7 +309,8 @@ class Store:
         ``due`` is the next planned refresh (``None`` stops refreshing, ``KEEP_SCHEDULE``
         leaves it as it is). ``patience`` keeps retrying for that many seconds while
         Redis is unreachable (a rotated refresh token must not be dropped because Redis
-        restarted); ``durable`` waits until the change is in the AOF on disk.
+        restarted); ``durable`` waits until the change is in the AOF on disk; ``release``
+        drops the lock in the same step when the write is accepted.
         """
         name = lock.name
         keys = [
@@ -304,7 +319,7 @@ class Store:
         ]
         args = [
             lock.owner, str(expected_version), name, _json_fields(fields), _json_fields(token),
-            json.dumps(history), _score(due), self.channel(name), HISTORY_LENGTH,
+            json.dumps(history), _score(due), self.channel(name), HISTORY_LENGTH, "1" if release else "0",
         ]
         deadline = time.monotonic() + patience
         while True:
@@ -353,6 +368,15 @@ class Store:
         if self.redis.set(self.lock_key(name), owner, nx=True, px=int(ttl * 1000)):
             return Lock(name, owner)
         return None
+
+    def acquire_and_load(self, name: str, ttl: float) -> tuple[Lock | None, IntegrationRecord | None]:
+        """Take the lock and read the integration in one round trip; the record comes either way."""
+        owner = _secrets.token_hex(16)
+        taken, raw = self._acquire_and_load(keys=[self.lock_key(name), self.integration_key(name)],
+                                            args=[owner, int(ttl * 1000)])
+        pairs = [_text(item) for item in raw]
+        record = IntegrationRecord.from_hash(name, dict(zip(pairs[::2], pairs[1::2], strict=True))) if pairs else None
+        return (Lock(name, owner) if taken else None), record
 
     def acquire_within(self, name: str, ttl: float, wait: float) -> Lock | None:
         """Like :meth:`acquire`, waiting up to ``wait`` seconds for a refresh under way."""

@@ -8,6 +8,7 @@ failure, logged without a traceback.
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 from celery import Task
@@ -20,6 +21,8 @@ from workers.refresher import Refresher
 from workers.registry import Registry
 from workers.runtime import Runtime, build_runtime
 from workers.scheduler import dispatch_due
+
+log = logging.getLogger(__name__)
 
 # How long a "refresh is under way" answer waits before a scheduled refresh looks again.
 BUSY_RETRY_SECONDS = 1.0
@@ -68,8 +71,27 @@ def refresh_integration(name: str, planned_at: float | None = None) -> dict[str,
     result = Refresher(runtime()).refresh(name, planned_at=planned_at)
     if result.outcome == "busy" and planned_at is not None:
         # The holder may die with the lock; look again once it could have expired.
-        enqueue_refresh(name, planned_at, BUSY_RETRY_SECONDS)
+        enqueue_refresh([(name, planned_at)], BUSY_RETRY_SECONDS)
     return result.as_dict()
+
+
+@_task("tokenkeeper.refresh_batch", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def refresh_batch(items: list[list[Any]]) -> int:
+    """Scheduled refreshes that start together: [[name, planned_at], ...]. Internal to the scheduler."""
+    refresher = Refresher(runtime())
+    done = 0
+    for name, planned_at in items:
+        try:
+            result = refresher.refresh(name, planned_at=planned_at)
+        except TokenkeeperError as exc:
+            # One integration's trouble (deleted meanwhile, say) must not hold up the rest.
+            log.warning("scheduled refresh of %s: %s", name, exc)
+            continue
+        if result.outcome == "busy":
+            # The holder may die with the lock; look again once it could have expired.
+            enqueue_refresh([(name, planned_at)], BUSY_RETRY_SECONDS)
+        done += result.written
+    return done
 
 
 @_task("tokenkeeper.schedule_refreshes", ignore_result=True)
@@ -82,9 +104,9 @@ def schedule_refreshes() -> int:
     )
 
 
-def enqueue_refresh(name: str, planned_at: float, countdown: float) -> None:
-    args, kwargs = [name], {"planned_at": planned_at}
-    argsrepr, kwargsrepr = args_repr(args, kwargs)
-    refresh_integration.apply_async(
-        args, kwargs, countdown=countdown, ignore_result=True, argsrepr=argsrepr, kwargsrepr=kwargsrepr,
+def enqueue_refresh(items: list[tuple[str, float]], countdown: float) -> None:
+    args = [[[name, planned_at] for name, planned_at in items]]
+    argsrepr, kwargsrepr = args_repr(args, {})
+    refresh_batch.apply_async(
+        args, countdown=countdown, ignore_result=True, argsrepr=argsrepr, kwargsrepr=kwargsrepr,
     )

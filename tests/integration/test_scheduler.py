@@ -11,9 +11,15 @@ from workers.scheduler import dispatch_due
 from workers.store import Store
 
 
-def collect(store: Store, now: float, horizon: float = 10, lost_after: float = 30) -> list[tuple[str, float, float]]:
+def collect(store: Store, now: float, horizon: float = 10, lost_after: float = 30,
+            max_rate: float = 0.0) -> list[tuple[str, float, float]]:
+    """(name, plan, countdown) of everything one tick queues, whatever batches it travels in."""
     queued: list[tuple[str, float, float]] = []
-    dispatch_due(store, lambda *item: queued.append(item), now=now, horizon=horizon, lost_after=lost_after)
+
+    def enqueue(items: list[tuple[str, float]], countdown: float) -> None:
+        queued.extend((name, plan, countdown) for name, plan in items)
+
+    dispatch_due(store, enqueue, now=now, horizon=horizon, lost_after=lost_after, max_rate=max_rate)
     return queued
 
 
@@ -65,7 +71,8 @@ def test_two_schedulers_never_queue_the_same_refresh(runtime, redis_url: str) ->
 
     def tick(index: int) -> None:
         other = Store(redis.Redis.from_url(redis_url))
-        dispatch_due(other, lambda *item: results[index].append(item), now=200, horizon=10, lost_after=30)
+        dispatch_due(other, lambda items, countdown: results[index].extend(items), now=200, horizon=10,
+                     lost_after=30)
 
     threads = [threading.Thread(target=tick, args=(i,)) for i in range(2)]
     for thread in threads:
@@ -81,15 +88,15 @@ def test_a_backlog_is_spread_at_the_rate_cap(runtime) -> None:
     store = runtime.store
     for i in range(100):
         store.schedule(f"i{i}", 10.0 + i)
-    first: list[tuple[str, float, float]] = []
-    dispatch_due(store, lambda *item: first.append(item), now=1000, horizon=2, lost_after=30, max_rate=10)
+    first = store.claim_due(1000, 2, 30, 1000, max_rate=10)
     assert len(first) == 21
-    assert [round(countdown, 3) for _, _, countdown in first] == [round(i * 0.1, 3) for i in range(21)]
+    assert [round(start - 1000, 3) for _, _, start in first] == [round(i * 0.1, 3) for i in range(21)]
     assert [plan for _, plan, _ in first] == [10.0 + i for i in range(21)]  # plans kept for identity
-    second: list[tuple[str, float, float]] = []
-    dispatch_due(store, lambda *item: second.append(item), now=1001, horizon=2, lost_after=30, max_rate=10)
+    second = store.claim_due(1001, 2, 30, 1000, max_rate=10)
     assert len(second) == 10
-    assert round(second[0][2], 3) == 1.1  # continues after the last booked start (1002.0)
+    assert round(second[0][2] - 1001, 3) == 1.1  # continues after the last booked start (1002.0)
+    batched = collect(store, now=1002, horizon=2, max_rate=10)
+    assert len(batched) == 10 and all(countdown <= 2.0 for _, _, countdown in batched)
 
 
 def test_two_schedulers_share_the_rate_cap(runtime, redis_url: str) -> None:
@@ -101,8 +108,7 @@ def test_two_schedulers_share_the_rate_cap(runtime, redis_url: str) -> None:
 
     def tick() -> None:
         other = Store(redis.Redis.from_url(redis_url))
-        dispatch_due(other, lambda name, plan, countdown: starts.append(countdown), now=200, horizon=5,
-                     lost_after=30, max_rate=20)
+        starts.extend(start for _, _, start in other.claim_due(200, 5, 30, 1000, max_rate=20))
 
     threads = [threading.Thread(target=tick) for _ in range(2)]
     for thread in threads:
