@@ -111,8 +111,8 @@ class Refresher:
             now=done, reason="refreshed",
         )
         if planned_at is not None:
-            # How late against the plan the request went out: the scheduler's accuracy.
-            change.fields["lateness"] = round(max(0.0, now - planned_at), 3)
+            # How late against the plan the request went out (negative: early): the scheduler's accuracy.
+            change.fields["lateness"] = round(now - planned_at, 3)
         log.info("refreshed %s in %.3fs", record.name, done - now)
         return self._commit(lock, record, change)
 

@@ -38,12 +38,21 @@ def dispatch_due(
 
 
 def batches(claimed: list[tuple[str, float, float]], now: float) -> list[tuple[float, list[tuple[str, float]]]]:
-    """Group (name, plan, start) by start slot: [(countdown, [(name, plan), ...]), ...], in start order."""
+    """Group (name, plan, start) by start slot: [(countdown, [(name, plan), ...]), ...], in start order.
+
+    A batch goes out at its latest start, so no refresh in it runs before its own
+    start (which keeps "never before half the lifetime"); the earliest waits < SLOT.
+    """
     groups: list[tuple[float, list[tuple[str, float]]]] = []
-    slot_start: float | None = None
+    slot_start = last_start = 0.0
     for name, plan, start in sorted(claimed, key=lambda item: item[2]):
-        if slot_start is None or start - slot_start >= SLOT or len(groups[-1][1]) >= MAX_BATCH:
+        if not groups or start - slot_start >= SLOT or len(groups[-1][1]) >= MAX_BATCH:
+            if groups:
+                groups[-1] = (max(0.0, last_start - now), groups[-1][1])
             slot_start = start
-            groups.append((max(0.0, start - now), []))
+            groups.append((0.0, []))
         groups[-1][1].append((name, plan))
+        last_start = start
+    if groups:
+        groups[-1] = (max(0.0, last_start - now), groups[-1][1])
     return groups

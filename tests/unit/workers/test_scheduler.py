@@ -6,11 +6,11 @@ from workers.scheduler import MAX_BATCH, SLOT, batches
 
 
 def test_starts_within_a_slot_share_a_batch() -> None:
-    """Starts less than a slot apart form one batch whose countdown is its earliest start."""
+    """Starts less than a slot apart form one batch, sent at its latest start so none runs early."""
     claimed = [("a", 10.0, 100.0), ("b", 10.5, 100.1), ("c", 11.0, 100.0 + SLOT + 0.01), ("d", 9.0, 99.0)]
     found = batches(claimed, now=99.5)
     assert [items for _, items in found] == [[("d", 9.0)], [("a", 10.0), ("b", 10.5)], [("c", 11.0)]]
-    assert [round(countdown, 6) for countdown, _ in found] == [0.0, 0.5, round(0.5 + SLOT + 0.01, 6)]
+    assert [round(countdown, 6) for countdown, _ in found] == [0.0, 0.6, round(0.5 + SLOT + 0.01, 6)]
 
 
 def test_batches_are_capped() -> None:
