@@ -118,12 +118,69 @@ def _print_json(data: Any, out: TextIO = sys.stdout) -> None:
 def _create(settings: Settings, options: argparse.Namespace) -> int:
     from workers.producer import call
 
-    spec = _read_json(options.file)
+    spec = _read_specs(options.file)
+    if isinstance(spec, list):
+        return _create_many(settings, spec)
     result = call(_celery(settings), "tokenkeeper.create_integration", spec, timeout=options.timeout)
     _print_json(result)
     if result.get("authorization_url"):
         print(f"\nRegister this redirect URI at the provider: {settings.callback_url}", file=sys.stderr)
         print(f"Send the user to: {result['authorization_url']}", file=sys.stderr)
+    return 0
+
+
+def _read_specs(source: str) -> Any:
+    """One JSON spec, a JSON array of specs, or JSON Lines (one spec per line)."""
+    try:
+        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()  # noqa: SIM115
+    except OSError as exc:
+        raise TokenkeeperError(f"cannot read {source}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as whole:
+        lines = [line for line in text.splitlines() if line.strip()]
+        if len(lines) < 2:
+            raise TokenkeeperError(f"{source} is not valid JSON: {whole.msg} at line {whole.lineno}") from None
+        specs = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                specs.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise TokenkeeperError(f"{source} line {number} is not valid JSON: {exc.msg}") from None
+        return specs
+
+
+def _create_many(settings: Settings, specs: list[Any]) -> int:
+    """Create many integrations with a progress bar on stderr; failures are listed, the rest go on."""
+    from workers.producer import call_many
+
+    total, started = len(specs), time.monotonic()
+    counts = {"ok": 0, "failed": 0}
+    interactive = sys.stderr.isatty()
+    last_line = [-1]
+
+    def progress(index: int, ok: bool, value: Any) -> None:
+        counts["ok" if ok else "failed"] += 1
+        done = counts["ok"] + counts["failed"]
+        rate = done / max(time.monotonic() - started, 1e-9)
+        bar = "#" * (30 * done // total) + "-" * (30 - 30 * done // total)
+        line = f"[{bar}] {done}/{total} created {counts['ok']} failed {counts['failed']} {rate:.0f}/s"
+        percent = 100 * done // total
+        if interactive:
+            print("\r" + line, end="" if done < total else "\n", file=sys.stderr, flush=True)
+        elif percent // 5 != last_line[0] or done == total:
+            last_line[0] = percent // 5
+            print(line, file=sys.stderr, flush=True)
+
+    succeeded, failures = call_many(_celery(settings), "tokenkeeper.create_integration",
+                                    ((spec,) for spec in specs), on_result=progress)
+    for index, message in failures[:20]:
+        name = specs[index].get("name", f"#{index + 1}") if isinstance(specs[index], dict) else f"#{index + 1}"
+        print(f"  {name}: {message}", file=sys.stderr)
+    _print_json({"created": succeeded, "failed": len(failures),
+                 "seconds": round(time.monotonic() - started, 1)})
+    if failures:
+        raise TokenkeeperError(f"{len(failures)} of {total} integrations were not created")
     return 0
 
 

@@ -93,3 +93,20 @@ def test_creating_an_authorization_code_integration_prints_what_to_do(start_proc
     assert f"{settings.public_url}/oauth/authorize/drive" in result.stderr
     url = cli(process_env, "authorize-url", "drive")
     assert url.stdout.strip() == f"{settings.public_url}/oauth/authorize/drive"
+
+
+def test_bulk_create_from_json_lines(token_server: TokenServer, start_processes, process_env, tmp_path,
+                                     redis_client: redis.Redis) -> None:
+    """A JSON Lines file of 40 specs, two bad: 38 created, the two named, a progress bar, exit 1."""
+    start_processes("worker")
+    lines = [json.dumps(cc_spec(token_server, f"svc{i}")) for i in range(38)]
+    lines.insert(5, json.dumps({**cc_spec(token_server, "bad_url"), "token_url": "ftp://x"}))
+    lines.insert(20, json.dumps(cc_spec(token_server, "bad_secret", client_secret="nope")))
+    specs = tmp_path / "specs.jsonl"
+    specs.write_text("\n".join(lines) + "\n")
+    result = cli(process_env, "create", str(specs))
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["created"] == 38 and json.loads(result.stdout)["failed"] == 2
+    assert "40/40" in result.stderr and "bad_url: " in result.stderr and "bad_secret: " in result.stderr
+    assert "invalid_client" in result.stderr and "nope" not in result.stderr
+    assert len(redis_client.smembers("tokenkeeper:names")) == 38
