@@ -138,7 +138,8 @@ def celery(role: str, env: dict[str, str], log_dir: Path, *extra: str) -> Proces
                    log_dir / f"{role}.log", env)
 
 
-def seed(redis_url: str, secret_key: str, token_url: str, count: int, *, first_due: float, spread: float) -> None:
+def seed(redis_url: str, secret_key: str, token_url: str, count: int, *, first_due: float, spread: float,
+         prefix: str = "b") -> None:
     """Store ``count`` client_credentials integrations directly, their first refreshes spread over ``spread`` s.
 
     The benchmark's subject is keeping integrations fresh, not creating them
@@ -157,7 +158,7 @@ def seed(redis_url: str, secret_key: str, token_url: str, count: int, *, first_d
     now = time.time()
     pipe = client.pipeline(transaction=False)
     for i in range(count):
-        name = f"b{i}"
+        name = f"{prefix}{i}"
         spec = validate_spec({"name": name, "grant_type": "client_credentials", "client_id": name,
                               "client_secret": "s", "token_url": token_url})
         due = first_due + spread * (i / max(count, 1))

@@ -60,7 +60,8 @@ def memory_phase(count: int, token_url: str, seconds: float) -> tuple[float, flo
     """Worker and beat RSS (MiB) with ``count`` integrations being refreshed."""
     with tempfile.TemporaryDirectory() as tmp, own_redis() as url:
         key = generate_key()
-        seed(url, key, token_url, count, first_due=time.time() + 10, spread=seconds)
+        # Other names than the main run's: the token server must not see these clients again there.
+        seed(url, key, token_url, count, first_due=time.time() + 10, spread=seconds, prefix="m")
         worker, beat = run_service(url, key, Path(tmp), rate=1000)
         try:
             time.sleep(seconds)  # the phase's length: a duration, not a wait for an event
@@ -82,7 +83,8 @@ def main() -> None:
     parser.add_argument("--memory-seconds", type=float, default=60)
     args = parser.parse_args()
     n = args.integrations
-    spread = args.spread if args.spread is not None else (args.min_lifetime + args.max_lifetime) / 2 - 90
+    # First refreshes spread so that the rate is about what the second round will keep up.
+    spread = args.spread if args.spread is not None else n / 150
     with tempfile.TemporaryDirectory() as tmp:
         log_dir = Path(tmp)
         port = free_port()
