@@ -138,6 +138,12 @@ def celery(role: str, env: dict[str, str], log_dir: Path, *extra: str) -> Proces
                    log_dir / f"{role}.log", env)
 
 
+def worker(env: dict[str, str], log_dir: Path, pool: str = "prefork", processes: int = 2) -> Process:
+    """A Celery worker as the benchmarks measure it: quiet logs, no start-up chatter between workers."""
+    return celery("worker", env, log_dir, "-Q", "tokenkeeper", "--pool", pool, "--concurrency", str(processes),
+                  "--loglevel", "WARNING", "--without-mingle", "--without-gossip")
+
+
 def seed(redis_url: str, secret_key: str, token_url: str, count: int, *, first_due: float, spread: float,
          prefix: str = "b") -> None:
     """Store ``count`` client_credentials integrations directly, their first refreshes spread over ``spread`` s.

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import ROOT, celery, free_port, median, own_redis, percentile, token_server
+from bench.common import ROOT, free_port, median, own_redis, percentile, token_server, worker
 from config import load_settings
 from workers.celery_app import create_celery
 from workers.producer import send
@@ -43,8 +43,7 @@ def main() -> None:
         token_url = f"http://127.0.0.1:{port}/token"
         env = {**os.environ, "TOKENKEEPER_REDIS_URL": url, "TOKENKEEPER_SECRET_KEY": generate_key(),
                "TOKENKEEPER_DATA_DIR": tmp}
-        worker = celery("worker", env, log_dir, "-Q", "tokenkeeper", "--pool", "prefork", "--concurrency", "2",
-                        "--loglevel", "WARNING", "--without-mingle", "--without-gossip")
+        service = worker(env, log_dir)
         app = create_celery(load_settings({k: v for k, v in env.items() if k.startswith("TOKENKEEPER_")}))
         try:
             send(app, "tokenkeeper.create_integration", spec("warmup", token_url)).get(timeout=60)
@@ -69,7 +68,7 @@ def main() -> None:
                   f"{args.bulk / elapsed:.0f} integrations/s")
             print("progress bar, last lines:", *result.stderr.strip().splitlines()[-2:], sep="\n  ")
         finally:
-            worker.stop()
+            service.stop()
             server.stop()
 
 

@@ -35,6 +35,7 @@ from bench.common import (
     token_server,
     token_stats,
     tree_pids,
+    worker,
 )
 from workers.secretbox import generate_key
 
@@ -42,10 +43,9 @@ from workers.secretbox import generate_key
 def run_service(redis_url: str, key: str, log_dir: Path, rate: float) -> tuple:
     env = {**os.environ, "TOKENKEEPER_REDIS_URL": redis_url, "TOKENKEEPER_SECRET_KEY": key,
            "TOKENKEEPER_DATA_DIR": str(log_dir), "TOKENKEEPER_MAX_REFRESH_RATE": str(rate)}
-    worker = celery("worker", env, log_dir, "-Q", "tokenkeeper", "--pool", "prefork", "--concurrency", "2",
-                    "--loglevel", "WARNING", "--without-mingle", "--without-gossip")
+    service = worker(env, log_dir)
     beat = celery("beat", env, log_dir, "--loglevel", "WARNING", "-s", str(log_dir / "beat-schedule"))
-    return worker, beat
+    return service, beat
 
 
 def tree_rss(pid: int) -> float:

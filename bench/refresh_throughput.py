@@ -21,7 +21,7 @@ from pathlib import Path
 import redis
 import requests
 
-from bench.common import celery, free_port, own_redis, seed, token_server, token_stats, wait_for
+from bench.common import celery, free_port, own_redis, seed, token_server, token_stats, wait_for, worker
 from workers.secretbox import generate_key
 from workers.token_client import basic_authorization
 
@@ -41,10 +41,10 @@ def baseline(url: str, processes: int, seconds: float) -> float:
     counter = multiprocessing.Value("i", 0)
     workers = [multiprocessing.Process(target=_hammer, args=(url, seconds, counter)) for _ in range(processes)]
     start = time.monotonic()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join()
     return counter.value / (time.monotonic() - start)
 
 
@@ -54,8 +54,7 @@ def pipeline(redis_url: str, url: str, port: int, count: int, processes: int, po
     env = {**os.environ, "TOKENKEEPER_REDIS_URL": redis_url, "TOKENKEEPER_SECRET_KEY": key,
            "TOKENKEEPER_DATA_DIR": str(log_dir), "TOKENKEEPER_MAX_REFRESH_RATE": "0",
            "TOKENKEEPER_SCHEDULE_INTERVAL": "0.5", "TOKENKEEPER_INSECURE_HTTP_HOSTS": ""}
-    worker = celery("worker", env, log_dir, "-Q", "tokenkeeper", "--pool", pool, "--concurrency", str(processes),
-                    "--loglevel", "WARNING", "--without-mingle", "--without-gossip")
+    service = worker(env, log_dir, pool, processes)
     client = redis.Redis.from_url(redis_url)
     try:
         time.sleep(5)  # worker start-up: not part of what is measured
@@ -77,7 +76,7 @@ def pipeline(redis_url: str, url: str, port: int, count: int, processes: int, po
         finally:
             beat.stop()
     finally:
-        worker.stop()
+        service.stop()
     return (before + count - first) / elapsed
 
 
