@@ -38,6 +38,9 @@ class Settings:
     allowed_networks: tuple[str, ...] = ()
     # Lifetime assumed when a provider gives neither expires_in nor a JWT exp.
     default_expires_in: int = 3600
+    # A token with no lifetime but a refresh token: refresh this often anyway, so the
+    # refresh token does not die of disuse (0: never).
+    keepalive_interval: float = 3600.0
     # Refresh this many seconds before expiry (never before half the lifetime).
     refresh_lead: float = 60.0
     # Spread refreshes of tokens created together over up to this many seconds.
@@ -64,10 +67,15 @@ class Settings:
     visibility_timeout: int = 3600
     data_dir: str = ".tokenkeeper"
     flower_port: int = 5555
-    flower_user: str = "admin"
+    operator_user: str = "admin"
     # Flower's basic-auth password; standalone makes one in the data directory when unset.
-    flower_password: str = field(default="", repr=False)
+    operator_password: str = field(default="", repr=False)
     log_level: str = "INFO"
+    # "text" or "json" (one JSON object per line).
+    log_format: str = "text"
+    # Status changes are POSTed here as JSON signed with HMAC-SHA256 of the webhook secret.
+    webhook_url: str = ""
+    webhook_secret: str = field(default="", repr=False)
 
     @property
     def callback_url(self) -> str:
@@ -106,6 +114,16 @@ def _number(kind: Callable[[str], float], *, allow_zero: bool) -> Callable[[str]
             raise ValueError(f"must be a {'whole ' if kind is int else ''}number, {words}") from None
         if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
             raise ValueError(f"must be a finite number, {words}")
+        return value
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
         return value
 
     return parse
@@ -165,6 +183,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "insecure_http_hosts": _csv,
     "allowed_networks": _networks,
     "default_expires_in": _positive_int,
+    "keepalive_interval": _non_negative_float,
     "refresh_lead": _non_negative_float,
     "refresh_jitter": _non_negative_float,
     "schedule_interval": _positive_float,
@@ -181,9 +200,12 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "visibility_timeout": _positive_int,
     "data_dir": _text,
     "flower_port": _positive_int,
-    "flower_user": _text,
-    "flower_password": _text,
+    "operator_user": _text,
+    "operator_password": _text,
     "log_level": _log_level,
+    "log_format": _choice("text", "json"),
+    "webhook_url": _http_url,
+    "webhook_secret": _text,
 }
 
 # Variables whose names do not follow the field names.
@@ -225,6 +247,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             f"{variable_name('lock_ttl')}: must exceed {variable_name('http_connect_timeout')} + "
             f"{variable_name('http_read_timeout')}"
         )
+    if settings.webhook_url and not settings.webhook_secret:
+        problems.append(f"{variable_name('webhook_secret')}: required with {variable_name('webhook_url')}, "
+                        "so receivers can tell our events from forgeries")
     if problems:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
     return settings

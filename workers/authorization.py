@@ -106,7 +106,9 @@ class Authorizations:
         record = self._load(name)
         spec = self._spec(record)
         issuer = params.get("iss")
-        if issuer is not None and not _same_origin(issuer, spec.auth_url or ""):
+        # With a known issuer the match is exact (RFC 9207 §2.4); without one, the same origin as auth_url.
+        expected_issuer = issuer == spec.issuer if spec.issuer else _same_origin(issuer or "", spec.auth_url or "")
+        if issuer is not None and not expected_issuer:
             raise ConsentError(
                 f"The response claims to come from {issuer!r}, not from the provider this integration uses; "
                 "it was ignored (RFC 9207)."
@@ -140,7 +142,7 @@ class Authorizations:
             now = self.rt.clock()
             change = token_obtained(
                 response, sealed_secrets=self.rt.box.seal(kept), requested_scopes=spec.scopes,
-                policy=self.rt.policy, now=now, reason="authorized",
+                policy=self.rt.policy, now=now, reason="authorized", holds_refresh_token=bool(refresh_token),
             )
             note = ""
             if not refresh_token:

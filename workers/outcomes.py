@@ -33,9 +33,10 @@ def token_obtained(
     policy: RefreshPolicy,
     now: float,
     reason: str,
-    refreshable: bool = True,
+    holds_refresh_token: bool,
 ) -> Change:
-    due = policy.next_refresh(response.issued_at, response.expires_at) if refreshable else None
+    """``holds_refresh_token``: the integration has a refresh token to keep alive (not client credentials)."""
+    due = policy.next_refresh(response.issued_at, response.expires_at, refresh_token=holds_refresh_token)
     expires_at = "" if response.expires_at is None else str(int(response.expires_at))
     return Change(
         fields={

@@ -3,7 +3,9 @@
 A token is refreshed ``lead`` seconds before it expires, but never before half
 its lifetime has passed (a provider that issues short tokens must not be asked
 for a new one every few milliseconds). Tokens issued together are spread over
-up to ``jitter`` seconds so they do not all come due at once.
+up to ``jitter`` seconds so they do not all come due at once. A token that never
+expires but came with a refresh token is refreshed every ``keepalive`` seconds all
+the same: some providers let a refresh token die when it goes unused for long.
 """
 
 from __future__ import annotations
@@ -25,8 +27,17 @@ class RefreshPolicy:
     default_lifetime: float = 3600.0
     backoff_base: float = 2.0
     backoff_max: float = 300.0
+    keepalive: float = 3600.0
 
-    def next_refresh(self, issued_at: float, expires_at: float | None, rand: Random = random.random) -> float:
+    def next_refresh(
+        self, issued_at: float, expires_at: float | None, rand: Random = random.random, *,
+        refresh_token: bool = False,
+    ) -> float | None:
+        """When to refresh a token issued at ``issued_at``; None: never (nothing would keep it alive)."""
+        if expires_at is None and refresh_token:
+            if self.keepalive <= 0:
+                return None
+            return issued_at + self.keepalive - min(self.jitter, self.keepalive / 2) * rand()
         lifetime = (expires_at - issued_at) if expires_at is not None else self.default_lifetime
         lifetime = max(lifetime, 0.0)
         earliest = issued_at + lifetime / 2

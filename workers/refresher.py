@@ -108,7 +108,7 @@ class Refresher:
         done = rt.clock()
         change = token_obtained(
             response, sealed_secrets=sealed, requested_scopes=spec.scopes, policy=rt.policy,
-            now=done, reason="refreshed",
+            now=done, reason="refreshed", holds_refresh_token=bool(secrets.get("refresh_token")),
         )
         if planned_at is not None:
             # How late against the plan the request went out (negative: early): the scheduler's accuracy.

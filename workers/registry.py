@@ -8,16 +8,22 @@ nothing, and a name already taken leaves the existing integration untouched.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from typing import Any
 
-from workers.errors import ConflictError, NotFoundError, StateError
+from workers.discovery import discover
+from workers.errors import ConflictError, NotFoundError, ProviderError, StateError
 from workers.outcomes import Change, history_entry, token_obtained
+from workers.providers import expand_preset
 from workers.refresher import stored_spec
 from workers.runtime import Runtime
-from workers.spec import IntegrationSpec, merge_changes, validate_spec
+from workers.spec import FIELD_GRANTS, GRANT_TYPES, IntegrationSpec, check_url, merge_changes, validate_spec
 from workers.store import KEEP_SCHEDULE, STATUS_PENDING, IntegrationRecord, Lock
 
-# How long an update waits for a refresh under way to finish.
+log = logging.getLogger(__name__)
+
+# How long an update or a deletion waits for a refresh under way to finish.
 LOCK_WAIT = 10.0
 
 
@@ -38,8 +44,31 @@ class Registry:
         return f"{self.rt.settings.public_url}/oauth/authorize/{name}"
 
     def validate(self, data: Any) -> IntegrationSpec:
-        return validate_spec(data, insecure_hosts=self.rt.settings.insecure_http_hosts,
+        return validate_spec(self.resolve(data), insecure_hosts=self.rt.settings.insecure_http_hosts,
                              addresses=self.rt.client.addresses)
+
+    def resolve(self, data: Any) -> Any:
+        """The spec with its provider preset and, for an ``issuer`` alone, discovered endpoints filled in."""
+        if not isinstance(data, Mapping):
+            return data  # validation says what is wrong
+        spec = expand_preset(data)
+        grant = spec.get("grant_type")
+        if spec.get("issuer") is None or grant not in GRANT_TYPES:
+            return spec
+        wanted = {
+            name: ("refresh_url" if name == "token_url" and grant == "refresh_token" else name)
+            for name in ("auth_url", "token_url", "revocation_url")
+        }
+        wanted = {source: target for source, target in wanted.items()
+                  if grant in FIELD_GRANTS.get(target, GRANT_TYPES) and target not in spec}
+        if not wanted.keys() - {"revocation_url"}:
+            return spec
+        issuer = check_url("issuer", spec["issuer"], insecure_hosts=self.rt.settings.insecure_http_hosts,
+                           addresses=self.rt.client.addresses)
+        for source, value in discover(self.rt.client, issuer).items():
+            if source in wanted:
+                spec[wanted[source]] = value
+        return spec
 
     def create(self, data: Any) -> dict[str, str]:
         spec = self.validate(data)
@@ -88,6 +117,7 @@ class Registry:
         return token_obtained(
             response, sealed_secrets=rt.box.seal(secrets), requested_scopes=spec.scopes,
             policy=rt.policy, now=rt.clock(), reason=reason,
+            holds_refresh_token=bool(secrets.get("refresh_token")),
         )
 
     def update(self, name: str, changes: Any) -> dict[str, str]:
@@ -114,9 +144,41 @@ class Registry:
             rt.store.release(lock)
 
     def delete(self, name: str) -> dict[str, Any]:
-        if not self.rt.store.delete(name):
-            raise NotFoundError(f"no integration named {name!r}")
-        return {"name": name, "deleted": True}
+        """Revoke the tokens at the provider (RFC 7009) where it can, then remove every key of ``name``."""
+        record = self._load(name)
+        # A refresh under way could rotate the refresh token after it was revoked.
+        lock = self.rt.store.acquire_within(name, self.rt.settings.lock_ttl, LOCK_WAIT)
+        try:
+            result: dict[str, Any] = {"name": name, "deleted": True}
+            result.update(self._revoke(stored_spec(self.rt, record), self.rt.store.token(name)))
+            if not self.rt.store.delete(name):
+                raise NotFoundError(f"no integration named {name!r}")
+            return result
+        finally:
+            if lock is not None:
+                self.rt.store.release(lock)
+
+    def _revoke(self, spec: IntegrationSpec, token: Mapping[str, str]) -> dict[str, Any]:
+        if not spec.revocation_url:
+            return {}
+        revoked: list[str] = []
+        failures: list[str] = []
+        # The refresh token first: at most providers that also ends the access tokens issued from it.
+        for hint, value in (("refresh_token", spec.refresh_token), ("access_token", token.get("access_token"))):
+            if not value:
+                continue
+            try:
+                self.rt.client.revoke(spec, value, hint)
+            except ProviderError as error:
+                # Deletion goes ahead: the operator asked for the integration to be gone.
+                log.warning("revoking the %s of %s failed: %s", hint, spec.name, error)
+                failures.append(f"{hint}: {error}")
+            else:
+                revoked.append(hint)
+        result: dict[str, Any] = {"revoked": revoked}
+        if failures:
+            result["revocation_failed"] = "; ".join(failures)
+        return result
 
     def _load(self, name: str) -> IntegrationRecord:
         record = self.rt.store.load(name)

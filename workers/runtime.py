@@ -89,6 +89,7 @@ def build_runtime(
             default_lifetime=settings.default_expires_in,
             backoff_base=settings.backoff_base,
             backoff_max=settings.backoff_max,
+            keepalive=settings.keepalive_interval,
         ),
         clock=clock,
         _secret_keys=settings.secret_keys,

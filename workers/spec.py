@@ -17,6 +17,7 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 
 from workers.addresses import AddressPolicy, literal_address
 from workers.errors import SpecError
+from workers.providers import expand_preset
 
 GRANT_TYPES = ("client_credentials", "authorization_code", "refresh_token")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post")
@@ -37,6 +38,7 @@ REQUIRED_BY_GRANT: dict[str, tuple[str, ...]] = {
     "refresh_token": ("refresh_url", "refresh_token"),
 }
 SECRET_FIELDS = ("client_secret", "refresh_token")
+URL_FIELDS = ("token_url", "auth_url", "refresh_url", "issuer", "revocation_url")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,10 @@ class IntegrationSpec:
     pkce: bool = True
     extra_auth_params: Mapping[str, str] = field(default_factory=dict)
     extra_token_params: Mapping[str, str] = field(default_factory=dict)
+    provider: str | None = None
+    provider_params: Mapping[str, str] = field(default_factory=dict)
+    issuer: str | None = None
+    revocation_url: str | None = None
 
     @property
     def endpoint(self) -> str:
@@ -153,7 +159,7 @@ class SpecSchema(Schema):
         self, *, insecure_hosts: Iterable[str] = (), addresses: AddressPolicy | None = None, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        for name in ("token_url", "auth_url", "refresh_url"):
+        for name in URL_FIELDS:
             url_field: Any = self.fields[name]
             url_field.insecure_hosts = {h.lower() for h in insecure_hosts}
             url_field.addresses = addresses or AddressPolicy()
@@ -172,6 +178,10 @@ class SpecSchema(Schema):
     pkce = _StrictBoolean()
     extra_auth_params = _StringMap()
     extra_token_params = _StringMap()
+    provider = fields.String()
+    provider_params = _StringMap()
+    issuer = _Url()
+    revocation_url = _Url()
 
     @validates_schema(skip_on_field_errors=False, pass_original=True)
     def _fits_grant_type(self, data: dict[str, Any], original: dict[str, Any], **kwargs: Any) -> None:
@@ -199,10 +209,22 @@ def validate_spec(
         raise SpecError({"_spec": ["must be a JSON object"]})
     schema = SpecSchema(insecure_hosts=insecure_hosts, addresses=addresses)
     try:
-        loaded = schema.load(dict(data))
+        loaded = schema.load(expand_preset(data))
     except ValidationError as exc:
         raise SpecError(_flatten(exc.messages)) from None
     return IntegrationSpec(**loaded)
+
+
+def check_url(
+    name: str, value: Any, *, insecure_hosts: Iterable[str] = (), addresses: AddressPolicy | None = None
+) -> str:
+    """One URL checked by the rules of the spec's URL fields, before anything is fetched from it."""
+    url = _Url(insecure_hosts=insecure_hosts)
+    url.addresses = addresses or AddressPolicy()
+    try:
+        return url.deserialize(value)
+    except ValidationError as exc:
+        raise SpecError({name: [str(message) for message in exc.messages]}) from None
 
 
 def merge_changes(current: IntegrationSpec, changes: Any) -> dict[str, Any]:
@@ -217,6 +239,10 @@ def merge_changes(current: IntegrationSpec, changes: Any) -> dict[str, Any]:
     if errors:
         raise SpecError(errors)
     merged = {**current.public_fields(), **current.secrets()}
+    if "provider" in changes or "provider_params" in changes:
+        # The preset's URLs follow a new provider or tenant unless the change names them itself.
+        for key in URL_FIELDS:
+            merged.pop(key, None)
     for key, value in changes.items():
         if value is None:
             merged.pop(key, None)  # null removes an optional field

@@ -39,15 +39,15 @@ def ensure_secret_key(settings: Settings, environ: dict[str, str]) -> str | None
     return str(key_file)
 
 
-def ensure_flower_password(settings: Settings, environ: dict[str, str]) -> str | None:
-    """Use TOKENKEEPER_FLOWER_PASSWORD, or one kept in the data directory (made on first run)."""
-    if settings.flower_password:
+def ensure_operator_password(settings: Settings, environ: dict[str, str]) -> str | None:
+    """Use TOKENKEEPER_OPERATOR_PASSWORD, or one kept in the data directory (made on first run)."""
+    if settings.operator_password:
         return None
-    password_file = Path(settings.data_dir) / "flower.password"
+    password_file = Path(settings.data_dir) / "operator.password"
     if not password_file.exists():
         password_file.touch(mode=0o600)
         password_file.write_text(secrets.token_urlsafe(18) + "\n")
-    environ["TOKENKEEPER_FLOWER_PASSWORD"] = password_file.read_text().strip()
+    environ["TOKENKEEPER_OPERATOR_PASSWORD"] = password_file.read_text().strip()
     return str(password_file)
 
 
@@ -70,8 +70,8 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     key_file = ensure_secret_key(settings, env)
-    password_file = ensure_flower_password(settings, env)
-    env["FLOWER_BASIC_AUTH"] = f"{settings.flower_user}:{env['TOKENKEEPER_FLOWER_PASSWORD']}"
+    password_file = ensure_operator_password(settings, env)
+    env["FLOWER_BASIC_AUTH"] = f"{settings.operator_user}:{env['TOKENKEEPER_OPERATOR_PASSWORD']}"
     redis_process = None
     if not is_up(settings.redis_url):
         parts = urlsplit(settings.redis_url)
@@ -96,8 +96,8 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
         print(f"beat         pid {children['beat'].pid}, tick every {settings.schedule_interval:g}s")
         print(f"callback app pid {children['callback app'].pid}, {settings.public_url}/oauth/callback")
         print(f"flower       pid {children['flower'].pid}, http://127.0.0.1:{settings.flower_port} "
-              f"(user {settings.flower_user}, password "
-              f"{'in ' + password_file if password_file else 'from TOKENKEEPER_FLOWER_PASSWORD'})")
+              f"(user {settings.operator_user}, password "
+              f"{'in ' + password_file if password_file else 'from TOKENKEEPER_OPERATOR_PASSWORD'})")
         print("Ctrl-C stops everything.", flush=True)
         exited = _wait(children, stop)
     finally:

@@ -354,7 +354,7 @@ class Store:
     def delete(self, name: str) -> bool:
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(self.integration_key(name), self.token_key(name), self.history_key(name),
-                    self.reserve_key(name))
+                    self.reserve_key(name), self.lock_key(name))
         pipe.srem(self.names_key, name)
         pipe.zrem(self.schedule_key, name)
         pipe.zrem(self.inflight_key, name)

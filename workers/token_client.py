@@ -76,44 +76,86 @@ class TokenClient:
     def request(
         self, spec: IntegrationSpec, params: Mapping[str, str], secrets: tuple[str | None, ...] = ()
     ) -> TokenResponse:
-        data = {**spec.extra_token_params, **params}
+        known_secrets = (spec.client_secret, spec.refresh_token, *secrets)
+        sent_at = self.clock()
+        status, response_headers, body = self._post(
+            spec, spec.endpoint, {**spec.extra_token_params, **params}, "token endpoint")
+        return parse_token_response(
+            status, response_headers, body, sent_at=sent_at, secrets=known_secrets, now=self.clock()
+        )
+
+    def revoke(self, spec: IntegrationSpec, token: str, hint: str) -> None:
+        """Revoke ``token`` at the spec's revocation endpoint (RFC 7009 §2.1); raises ProviderError."""
+        assert spec.revocation_url is not None  # the caller checks
+        status, headers, body = self._post(
+            spec, spec.revocation_url, {"token": token, "token_type_hint": hint}, "revocation endpoint",
+        )
+        if status == 200:
+            return  # also for a token the server no longer knows (§2.2)
+        payload = _decode_body(headers.get("Content-Type", ""), body) or {}
+        if "error" in payload:
+            raise _oauth_error(status, headers, payload, (spec.client_secret, token), self.clock())
+        cls = TransientProviderError if status >= 500 or status in TRANSIENT_STATUSES else PermanentProviderError
+        raise cls("revocation_failed", f"HTTP {status} from the revocation endpoint", status=status,
+                  retry_after=retry_after_seconds(headers, self.clock()))
+
+    def get_json(self, url: str, what: str) -> dict[str, Any]:
+        """GET a JSON document (discovery metadata) under the same address policy and size cap."""
+        self._check_address(url, what)
+        try:
+            with self.session.get(
+                url, headers={"Accept": "application/json"}, timeout=(self.connect_timeout, self.read_timeout),
+                allow_redirects=False, stream=True,
+            ) as response:
+                body = self._read_capped(response)
+                status = response.status_code
+        except requests.RequestException as exc:
+            raise TransientProviderError("request_failed", f"{what}: {type(exc).__name__}") from None
+        if status != 200:
+            raise PermanentProviderError("not_found", f"{what} answered HTTP {status}", status=status)
+        try:
+            document = json.loads(body)
+        except ValueError:
+            raise PermanentProviderError("invalid_metadata", f"{what} is not JSON") from None
+        if not isinstance(document, dict):
+            raise PermanentProviderError("invalid_metadata", f"{what} is not a JSON object")
+        return document
+
+    def _post(
+        self, spec: IntegrationSpec, url: str, params: Mapping[str, str], what: str
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        data = dict(params)
         headers = {"Accept": "application/json"}
         if spec.auth_method == "client_secret_post":
             data["client_id"] = spec.client_id
             data["client_secret"] = spec.client_secret
         else:
             headers["Authorization"] = basic_authorization(spec.client_id, spec.client_secret)
-        known_secrets = (spec.client_secret, spec.refresh_token, *secrets)
-        self._check_address(spec.endpoint)
-        sent_at = self.clock()
+        self._check_address(url, f"the {what}")
         try:
             with self.session.post(
-                spec.endpoint,
+                url,
                 data=data,
                 headers=headers,
                 timeout=(self.connect_timeout, self.read_timeout),
                 allow_redirects=False,
                 stream=True,
             ) as response:
-                body = self._read_capped(response)
-                status, response_headers = response.status_code, response.headers
+                return response.status_code, response.headers, self._read_capped(response)
         except requests.Timeout:
-            raise TransientProviderError("timeout", "the token endpoint did not answer in time") from None
+            raise TransientProviderError("timeout", f"the {what} did not answer in time") from None
         except requests.ConnectionError:
-            raise TransientProviderError("connection_error", "could not connect to the token endpoint") from None
+            raise TransientProviderError("connection_error", f"could not connect to the {what}") from None
         except requests.RequestException as exc:
             raise TransientProviderError("request_failed", type(exc).__name__) from None
-        return parse_token_response(
-            status, response_headers, body, sent_at=sent_at, secrets=known_secrets, now=self.clock()
-        )
 
-    def _check_address(self, url: str) -> None:
+    def _check_address(self, url: str, what: str = "the token endpoint") -> None:
         # Checked on every request: DNS may have changed since the spec was validated.
         # (A change between this lookup and the connect itself is not caught.)
         parts = urlsplit(url)
         problem = self.addresses.check_resolved(parts.hostname or "", parts.port or 443)
         if problem:
-            raise PermanentProviderError("forbidden_address", f"the token endpoint {problem}")
+            raise PermanentProviderError("forbidden_address", f"{what} {problem}")
 
     def _read_capped(self, response: requests.Response) -> bytes:
         declared = response.headers.get("Content-Length", "")

@@ -67,7 +67,7 @@ def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path) 
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(flower, timeout=5)
         assert refused.value.code == 401
-        password = (tmp_path / "data" / "flower.password").read_text().strip()
+        password = (tmp_path / "data" / "operator.password").read_text().strip()
         assert password not in commands
         authorized = urllib.request.Request(flower, headers={
             "Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()})

@@ -45,7 +45,10 @@ class Issued:
 
 
 class TokenServer:
-    def __init__(self, lifetime: float = 5.0, rotate: bool = True, clients: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, lifetime: float | None = 5.0, rotate: bool = True, clients: dict[str, str] | None = None
+    ) -> None:
+        # None: answers carry no expires_in (a token that never expires).
         self.lifetime = lifetime
         self.rotate = rotate
         self.clients = clients or {"client-id": "client-secret"}
@@ -58,6 +61,9 @@ class TokenServer:
         self.grants: list[tuple[float, str]] = []
         self.grants_by_client: dict[str, list[float]] = {}
         self.canned: deque[Canned] = deque()
+        # Served on GET by path: discovery documents (RFC 8414, OpenID).
+        self.documents: dict[str, dict[str, Any]] = {}
+        self.revoked: list[tuple[str, str]] = []  # (token_type_hint, token)
         self.bodies: list[dict[str, str]] = []
         self.auth_headers: list[str | None] = []
         self.release = threading.Event()
@@ -67,8 +73,27 @@ class TokenServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
+        return f"{self.base}/token"
+
+    @property
+    def revocation_url(self) -> str:
+        return f"{self.base}/revoke"
+
+    def revoke(self, headers: Any, body: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """RFC 7009: authenticated; unknown tokens are fine; the token stops working."""
+        if self._authenticate(headers.get("Authorization"), body) is None:
+            return 401, {"error": "invalid_client"}
+        token = body.get("token", "")
+        with self.lock:
+            self.revoked.append((body.get("token_type_hint", ""), token))
+            self.live_refresh.pop(token, None)
+            self.access.pop(token, None)
+        return 200, {}
 
     def start(self) -> TokenServer:
         self.thread.start()
@@ -133,8 +158,11 @@ class TokenServer:
 
     def _issue(self, client: str, grant: str, refresh_token: str | None, scope: str | None) -> dict[str, Any]:
         token = "at-" + secrets.token_urlsafe(16)
-        self.access[token] = Issued(client, time.time() + self.lifetime, grant)
-        answer: dict[str, Any] = {"access_token": token, "token_type": "bearer", "expires_in": self.lifetime}
+        lifetime = self.lifetime if self.lifetime is not None else float("inf")
+        self.access[token] = Issued(client, time.time() + lifetime, grant)
+        answer: dict[str, Any] = {"access_token": token, "token_type": "bearer"}
+        if self.lifetime is not None:
+            answer["expires_in"] = self.lifetime
         if refresh_token:
             answer["refresh_token"] = refresh_token
         if scope:
@@ -162,9 +190,20 @@ class TokenServer:
                 # delayed ACKs hold every keep-alive answer back by about 40 ms.
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+            def do_GET(self) -> None:
+                document = server.documents.get(self.path)
+                if document is None:
+                    self._send(404, b"not found", {"Content-Type": "text/plain"})
+                else:
+                    self._send(200, json.dumps(document).encode(), {"Content-Type": "application/json"})
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = dict(parse_qsl(self.rfile.read(length).decode()))
+                if self.path == "/revoke":
+                    status, payload = server.revoke(self.headers, body)
+                    self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+                    return
                 with server.lock:
                     server.bodies.append(body)
                     server.auth_headers.append(self.headers.get("Authorization"))

@@ -36,12 +36,12 @@ def test_flower_needs_the_password_from_the_env_file() -> None:
     """Flower starts only with a password, passes it through its environment, and listens on loopback only."""
     flower = compose()["services"]["flower"]
     command = " ".join(flower["command"])
-    assert "FLOWER_BASIC_AUTH" in command and "TOKENKEEPER_FLOWER_PASSWORD" in command
+    assert "FLOWER_BASIC_AUTH" in command and "TOKENKEEPER_OPERATOR_PASSWORD" in command
     assert "--basic-auth" not in command
     assert flower["ports"] == ["127.0.0.1:5555:5555"]
     assert flower["env_file"] == "tokenkeeper.env"
     example = (ROOT / "tokenkeeper.env.example").read_text()
-    assert "TOKENKEEPER_FLOWER_PASSWORD=" in example and "TOKENKEEPER_SECRET_KEY=" in example
+    assert "TOKENKEEPER_OPERATOR_PASSWORD=" in example and "TOKENKEEPER_SECRET_KEY=" in example
 
 
 def test_the_callback_app_runs_under_gunicorn() -> None:

@@ -1,0 +1,139 @@
+"""Presets for well-known providers: the URLs, parameters and quirks a user would otherwise look up.
+
+A spec that names a ``provider`` is expanded here before it is validated, so the
+preset goes through the same checks as a hand-written spec. Whatever the spec
+says itself wins over the preset. The data lives in ``data/providers.json``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workers.errors import SpecError
+
+PRESETS_FILE = Path(__file__).with_name("data") / "providers.json"
+
+# A parameter becomes part of a host name or a path segment: nothing that could
+# end the host, start a path or a query, or name another host.
+PARAM_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
+PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+URL_KEYS = ("auth_url", "token_url", "revocation_url", "issuer")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    title: str
+    grant_types: tuple[str, ...]
+    token_url: str
+    auth_method: str
+    pkce: bool
+    auth_url: str | None = None
+    revocation_url: str | None = None
+    issuer: str | None = None
+    params: Mapping[str, str | None] = field(default_factory=dict)
+    extra_auth_params: Mapping[str, str] = field(default_factory=dict)
+    extra_token_params: Mapping[str, str] = field(default_factory=dict)
+    offline_scopes: tuple[str, ...] = ()
+    quirks: tuple[str, ...] = ()
+
+    @classmethod
+    def from_data(cls, name: str, raw: Mapping[str, Any]) -> Preset:
+        data = dict(raw)
+        for key in ("grant_types", "offline_scopes", "quirks"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(name=name, **data)
+
+    def urls(self, values: Mapping[str, str]) -> dict[str, str]:
+        """The preset's URLs with its parameters filled in."""
+        return {
+            key: PLACEHOLDER.sub(lambda match: values[match.group(1)], url)
+            for key in URL_KEYS
+            if (url := getattr(self, key))
+        }
+
+
+@functools.cache
+def presets() -> Mapping[str, Preset]:
+    raw = json.loads(PRESETS_FILE.read_text())
+    return {name: Preset.from_data(name, entry) for name, entry in raw.items()}
+
+
+def expand_preset(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec with its provider's preset filled in; a spec without ``provider`` comes back as is."""
+    spec = dict(data)
+    name = spec.get("provider")
+    if name is None:
+        if spec.get("provider_params"):
+            raise SpecError({"provider_params": ["only used together with provider"]})
+        return spec
+    known = presets()
+    if not isinstance(name, str) or name not in known:
+        raise SpecError({"provider": [f"unknown provider {name!r}; known: {', '.join(sorted(known))}"]})
+    preset = known[name]
+    values = _param_values(preset, spec.get("provider_params", {}))
+    grant = spec.setdefault("grant_type", preset.grant_types[0])
+    if grant not in preset.grant_types:
+        raise SpecError({"grant_type": [f"{preset.title} supports {', '.join(preset.grant_types)}"]})
+    urls = preset.urls(values)
+    if grant == "refresh_token":
+        spec.setdefault("refresh_url", urls["token_url"])
+    else:
+        spec.setdefault("token_url", urls["token_url"])
+    if grant == "authorization_code":
+        if "auth_url" in urls:
+            spec.setdefault("auth_url", urls["auth_url"])
+        spec.setdefault("pkce", preset.pkce)
+        spec["extra_auth_params"] = {**preset.extra_auth_params, **_mapping(spec.get("extra_auth_params"))}
+        if preset.offline_scopes:
+            spec["scopes"] = _with_offline_scopes(spec.get("scopes"), preset.offline_scopes)
+    for key in ("revocation_url", "issuer"):
+        if key in urls:
+            spec.setdefault(key, urls[key])
+    spec.setdefault("auth_method", preset.auth_method)
+    if preset.extra_token_params:
+        spec["extra_token_params"] = {**preset.extra_token_params, **_mapping(spec.get("extra_token_params"))}
+    return spec
+
+
+def _param_values(preset: Preset, given: Any) -> dict[str, str]:
+    if not isinstance(given, Mapping):
+        raise SpecError({"provider_params": ["must be an object of strings"]})
+    errors: dict[str, list[str]] = {}
+    for key, value in given.items():
+        if key not in preset.params:
+            expected = ", ".join(preset.params) or "none"
+            errors[f"provider_params.{key}"] = [f"not a parameter of {preset.title} (it takes: {expected})"]
+        elif not isinstance(value, str) or not PARAM_PATTERN.match(value):
+            errors[f"provider_params.{key}"] = ["must be a host name or identifier (letters, digits, '.', '-')"]
+    values = {key: default for key, default in preset.params.items() if default is not None}
+    values.update({key: value for key, value in given.items() if isinstance(value, str)})
+    for key in preset.params:
+        if key not in values:
+            errors[f"provider_params.{key}"] = [f"required by provider {preset.name}"]
+    if errors:
+        raise SpecError(errors)
+    return values
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    # A wrong type is left for the spec schema to report; here it only must not break the merge.
+    return value if isinstance(value, Mapping) else {}
+
+
+def _with_offline_scopes(scopes: Any, offline: tuple[str, ...]) -> Any:
+    """Add the scopes without which the provider issues no refresh token."""
+    if scopes is None:
+        scopes = []
+    if isinstance(scopes, str):
+        scopes = scopes.split()
+    if not isinstance(scopes, list):
+        return scopes
+    return scopes + [scope for scope in offline if scope not in scopes]
