@@ -10,6 +10,7 @@
     ├── AuthorizationError           a consent callback that cannot be used; .status for the page
     │   ├── UnknownStateError        state unknown, expired or already used (400)
     │   └── ConsentError             the provider or user refused, or the issuer is wrong (400)
+    ├── WebhookError                 the webhook did not take an event; .retryable for 5xx, 429, network
     └── ProviderError                the token endpoint did not give us a token
         ├── PermanentProviderError   RFC 6749 §5.2 rejections: stop, needs_reauth
         └── TransientProviderError   5xx, 429, timeouts, garbage: retry with backoff
@@ -124,3 +125,10 @@ def scrub(text: str, secrets: Iterable[str | None], limit: int = 300) -> str:
     if len(text) > limit:
         text = text[:limit] + "…"
     return text
+
+
+class WebhookError(TokenkeeperError):
+    def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after

@@ -9,7 +9,9 @@ from typing import Any
 # misspelt secret field is hidden too.
 SHOWN_FIELDS = frozenset({
     "name", "grant_type", "client_id", "token_url", "auth_url", "refresh_url", "scopes",
-    "auth_method", "pkce", "provider", "issuer",
+    "auth_method", "pkce", "provider", "issuer", "revocation_url",
+    # status-change events
+    "id", "old_status", "new_status", "at",
 })
 HIDDEN = "<redacted>"
 

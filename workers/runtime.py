@@ -18,6 +18,7 @@ import requests
 from config import Settings
 from workers.addresses import AddressPolicy
 from workers.clock import Clock
+from workers.notifications import Webhook
 from workers.policy import RefreshPolicy
 from workers.secretbox import SecretBox
 from workers.store import Store
@@ -32,6 +33,7 @@ class Runtime:
     policy: RefreshPolicy
     clock: Clock
     _secret_keys: tuple[str, ...]
+    webhook: Webhook | None = None
 
     @functools.cached_property
     def box(self) -> SecretBox:
@@ -74,7 +76,8 @@ def build_runtime(
     http = session or token_session()
     return Runtime(
         settings=settings,
-        store=Store(client or redis_client(settings.redis_url), settings.key_prefix),
+        store=Store(client or redis_client(settings.redis_url), settings.key_prefix,
+                    outbox=bool(settings.webhook_url)),
         client=TokenClient(
             session=http,
             clock=clock,
@@ -93,4 +96,8 @@ def build_runtime(
         ),
         clock=clock,
         _secret_keys=settings.secret_keys,
+        webhook=Webhook(
+            settings.webhook_url, settings.webhook_secret, http, clock,
+            (settings.http_connect_timeout, settings.http_read_timeout),
+        ) if settings.webhook_url else None,
     )

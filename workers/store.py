@@ -12,6 +12,8 @@ Keys (``P`` is the configurable prefix, ``tokenkeeper:`` by default):
     P reserve:<name>      string a creation under way
     P state:<sha256>      string one-time authorization state (TTL 10 min)
     P exchange:<id>       string a sealed authorization code waiting for a worker (TTL 2 min)
+    P outbox              list   status changes waiting to be sent to the webhook (only when one is set)
+    P metrics:*           hashes counters behind /metrics (refresh outcomes, lateness)
 
 Writes that belong together are one Lua script, so a reader never sees a new
 access token with an old expiry, and a write is accepted only when the lock is
@@ -46,10 +48,16 @@ WRITE_OK = 1
 WRITE_LOST_LOCK = -1
 WRITE_STALE_VERSION = -2
 
-# KEYS: integration, token, history, names, schedule, reserve
-# ARGV: integration fields (JSON), token fields (JSON), history entry, name, due ('' = none)
+# KEYS: integration, token, history, names, schedule, reserve, outbox
+# ARGV: integration fields (JSON), token fields (JSON), history entry, name, due ('' = none),
+#       outbox ('1': record the status change for the webhook)
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if ARGV[6] == '1' then
+  local entry = cjson.decode(ARGV[3])
+  redis.call('RPUSH', KEYS[7], cjson.encode({id = ARGV[4] .. ':1', name = ARGV[4], old_status = cjson.null,
+    new_status = entry['status'], reason = entry['reason'], at = entry['at']}))
+end
 local fields = cjson.decode(ARGV[1])
 for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
 redis.call('HSET', KEYS[1], 'version', 1)
@@ -63,10 +71,10 @@ redis.call('DEL', KEYS[6])
 return 1
 """
 
-# KEYS: integration, token, history, schedule, inflight, lock
+# KEYS: integration, token, history, schedule, inflight, lock, outbox
 # ARGV: lock owner, expected version, name, integration fields (JSON),
 #       token fields (JSON, may be {}), history entry, due ('' = unschedule), channel, history length,
-#       release ('1': drop the lock in the same step)
+#       release ('1': drop the lock in the same step), outbox ('1': record a status change for the webhook)
 _WRITE = """
 if redis.call('GET', KEYS[6]) ~= ARGV[1] then return -1 end
 if redis.call('HGET', KEYS[1], 'version') ~= ARGV[2] then return -2 end
@@ -85,6 +93,12 @@ if #token > 0 then redis.call('HSET', KEYS[2], unpack(token)) end
 if not same_status then
   redis.call('LPUSH', KEYS[3], ARGV[6])
   redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[9]) - 1)
+  if ARGV[11] == '1' then
+    -- In the same step as the change itself, so no change is ever missed or announced untrue.
+    local entry = cjson.decode(ARGV[6])
+    redis.call('RPUSH', KEYS[7], cjson.encode({id = ARGV[3] .. ':' .. version, name = ARGV[3],
+      old_status = old_status, new_status = fields['status'], reason = entry['reason'], at = entry['at']}))
+  end
 end
 if ARGV[7] == 'keep' then
   -- leave the schedule as it is (a change that does not touch tokens)
@@ -203,9 +217,11 @@ class Lock:
 class Store:
     """Redis access for one key prefix. Receives its client; opens nothing itself."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "tokenkeeper:") -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "tokenkeeper:", *, outbox: bool = False) -> None:
         self.redis = client
         self.prefix = prefix
+        # Status changes are queued for the webhook only when one is configured.
+        self.outbox = outbox
         self._create = client.register_script(_CREATE)
         self._write = client.register_script(_WRITE)
         self._claim = client.register_script(_CLAIM)
@@ -231,6 +247,10 @@ class Store:
 
     def channel(self, name: str) -> str:
         return f"{self.prefix}events:{name}"
+
+    @property
+    def outbox_key(self) -> str:
+        return f"{self.prefix}outbox"
 
     @property
     def names_key(self) -> str:
@@ -284,9 +304,10 @@ class Store:
     ) -> bool:
         keys = [
             self.integration_key(name), self.token_key(name), self.history_key(name),
-            self.names_key, self.schedule_key, self.reserve_key(name),
+            self.names_key, self.schedule_key, self.reserve_key(name), self.outbox_key,
         ]
-        args = [_json_fields(fields), _json_fields(token), json.dumps(history), name, _score(due)]
+        args = [_json_fields(fields), _json_fields(token), json.dumps(history), name, _score(due),
+                "1" if self.outbox else "0"]
         return self._create(keys=keys, args=args) == 1
 
     # -- guarded writes --------------------------------------------------
@@ -315,11 +336,12 @@ class Store:
         name = lock.name
         keys = [
             self.integration_key(name), self.token_key(name), self.history_key(name),
-            self.schedule_key, self.inflight_key, self.lock_key(name),
+            self.schedule_key, self.inflight_key, self.lock_key(name), self.outbox_key,
         ]
         args = [
             lock.owner, str(expected_version), name, _json_fields(fields), _json_fields(token),
             json.dumps(history), _score(due), self.channel(name), HISTORY_LENGTH, "1" if release else "0",
+            "1" if self.outbox else "0",
         ]
         deadline = time.monotonic() + patience
         while True:
@@ -427,6 +449,17 @@ class Store:
     def take_exchange(self, exchange_id: str) -> dict[str, Any] | None:
         raw = self.redis.getdel(f"{self.prefix}exchange:{exchange_id}")
         return json.loads(raw) if raw else None
+
+    # -- the webhook's outbox ----------------------------------------------
+    def take_events(self, limit: int) -> list[dict[str, Any]]:
+        """Remove and return up to ``limit`` of the oldest events; two takers never get the same one."""
+        raw = self.redis.lpop(self.outbox_key, limit) or []
+        return [json.loads(item) for item in raw]
+
+    def put_back_events(self, events: list[dict[str, Any]]) -> None:
+        """Return events that could not be handed on, to the front, in their order."""
+        if events:
+            self.redis.lpush(self.outbox_key, *[json.dumps(event) for event in reversed(events)])
 
     def mark_tick(self, now: float) -> None:
         """Record that a scheduling tick ran (beat and a worker are both alive)."""

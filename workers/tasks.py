@@ -15,7 +15,8 @@ from celery import Task
 
 from workers.authorization import Authorizations
 from workers.celery_app import RedactedRequest, app, settings
-from workers.errors import TokenkeeperError
+from workers.errors import TokenkeeperError, WebhookError
+from workers.notifications import Event, forward_events
 from workers.redaction import args_repr
 from workers.refresher import Refresher
 from workers.registry import Registry
@@ -98,10 +99,33 @@ def refresh_batch(items: list[list[Any]]) -> int:
 def schedule_refreshes() -> int:
     rt = runtime()
     rt.store.mark_tick(rt.clock())
+    if rt.webhook is not None:
+        forward_events(rt.store, enqueue_notification)
     return dispatch_due(
         rt.store, enqueue_refresh, now=rt.clock(), horizon=settings.schedule_horizon,
         lost_after=settings.lost_after, max_rate=settings.max_refresh_rate,
     )
+
+
+# Ten retries with the refresh backoff (capped at TOKENKEEPER_BACKOFF_MAX) ride out a receiver's
+# restart or a short outage; a 4xx is the receiver refusing, and retrying cannot change that.
+@_task("tokenkeeper.notify_status_change", bind=True, max_retries=10, acks_late=True, ignore_result=True)
+def notify_status_change(self: Task, event: Event) -> None:
+    rt = runtime()
+    if rt.webhook is None:
+        return
+    try:
+        rt.webhook.deliver(event)
+    except WebhookError as exc:
+        if not exc.retryable or self.request.retries >= self.max_retries:
+            log.warning("status change %s not delivered: %s", event.get("id"), exc)
+            raise
+        raise self.retry(countdown=rt.policy.retry_delay(self.request.retries + 1, exc.retry_after)) from None
+    log.info("status change %s delivered", event.get("id"))
+
+
+def enqueue_notification(event: Event) -> None:
+    notify_status_change.apply_async([event], ignore_result=True)
 
 
 def enqueue_refresh(items: list[tuple[str, float]], countdown: float) -> None:
