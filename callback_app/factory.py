@@ -32,10 +32,11 @@ def create_app(settings: Settings | None = None, *, runtime: Any = None, celery:
         "runtime": runtime or build_runtime(settings),
         "celery": celery or create_celery(settings),
     }
-    from callback_app import errors, health, oauth
+    from callback_app import errors, health, oauth, status
 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(oauth.blueprint)
+    app.register_blueprint(status.blueprint)
     errors.register(app)
     app.after_request(_security_headers)
     return app

@@ -6,6 +6,7 @@ Run a worker with ``celery -A workers.celery_app worker`` and the scheduler with
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from celery import Celery, signals
 from celery.worker.request import Request
 
 from config import Settings, load_settings
+from workers.logformat import use_json
 from workers.redaction import args_repr
 
 
@@ -97,3 +99,10 @@ def _require_secret_key(**_: Any) -> None:
 @signals.beat_init.connect
 def _make_data_dir(**_: Any) -> None:
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _json_logs(logger: logging.Logger, **_: Any) -> None:
+    if settings.log_format == "json":
+        use_json(logger)

@@ -214,18 +214,12 @@ def _runtime(settings: Settings) -> Any:
 
 
 def _list(settings: Settings, options: argparse.Namespace) -> int:
-    store = _runtime(settings).store
-    names = store.names()
-    now = time.time()
+    from workers.overview import overview
+
     rows = [("NAME", "GRANT", "STATUS", "EXPIRES IN", "REASON")]
-    for name in names:
-        record = store.load(name)
-        if record is None:
-            continue
-        token = store.token(name)
-        expires = token.get("expires_at", "")
-        rows.append((name, record.grant_type, record.status,
-                     f"{int(float(expires) - now)}s" if expires else "-", record.reason[:60]))
+    for row in overview(_runtime(settings).store, time.time()):
+        expires = "-" if row.expires_in is None else f"{int(row.expires_in)}s"
+        rows.append((row.name, row.grant_type, row.status, expires, row.reason[:60]))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -16,6 +16,7 @@ import redis
 
 from workers.clock import Clock
 from workers.errors import NotFoundError, StateError, TokenkeeperError
+from workers.metrics import observe_read
 
 READABLE_FIELDS = ("access_token", "token_type", "expires_at", "scope", "status")
 
@@ -71,7 +72,9 @@ class TokenReader:
         raw = self.redis.hgetall(self.key(name))
         if not raw:
             raise NotFoundError(f"no integration named {name!r}")
-        return Token.from_hash(name, _decode(raw))
+        token = Token.from_hash(name, _decode(raw))
+        observe_read(token.updated_at, self.clock())
+        return token
 
     def read_many(self, names: Iterable[str]) -> dict[str, Token | None]:
         """Several tokens in one round trip; ``None`` for a name that does not exist."""
@@ -85,7 +88,12 @@ class TokenReader:
             replies = [self.redis.hgetall(self.key(wanted[0]))]
         else:
             replies = self._hgetall_many([self.key(name) for name in wanted])
-        return {name: _decode(raw) if raw else None for name, raw in zip(wanted, replies, strict=True)}
+        found = {name: _decode(raw) if raw else None for name, raw in zip(wanted, replies, strict=True)}
+        now = self.clock()
+        for raw in found.values():
+            if raw and raw.get("updated_at"):
+                observe_read(float(raw["updated_at"]), now)
+        return found
 
     def _hgetall_many(self, keys: list[str]) -> list[Any]:
         # All commands in one write, all replies in one read: a pipeline without

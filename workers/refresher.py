@@ -9,10 +9,12 @@ token with an older one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
 from workers.errors import NotFoundError, ProviderError, StateError
+from workers.metrics import RefreshMetrics
 from workers.outcomes import Change, request_failed, token_obtained
 from workers.runtime import Runtime
 from workers.spec import IntegrationSpec, spec_from_stored
@@ -38,6 +40,9 @@ class RefreshResult:
     expires_at: str = ""
     detail: str = ""
     written: bool = field(default=False, repr=False, compare=False)
+    # Set when the provider was asked: seconds the request took, and how late it went out against its plan.
+    duration: float | None = field(default=None, repr=False, compare=False)
+    lateness: float | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, str]:
         result = {"name": self.name, "outcome": self.outcome, "status": self.status}
@@ -51,6 +56,7 @@ class RefreshResult:
 class Refresher:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        self.metrics = RefreshMetrics(runtime.store)
 
     def refresh(self, name: str, planned_at: float | None = None) -> RefreshResult:
         """Refresh ``name`` now, unless another refresh holds it or it was already done.
@@ -59,6 +65,27 @@ class Refresher:
         a newer plan exists (a duplicate delivery, or a refresh forced meanwhile).
         Without it the refresh is forced (a producer asked for it).
         """
+        result = self._refresh(name, planned_at)
+        self._report(result)
+        return result
+
+    def _report(self, result: RefreshResult) -> None:
+        """One log line and the metrics for each refresh."""
+        self.metrics.record(result.outcome, result.duration, result.lateness)
+        if result.duration is None:
+            log.debug("refresh %s: %s (%s)", result.name, result.outcome, result.detail or "no request made")
+            return
+        late = "" if result.lateness is None else f", {result.lateness:.3f}s late"
+        level = logging.INFO if result.outcome == "refreshed" else logging.WARNING
+        log.log(
+            level, "refresh %s: %s in %.3fs%s%s", result.name, result.outcome, result.duration, late,
+            f" ({result.detail})" if result.detail and result.outcome != "refreshed" else "",
+            extra={"integration": result.name, "outcome": result.outcome, "status": result.status,
+                   "duration": round(result.duration, 4),
+                   "lateness": None if result.lateness is None else round(result.lateness, 4)},
+        )
+
+    def _refresh(self, name: str, planned_at: float | None) -> RefreshResult:
         store = self.rt.store
         lock, record = store.acquire_and_load(name, self.rt.settings.lock_ttl)
         result: RefreshResult | None = None
@@ -99,7 +126,7 @@ class Refresher:
         except ProviderError as error:
             change = request_failed(error, attempts=record.attempts, policy=rt.policy, now=rt.clock(),
                                     last_error=record.last_error)
-            return self._commit(lock, record, change, failed=error)
+            return self._timed(self._commit(lock, record, change, failed=error), now, planned_at)
         if response.refresh_token and response.refresh_token != secrets.get("refresh_token"):
             secrets = {**secrets, "refresh_token": response.refresh_token}
             sealed = rt.box.seal(secrets)
@@ -113,8 +140,13 @@ class Refresher:
         if planned_at is not None:
             # How late against the plan the request went out (negative: early): the scheduler's accuracy.
             change.fields["lateness"] = round(now - planned_at, 3)
-        log.info("refreshed %s in %.3fs", record.name, done - now)
-        return self._commit(lock, record, change)
+        return self._timed(self._commit(lock, record, change), now, planned_at)
+
+    def _timed(self, result: RefreshResult, started: float, planned_at: float | None) -> RefreshResult:
+        return dataclasses.replace(
+            result, duration=max(0.0, self.rt.clock() - started),
+            lateness=None if planned_at is None else started - planned_at,
+        )
 
     def _no_refresh_token(self, lock: Lock, record: IntegrationRecord) -> RefreshResult:
         error = ProviderError("no_refresh_token", "the provider issued no refresh token; authorize again")
@@ -134,10 +166,8 @@ class Refresher:
         if version < 0:
             # Someone else changed it since we read it (our lock ran out): theirs stands.
             why = "lock expired" if version == WRITE_LOST_LOCK else "changed meanwhile"
-            log.warning("refresh of %s discarded: %s", record.name, why)
             return RefreshResult(record.name, "superseded", record.status, detail=why)
         if failed is not None:
-            log.warning("refresh of %s failed: %s -> %s", record.name, failed, status)
             return RefreshResult(record.name, status, status, detail=change.fields["reason"], written=True)
         return RefreshResult(record.name, "refreshed", status, expires_at=change.token["expires_at"],
                              written=True)

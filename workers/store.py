@@ -272,6 +272,20 @@ class Store:
         raw = self.redis.hgetall(self.integration_key(name))
         return IntegrationRecord.from_hash(name, _text_map(raw)) if raw else None
 
+    def load_many(self, names: Iterable[str]) -> list[tuple[IntegrationRecord, dict[str, str]]]:
+        """Integration and consumer hash of each of ``names`` in one round trip; deleted ones left out."""
+        wanted = list(names)
+        pipe = self.redis.pipeline(transaction=False)
+        for name in wanted:
+            pipe.hgetall(self.integration_key(name))
+            pipe.hgetall(self.token_key(name))
+        replies = pipe.execute()
+        return [
+            (IntegrationRecord.from_hash(name, _text_map(raw)), _text_map(token))
+            for name, raw, token in zip(wanted, replies[::2], replies[1::2], strict=True)
+            if raw
+        ]
+
     def token(self, name: str) -> dict[str, str]:
         return _text_map(self.redis.hgetall(self.token_key(name)))
 
@@ -281,6 +295,13 @@ class Store:
         for name in names:
             pipe.hgetall(self.token_key(name))
         return [_text_map(raw) for raw in pipe.execute()]
+
+    def statuses(self, names: Iterable[str]) -> list[str]:
+        """The consumer-visible status of each of ``names``, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hget(self.token_key(name), "status")
+        return [_text(status) if status is not None else "" for status in pipe.execute()]
 
     def names(self) -> list[str]:
         return sorted(_text(name) for name in self.redis.smembers(self.names_key))

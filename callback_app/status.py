@@ -1,0 +1,73 @@
+"""``/status``: every integration for operators, behind basic auth; ``/metrics`` for Prometheus.
+
+The page has no scripts: Refresh now is a form (POST, with a token derived from the
+operator password so another site cannot submit it), Connect is a link to
+``/oauth/authorize/<name>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from typing import Any
+
+from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+
+from callback_app import parts
+from workers.metrics import exposition
+from workers.overview import duration, overview
+
+blueprint = Blueprint("status", __name__)
+
+REFRESH_TASK = "tokenkeeper.refresh_integration"
+
+
+@blueprint.before_request
+def _require_operator() -> Any:
+    if request.endpoint == "status.metrics":
+        return None
+    settings = parts.settings()
+    if not settings.operator_password:
+        abort(404, "The status page is off: set TOKENKEEPER_OPERATOR_PASSWORD to turn it on.")
+    auth = request.authorization
+    if (
+        auth is None or auth.type != "basic"
+        or not hmac.compare_digest((auth.username or "").encode(), settings.operator_user.encode())
+        or not hmac.compare_digest((auth.password or "").encode(), settings.operator_password.encode())
+    ):
+        return Response("Operator credentials required.", 401,
+                        {"WWW-Authenticate": 'Basic realm="tokenkeeper status", charset="UTF-8"'})
+    return None
+
+
+@blueprint.get("/status")
+def page() -> Any:
+    rows = overview(parts.runtime().store, time.time())
+    return render_template(
+        "status.html", rows=rows, duration=duration, form_token=_form_token(),
+        queued=request.args.get("queued", ""),
+        counts={status: sum(1 for row in rows if row.status == status) for status in {r.status for r in rows}},
+    )
+
+
+@blueprint.post("/status/refresh/<name>")
+def refresh_now(name: str) -> Any:
+    if not hmac.compare_digest(request.form.get("token", ""), _form_token()):
+        abort(400, "This form is out of date or did not come from the status page; reload the page.")
+    if not parts.runtime().store.exists(name):
+        abort(404, f"There is no integration named {name!r}.")
+    settings = parts.settings()
+    parts.celery().send_task(REFRESH_TASK, args=[name], queue=settings.queue)
+    return redirect(url_for("status.page", queued=name), 303)
+
+
+@blueprint.get("/metrics")
+def metrics() -> Any:
+    return Response(exposition(parts.runtime().store), mimetype="text/plain; version=0.0.4")
+
+
+def _form_token() -> str:
+    settings = parts.settings()
+    return hmac.new(settings.operator_password.encode(), b"status-page-form:" + settings.operator_user.encode(),
+                    hashlib.sha256).hexdigest()

@@ -1,0 +1,216 @@
+"""The operators' status page in headless Chromium, and /metrics, against a real worker and gunicorn."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from PIL import Image
+from selenium.webdriver.common.by import By
+
+from tests.conftest import cc_spec, rt_spec
+from tests.support.browser import chromium
+from tests.support.processes import CeleryProcess
+from tests.support.token_server import Canned, TokenServer
+from tests.support.web import Gunicorn
+from workers.refresher import Refresher
+from workers.registry import Registry
+from workers.runtime import Runtime
+
+pytestmark = pytest.mark.e2e
+
+OPERATOR = ("ops", "correct-horse-battery")
+# The badge colours of style.css: each must show up in the screenshot.
+BADGES = {"active": (0x1A, 0x7F, 0x37), "retrying": (0xB3, 0x59, 0x00), "needs_reauth": (0xCF, 0x22, 0x2E),
+          "pending_authorization": (0x09, 0x69, 0xDA)}
+
+
+@pytest.fixture
+def operator_env(environ: dict[str, str]) -> None:
+    environ["TOKENKEEPER_OPERATOR_USER"], environ["TOKENKEEPER_OPERATOR_PASSWORD"] = OPERATOR
+
+
+@pytest.fixture
+def web(operator_env: None, process_env: dict[str, str], log_dir: Path) -> Iterator[Gunicorn]:
+    server = Gunicorn(process_env, log_dir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    driver = chromium(tmp_path / "profile")
+    yield driver
+    driver.quit()
+
+
+def _four_states(runtime: Runtime, server: TokenServer) -> None:
+    registry, refresher = Registry(runtime), Refresher(runtime)
+    registry.create(cc_spec(server, "billing_api"))
+    registry.create(rt_spec(server, "crm"))
+    server.queue(Canned(status=503, body=b"down for maintenance", headers={"Retry-After": "120"}))
+    refresher.refresh("crm")
+    registry.create(rt_spec(server, "old_sync"))
+    server.queue(Canned(status=400, body=b'{"error": "invalid_grant", "error_description": "token revoked"}',
+                        headers={"Content-Type": "application/json"}))
+    refresher.refresh("old_sync")
+    registry.create({"name": "team_dropbox", "provider": "dropbox", "client_id": "app-key",
+                     "client_secret": "app-secret", "scopes": "files.content.read"})
+
+
+def _colour_present(image: Image.Image, colour: tuple[int, int, int]) -> int:
+    return sum(count for count, pixel in image.getcolors(maxcolors=1 << 20) or [] if pixel[:3] == colour)
+
+
+def test_the_status_page_shows_every_integration_and_refreshes_on_request(
+    operator_env: None, runtime: Runtime, token_server: TokenServer, web: Gunicorn, browser,
+    start_processes: Callable[..., CeleryProcess], redis_client: redis.Redis, tmp_path: Path,
+) -> None:
+    """Rows with grant, status, reason, expiry, last and next refresh; Connect for authorization code;
+    Refresh now queues a refresh that a worker carries out; the screenshot shows all four badges."""
+    start_processes("worker")
+    _four_states(runtime, token_server)
+    user, password = OPERATOR
+    base = web.url.replace("http://", f"http://{user}:{password}@")
+    browser.get(base + "/status")
+    rows = {row.get_attribute("data-name"): row for row in browser.find_elements(By.CSS_SELECTOR, "tbody tr")}
+    assert {name: row.get_attribute("data-status") for name, row in rows.items()} == {
+        "billing_api": "active", "crm": "retrying", "old_sync": "needs_reauth",
+        "team_dropbox": "pending_authorization"}
+    assert "client credentials" in rows["billing_api"].text
+    assert rows["billing_api"].find_element(By.CLASS_NAME, "expires").text.endswith("s")
+    assert rows["billing_api"].find_element(By.CLASS_NAME, "next").text.startswith("in ")
+    assert "ago" in rows["billing_api"].find_element(By.CLASS_NAME, "last").text
+    assert "HTTP 503" in rows["crm"].text and "token revoked" in rows["old_sync"].text
+    assert "Dropbox" in rows["team_dropbox"].text
+    connect = rows["team_dropbox"].find_element(By.LINK_TEXT, "Connect")
+    assert connect.get_attribute("href").endswith("/oauth/authorize/team_dropbox")
+    assert rows["team_dropbox"].find_elements(By.TAG_NAME, "button") == []
+    page = browser.page_source
+    for token in redis_client.keys("tokenkeeper:token:*"):
+        access = redis_client.hget(token, "access_token")
+        assert not access or access not in page
+
+    png = browser.get_screenshot_as_png()
+    (tmp_path / "status.png").write_bytes(png)
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    assert image.size[0] >= 800
+    for status, colour in BADGES.items():
+        assert _colour_present(image, colour) > 50, f"no {status} badge in the screenshot"
+
+    before = redis_client.hget("tokenkeeper:token:billing_api", "access_token")
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe("tokenkeeper:events:billing_api")
+    rows["billing_api"].find_element(By.TAG_NAME, "button").click()
+    assert "billing_api" in browser.find_element(By.ID, "queued").text
+    assert _next_message(pubsub, 20) is not None, "the refresh was not carried out"
+    pubsub.close()
+    assert redis_client.hget("tokenkeeper:token:billing_api", "access_token") != before
+
+
+def test_the_status_page_needs_the_operator_and_a_form_from_itself(
+    operator_env: None, runtime: Runtime, token_server: TokenServer, web: Gunicorn,
+) -> None:
+    """No or wrong credentials: 401; a POST without the page's form token: 400 and nothing queued."""
+    Registry(runtime).create(cc_spec(token_server, "billing_api"))
+    for auth in (None, ("ops", "wrong"), ("admin", OPERATOR[1])):
+        request = urllib.request.Request(web.url + "/status")
+        if auth:
+            request.add_header("Authorization", _basic(*auth))
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=5)
+        assert caught.value.code == 401
+    forged = urllib.request.Request(web.url + "/status/refresh/billing_api", data=b"token=guess", method="POST")
+    forged.add_header("Authorization", _basic(*OPERATOR))
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(forged, timeout=5)
+    assert caught.value.code == 400 and b"reload the page" in caught.value.read()
+
+
+def test_metrics_count_refreshes_and_integrations_by_status(
+    operator_env: None, runtime: Runtime, token_server: TokenServer, web: Gunicorn,
+) -> None:
+    """/metrics in Prometheus text: outcomes, duration and lateness histograms, integrations by status."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _four_states(runtime, token_server)
+    refresher = Refresher(runtime)
+    plan = runtime.store.load("billing_api").refresh_at  # type: ignore[union-attr]
+    assert refresher.refresh("billing_api", planned_at=plan).outcome == "refreshed"
+    assert refresher.refresh("billing_api").outcome == "refreshed"
+    with urllib.request.urlopen(web.url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("tokenkeeper_refreshes_total", (("outcome", "refreshed"),))] == 2
+    assert samples[("tokenkeeper_refreshes_total", (("outcome", "retrying"),))] == 1
+    assert samples[("tokenkeeper_refreshes_total", (("outcome", "needs_reauth"),))] == 1
+    assert samples[("tokenkeeper_refresh_duration_seconds_count", ())] == 4
+    assert samples[("tokenkeeper_refresh_lateness_seconds_count", ())] == 1  # only the scheduled one
+    for status, count in {"active": 1, "retrying": 1, "needs_reauth": 1, "pending_authorization": 1}.items():
+        assert samples[("tokenkeeper_integrations", (("status", status),))] == count
+
+
+def test_token_age_at_read_is_measured_by_the_python_helper(runtime: Runtime, token_server: TokenServer) -> None:
+    """Each read through TokenReader adds one sample to tokenkeeper_token_age_at_read_seconds."""
+    from prometheus_client import REGISTRY
+
+    from workers.consumer import TokenReader
+
+    Registry(runtime).create(cc_spec(token_server, "billing_api"))
+    reader = TokenReader(runtime.store.redis, clock=lambda: runtime.clock() + 42)
+    count = lambda: REGISTRY.get_sample_value("tokenkeeper_token_age_at_read_seconds_count") or 0  # noqa: E731
+    before = count()
+    reader.read("billing_api")
+    reader.read_many(["billing_api", "billing_api"])
+    assert count() == before + 2
+    assert REGISTRY.get_sample_value("tokenkeeper_token_age_at_read_seconds_bucket", {"le": "60.0"}) >= 2
+
+
+def _next_message(pubsub: redis.client.PubSub, timeout: float) -> object:
+    # get_message answers None for the subscription's own confirmation too.
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        message = pubsub.get_message(timeout=remaining)
+        if message is not None:
+            return message
+    return None
+
+
+def _basic(user: str, password: str) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.fixture
+def json_logs(environ: dict[str, str]) -> None:
+    environ["TOKENKEEPER_LOG_FORMAT"] = "json"
+
+
+def test_json_logs_have_one_line_per_refresh(
+    json_logs: None, runtime: Runtime, token_server: TokenServer,
+    start_processes: Callable[..., CeleryProcess], log_dir: Path, celery_client,
+) -> None:
+    """TOKENKEEPER_LOG_FORMAT=json: the worker logs each refresh as an object with name, outcome,
+    duration and lateness."""
+    from workers.producer import call
+
+    worker = start_processes("worker")
+    Registry(runtime).create(cc_spec(token_server, "billing_api"))
+    plan = runtime.store.load("billing_api").refresh_at  # type: ignore[union-attr]
+    call(celery_client, "tokenkeeper.refresh_integration", "billing_api", plan, timeout=20)
+    lines = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
+    refreshes = [line for line in lines if line.get("integration") == "billing_api"]
+    assert len(refreshes) == 1, worker.output()
+    line = refreshes[0]
+    assert line["outcome"] == "refreshed" and line["level"] == "INFO"
+    assert 0 < line["duration"] < 5 and isinstance(line["lateness"], float)
+    assert "refresh billing_api: refreshed in" in line["message"]

@@ -1,0 +1,117 @@
+"""Prometheus metrics.
+
+Refresh outcomes, refresh duration and lateness are counted in Redis hashes, so
+every worker process on every machine adds to the same numbers and any callback
+app can serve them at ``/metrics``; integrations by status are read at scrape
+time. Token age at read is measured where tokens are read through tokenkeeper
+(the Python helper), in that process's own registry.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from redis.client import Pipeline
+
+from workers.store import STATUSES, Store
+
+LATENESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)
+AGE_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 86400.0)
+
+TOKEN_AGE_AT_READ = Histogram(
+    "tokenkeeper_token_age_at_read_seconds",
+    "Seconds since the token read was written by tokenkeeper, per read through the Python helper.",
+    buckets=AGE_BUCKETS,
+)
+
+
+def observe_read(updated_at: float | None, now: float) -> None:
+    if updated_at is not None:
+        TOKEN_AGE_AT_READ.observe(max(0.0, now - updated_at))
+
+
+class RefreshMetrics:
+    """Adds one refresh to the shared counters: one pipelined round trip."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def key(self, metric: str) -> str:
+        return f"{self.store.prefix}metrics:{metric}"
+
+    def record(self, outcome: str, duration: float | None = None, lateness: float | None = None) -> None:
+        """``duration`` only for a refresh that asked the provider; ``lateness`` only for a scheduled one."""
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.hincrby(self.key("refresh_outcomes"), outcome, 1)
+        if duration is not None:
+            _observe(pipe, self.key("refresh_duration"), DURATION_BUCKETS, duration)
+        if lateness is not None:
+            # Early (negative) counts as on time: the scheduler's accuracy is about being late.
+            _observe(pipe, self.key("refresh_lateness"), LATENESS_BUCKETS, max(0.0, lateness))
+        pipe.execute()
+
+
+def _observe(pipe: Pipeline, key: str, buckets: Sequence[float], value: float) -> None:
+    index = bisect.bisect_left(buckets, value)
+    bucket = repr(buckets[index]) if index < len(buckets) else "+Inf"
+    pipe.hincrby(key, bucket, 1)
+    pipe.hincrbyfloat(key, "sum", value)
+
+
+class StoreCollector(Collector):
+    """Reads the shared counters and the integrations' statuses on every scrape."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.refresh = RefreshMetrics(store)
+
+    def collect(self) -> Iterator[Metric]:
+        redis = self.store.redis
+        pipe = redis.pipeline(transaction=False)
+        for metric in ("refresh_outcomes", "refresh_duration", "refresh_lateness"):
+            pipe.hgetall(self.refresh.key(metric))
+        outcomes, duration, lateness = (_text_map(raw) for raw in pipe.execute())
+
+        counter = CounterMetricFamily("tokenkeeper_refreshes", "Refreshes by outcome, all workers together.",
+                                      labels=["outcome"])
+        for outcome, count in sorted(outcomes.items()):
+            counter.add_metric([outcome], float(count))
+        yield counter
+        yield _histogram("tokenkeeper_refresh_duration_seconds", "Time from token request to stored answer.",
+                         DURATION_BUCKETS, duration)
+        yield _histogram("tokenkeeper_refresh_lateness_seconds",
+                         "How late a scheduled refresh's request went out against its plan.",
+                         LATENESS_BUCKETS, lateness)
+
+        names = self.store.names()
+        statuses = self.store.statuses(names)
+        gauge = GaugeMetricFamily("tokenkeeper_integrations", "Integrations by status.", labels=["status"])
+        for status in STATUSES:
+            gauge.add_metric([status], float(sum(1 for s in statuses if s == status)))
+        yield gauge
+
+
+def _histogram(name: str, documentation: str, buckets: Iterable[float], raw: dict[str, str]) -> Metric:
+    cumulative = 0.0
+    points: list[tuple[str, float]] = []
+    for bound in [*map(repr, buckets), "+Inf"]:
+        cumulative += float(raw.get(bound, 0))
+        points.append((bound, cumulative))
+    return HistogramMetricFamily(name, documentation, buckets=points, sum_value=float(raw.get("sum", 0)))
+
+
+def _text_map(raw: dict[bytes | str, bytes | str]) -> dict[str, str]:
+    return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in raw.items()}
+
+
+def exposition(store: Store) -> bytes:
+    """The text format Prometheus scrapes."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(store))
+    return generate_latest(registry)
