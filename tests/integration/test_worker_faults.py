@@ -81,6 +81,7 @@ def test_a_stalled_lock_holder_cannot_overwrite_a_newer_token(
     finally:
         os.kill(pool, signal.SIGCONT)
     hold.set()  # the stalled request is answered now, with a token issued after the newer one
-    wait_until(lambda: "discarded: lock expired" in stalled.output(), 20, "the stalled refresh to finish")
+    wait_until(lambda: "superseded in" in stalled.output() and "(lock expired)" in stalled.output(), 20,
+               "the stalled refresh to finish")
     assert redis_client.hget("tokenkeeper:token:svc", "access_token") == newer
     assert token_server.is_valid(newer)
