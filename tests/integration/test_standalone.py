@@ -13,9 +13,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import redis
 
-from tests.conftest import free_port
+from tests.conftest import cc_spec, free_port
 from tests.support.processes import ROOT, wait_until
+from tests.support.token_server import TokenServer
 from workers.redis_server import is_up
 
 pytestmark = pytest.mark.e2e
@@ -31,13 +33,18 @@ def health(port: int) -> tuple[int, dict]:
         return 0, {}
 
 
+def redis_client_for(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, decode_responses=True)
+
+
 def children_of(pid: int) -> list[str]:
     out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
-def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path) -> None:
-    """With nothing on the Redis port, standalone starts its own (AOF on), then worker, beat, app, Flower."""
+def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path, token_server: TokenServer) -> None:
+    """With nothing on the Redis port, standalone starts its own (AOF on), then worker, beat, app, Flower;
+    Flower lists our tasks by their contract names with the integration name and no secret."""
     redis_port, app_port, flower_port = free_port(), free_port(), free_port()
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     env = {key: value for key, value in os.environ.items() if not key.startswith("TOKENKEEPER_")}
@@ -73,6 +80,23 @@ def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path) 
             "Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()})
         with urllib.request.urlopen(authorized, timeout=5) as response:
             assert response.status == 200
+        created = subprocess.run([sys.executable, "-m", "workers.cli", "create", "-"], cwd=ROOT, env=env,
+                                 input=json.dumps(cc_spec(token_server, "billing_api")), capture_output=True,
+                                 text=True, timeout=60)
+        assert created.returncode == 0, created.stderr
+        tasks_url = urllib.request.Request(f"{flower}api/tasks", headers=dict(authorized.headers))
+
+        def flower_tasks() -> dict:
+            with urllib.request.urlopen(tasks_url, timeout=5) as response:
+                tasks = json.load(response)
+            return {task["name"]: task for task in tasks.values()
+                    if task.get("name") == "tokenkeeper.create_integration" and task.get("state") == "SUCCESS"}
+
+        shown = wait_until(flower_tasks, 30, "Flower to list the creation", 0.5)["tokenkeeper.create_integration"]
+        assert "'name': 'billing_api'" in shown["args"] and "<redacted>" in shown["args"]
+        assert "client-secret" not in json.dumps(shown)
+        assert redis_client_for(redis_url).hget("tokenkeeper:token:billing_api", "access_token") not in json.dumps(
+            shown)
         children = [int(line.split()[0]) for line in children_of(process.pid)]
         process.send_signal(signal.SIGINT)
         assert process.wait(60) == 0
