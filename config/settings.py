@@ -24,6 +24,8 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = DEFAULT_REDIS_URL
+    # With Redis Sentinel: the monitored master's name; the URLs then list the sentinels.
+    redis_sentinel_master: str = ""
     broker_url: str = DEFAULT_REDIS_URL
     result_backend: str = DEFAULT_REDIS_URL
     queue: str = "tokenkeeper"
@@ -136,8 +138,8 @@ _positive_int = _number(int, allow_zero=False)
 
 def _redis_url(raw: str) -> str:
     url = _text(raw)
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("must start with redis://, rediss:// or unix://")
+    if not url.startswith(("redis://", "rediss://", "unix://", "sentinel://")):
+        raise ValueError("must start with redis://, rediss://, unix:// or sentinel://")
     return url
 
 
@@ -173,6 +175,7 @@ def _fernet_keys(raw: str) -> tuple[str, ...]:
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "redis_url": _redis_url,
+    "redis_sentinel_master": _text,
     "broker_url": _text,
     "result_backend": _text,
     "queue": _text,
@@ -247,6 +250,14 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             f"{variable_name('lock_ttl')}: must exceed {variable_name('http_connect_timeout')} + "
             f"{variable_name('http_read_timeout')}"
         )
+    sentinel = [variable_name(name) for name in ("redis_url", "broker_url", "result_backend")
+                if getattr(settings, name).startswith("sentinel://")]
+    if sentinel and not settings.redis_sentinel_master:
+        problems.append(f"{variable_name('redis_sentinel_master')}: required when {', '.join(sentinel)} "
+                        "lists sentinels")
+    if settings.redis_sentinel_master and not settings.redis_url.startswith("sentinel://"):
+        problems.append(f"{variable_name('redis_url')}: must list the sentinels (sentinel://host:26379;"
+                        f"sentinel://host2:26379/0) when {variable_name('redis_sentinel_master')} is set")
     if settings.webhook_url and not settings.webhook_secret:
         problems.append(f"{variable_name('webhook_secret')}: required with {variable_name('webhook_url')}, "
                         "so receivers can tell our events from forgeries")

@@ -69,6 +69,10 @@ def create_celery(settings: Settings) -> Celery:
     )
     if settings.broker_url.startswith(("redis://", "rediss://")):
         app.conf.broker_transport = "workers.broker_transport:Transport"
+    if settings.redis_sentinel_master:
+        # Celery's own Sentinel support: broker and result backend follow the master through failovers.
+        for options in (app.conf.broker_transport_options, app.conf.result_backend_transport_options):
+            options["master_name"] = settings.redis_sentinel_master
     app.conf.tokenkeeper_settings = settings
     return app
 

@@ -254,7 +254,7 @@ def _reader(settings: Settings) -> Any:
 
     app = _celery(settings)
     return TokenReader(
-        redis_client(settings.redis_url), settings.key_prefix,
+        redis_client(settings.redis_url, settings.redis_sentinel_master), settings.key_prefix,
         request_refresh=lambda name: send(app, "tokenkeeper.refresh_integration", name),
     )
 

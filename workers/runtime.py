@@ -11,9 +11,11 @@ import os
 import time
 import urllib.request
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import redis
 import requests
+from redis.sentinel import Sentinel
 
 from config import Settings
 from workers.addresses import AddressPolicy
@@ -41,11 +43,30 @@ class Runtime:
         return SecretBox(self._secret_keys)
 
 
-def redis_client(url: str) -> redis.Redis:
-    # Bounded timeouts: a Redis that went away must fail a task, not hang it.
-    return redis.Redis.from_url(
-        url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30, retry_on_timeout=True,
-    )
+# Bounded timeouts: a Redis that went away must fail a task, not hang it.
+_CLIENT_OPTIONS = {"socket_connect_timeout": 5, "socket_timeout": 30, "health_check_interval": 30,
+                   "retry_on_timeout": True}
+
+
+def redis_client(url: str, sentinel_master: str = "") -> redis.Redis:
+    """A client for ``url``; for ``sentinel://`` URLs, one that follows the named master through failovers."""
+    if url.startswith("sentinel://"):
+        return sentinel_client(url, sentinel_master)
+    return redis.Redis.from_url(url, **_CLIENT_OPTIONS)
+
+
+def sentinel_client(url: str, master: str) -> redis.Redis:
+    """``sentinel://[:password@]host:port;sentinel://host2:port/db``, the form Celery's broker URL takes."""
+    hosts: list[tuple[str, int]] = []
+    password = db = None
+    for part in url.split(";"):
+        parsed = urlsplit(part.strip())
+        hosts.append((parsed.hostname or "127.0.0.1", parsed.port or 26379))
+        password = password or parsed.password
+        if parsed.path.strip("/"):
+            db = int(parsed.path.strip("/"))
+    sentinel = Sentinel(hosts, socket_timeout=5, socket_connect_timeout=5)
+    return sentinel.master_for(master, db=db or 0, password=password, **_CLIENT_OPTIONS)
 
 
 def token_session() -> requests.Session:
@@ -76,7 +97,7 @@ def build_runtime(
     http = session or token_session()
     return Runtime(
         settings=settings,
-        store=Store(client or redis_client(settings.redis_url), settings.key_prefix,
+        store=Store(client or redis_client(settings.redis_url, settings.redis_sentinel_master), settings.key_prefix,
                     outbox=bool(settings.webhook_url)),
         client=TokenClient(
             session=http,

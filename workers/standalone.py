@@ -73,7 +73,9 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
     password_file = ensure_operator_password(settings, env)
     env["FLOWER_BASIC_AUTH"] = f"{settings.operator_user}:{env['TOKENKEEPER_OPERATOR_PASSWORD']}"
     redis_process = None
-    if not is_up(settings.redis_url):
+    if settings.redis_sentinel_master:
+        print(f"redis        using the sentinels of {settings.redis_sentinel_master!r}")
+    elif not is_up(settings.redis_url):
         parts = urlsplit(settings.redis_url)
         if parts.scheme != "redis" or not is_loopback(parts.hostname or ""):
             raise ConfigurationError(f"Redis at {settings.redis_url} does not answer")
