@@ -63,3 +63,22 @@ def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
     result = subprocess.run([docker, "compose", "-f", str(tmp_path / "docker-compose.yml"), "config", "-q"],
                             cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_env_example_filled_in_is_valid_settings() -> None:
+    """Every variable the example names, the optional ones uncommented, loads without a settings error."""
+    from cryptography.fernet import Fernet
+
+    from config import load_settings
+
+    filled = {"TOKENKEEPER_SECRET_KEY": Fernet.generate_key().decode(), "TOKENKEEPER_OPERATOR_PASSWORD": "pw",
+              "TOKENKEEPER_WEBHOOK_SECRET": "hook-secret"}
+    environ = {}
+    for line in (ROOT / "tokenkeeper.env.example").read_text().splitlines():
+        line = line.removeprefix("#")
+        if line.startswith("TOKENKEEPER_") and "=" in line:
+            key, _, value = line.partition("=")
+            environ[key] = value or filled[key]
+    assert {"TOKENKEEPER_WEBHOOK_URL", "TOKENKEEPER_LOG_FORMAT"} <= set(environ)
+    settings = load_settings(environ)
+    assert settings.operator_password == "pw" and settings.log_format == "json"
