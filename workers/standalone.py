@@ -97,9 +97,10 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
         print(f"worker       pid {children['worker'].pid}, queue {settings.queue}")
         print(f"beat         pid {children['beat'].pid}, tick every {settings.schedule_interval:g}s")
         print(f"callback app pid {children['callback app'].pid}, {settings.public_url}/oauth/callback")
-        print(f"flower       pid {children['flower'].pid}, http://127.0.0.1:{settings.flower_port} "
-              f"(user {settings.operator_user}, password "
-              f"{'in ' + password_file if password_file else 'from TOKENKEEPER_OPERATOR_PASSWORD'})")
+        credentials = (f"user {settings.operator_user}, password "
+                       f"{'in ' + password_file if password_file else 'from TOKENKEEPER_OPERATOR_PASSWORD'}")
+        print(f"flower       pid {children['flower'].pid}, http://127.0.0.1:{settings.flower_port} ({credentials})")
+        print(f"status page  {settings.public_url}/status ({credentials}); metrics at {settings.public_url}/metrics")
         print("Ctrl-C stops everything.", flush=True)
         exited = _wait(children, stop)
     finally:
