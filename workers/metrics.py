@@ -15,7 +15,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from redis.client import Pipeline
 
 from workers.store import STATUSES, Store
 
@@ -44,23 +43,28 @@ class RefreshMetrics:
     def key(self, metric: str) -> str:
         return f"{self.store.prefix}metrics:{metric}"
 
-    def record(self, outcome: str, duration: float | None = None, lateness: float | None = None) -> None:
-        """``duration`` only for a refresh that asked the provider; ``lateness`` only for a scheduled one."""
-        pipe = self.store.redis.pipeline(transaction=False)
-        pipe.hincrby(self.key("refresh_outcomes"), outcome, 1)
+    def increments(
+        self, outcome: str, duration: float | None = None, lateness: float | None = None
+    ) -> list[tuple[str, str, float]]:
+        """(hash, field, amount) to add for one refresh: ``duration`` only for one that asked the
+        provider, ``lateness`` only for a scheduled one."""
+        counts = [(self.key("refresh_outcomes"), outcome, 1.0)]
         if duration is not None:
-            _observe(pipe, self.key("refresh_duration"), DURATION_BUCKETS, duration)
+            counts += _observation(self.key("refresh_duration"), DURATION_BUCKETS, duration)
         if lateness is not None:
             # Early (negative) counts as on time: the scheduler's accuracy is about being late.
-            _observe(pipe, self.key("refresh_lateness"), LATENESS_BUCKETS, max(0.0, lateness))
-        pipe.execute()
+            counts += _observation(self.key("refresh_lateness"), LATENESS_BUCKETS, max(0.0, lateness))
+        return counts
+
+    def record(self, outcome: str, duration: float | None = None, lateness: float | None = None) -> None:
+        """Count a refresh that wrote nothing (busy, skipped, superseded): one pipelined round trip."""
+        self.store.add_counters(self.increments(outcome, duration, lateness))
 
 
-def _observe(pipe: Pipeline, key: str, buckets: Sequence[float], value: float) -> None:
+def _observation(key: str, buckets: Sequence[float], value: float) -> list[tuple[str, str, float]]:
     index = bisect.bisect_left(buckets, value)
     bucket = repr(buckets[index]) if index < len(buckets) else "+Inf"
-    pipe.hincrby(key, bucket, 1)
-    pipe.hincrbyfloat(key, "sum", value)
+    return [(key, bucket, 1.0), (key, "sum", value)]
 
 
 class StoreCollector(Collector):

@@ -9,7 +9,6 @@ token with an older one.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -71,7 +70,9 @@ class Refresher:
 
     def _report(self, result: RefreshResult) -> None:
         """One log line and the metrics for each refresh."""
-        self.metrics.record(result.outcome, result.duration, result.lateness)
+        if not result.written:
+            # A written result was counted by the write itself.
+            self.metrics.record(result.outcome, result.duration, result.lateness)
         if result.duration is None:
             log.debug("refresh %s: %s (%s)", result.name, result.outcome, result.detail or "no request made")
             return
@@ -126,7 +127,7 @@ class Refresher:
         except ProviderError as error:
             change = request_failed(error, attempts=record.attempts, policy=rt.policy, now=rt.clock(),
                                     last_error=record.last_error)
-            return self._timed(self._commit(lock, record, change, failed=error), now, planned_at)
+            return self._commit(lock, record, change, failed=error, timing=_Timing(now, self.rt.clock(), planned_at))
         if response.refresh_token and response.refresh_token != secrets.get("refresh_token"):
             secrets = {**secrets, "refresh_token": response.refresh_token}
             sealed = rt.box.seal(secrets)
@@ -140,13 +141,7 @@ class Refresher:
         if planned_at is not None:
             # How late against the plan the request went out (negative: early): the scheduler's accuracy.
             change.fields["lateness"] = round(now - planned_at, 3)
-        return self._timed(self._commit(lock, record, change), now, planned_at)
-
-    def _timed(self, result: RefreshResult, started: float, planned_at: float | None) -> RefreshResult:
-        return dataclasses.replace(
-            result, duration=max(0.0, self.rt.clock() - started),
-            lateness=None if planned_at is None else started - planned_at,
-        )
+        return self._commit(lock, record, change, timing=_Timing(now, done, planned_at))
 
     def _no_refresh_token(self, lock: Lock, record: IntegrationRecord) -> RefreshResult:
         error = ProviderError("no_refresh_token", "the provider issued no refresh token; authorize again")
@@ -154,23 +149,37 @@ class Refresher:
         return self._commit(lock, record, change, failed=error)
 
     def _commit(
-        self, lock: Lock, record: IntegrationRecord, change: Change, failed: ProviderError | None = None
+        self, lock: Lock, record: IntegrationRecord, change: Change, failed: ProviderError | None = None,
+        timing: _Timing | None = None,
     ) -> RefreshResult:
         rotated = change.fields.get("secrets", record.sealed_secrets) != record.sealed_secrets
+        status = change.fields["status"]
+        outcome = status if failed is not None else "refreshed"
+        duration = None if timing is None else max(0.0, timing.done - timing.started)
+        lateness = None if timing is None or timing.planned_at is None else timing.started - timing.planned_at
         version = self.rt.store.write(
             lock, record.version, change.fields, change.token, change.history, change.due,
             # A new refresh token exists only in this process until written: outlast a Redis restart.
             patience=min(10.0, self.rt.settings.lock_ttl / 2), durable=rotated, release=True,
+            # Counted in the same step as the write: no extra round trip per refresh.
+            counters=self.metrics.increments(outcome, duration, lateness),
         )
-        status = change.fields["status"]
         if version < 0:
             # Someone else changed it since we read it (our lock ran out): theirs stands.
             why = "lock expired" if version == WRITE_LOST_LOCK else "changed meanwhile"
-            return RefreshResult(record.name, "superseded", record.status, detail=why)
-        if failed is not None:
-            return RefreshResult(record.name, status, status, detail=change.fields["reason"], written=True)
-        return RefreshResult(record.name, "refreshed", status, expires_at=change.token["expires_at"],
-                             written=True)
+            return RefreshResult(record.name, "superseded", record.status, detail=why, duration=duration,
+                                 lateness=lateness)
+        return RefreshResult(
+            record.name, outcome, status, expires_at="" if failed else change.token["expires_at"],
+            detail=change.fields["reason"] if failed else "", written=True, duration=duration, lateness=lateness,
+        )
+
+
+@dataclass(frozen=True)
+class _Timing:
+    started: float  # when the token request went out
+    done: float  # when its answer (or failure) was in
+    planned_at: float | None  # the plan of a scheduled refresh
 
 
 def _superseded(record: IntegrationRecord, planned_at: float) -> bool:

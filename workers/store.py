@@ -74,7 +74,8 @@ return 1
 # KEYS: integration, token, history, schedule, inflight, lock, outbox
 # ARGV: lock owner, expected version, name, integration fields (JSON),
 #       token fields (JSON, may be {}), history entry, due ('' = unschedule), channel, history length,
-#       release ('1': drop the lock in the same step), outbox ('1': record a status change for the webhook)
+#       release ('1': drop the lock in the same step), outbox ('1': record a status change for the webhook),
+#       counters (JSON [[hash, field, amount], ...]: metrics added with the write)
 _WRITE = """
 if redis.call('GET', KEYS[6]) ~= ARGV[1] then return -1 end
 if redis.call('HGET', KEYS[1], 'version') ~= ARGV[2] then return -2 end
@@ -111,6 +112,9 @@ else
 end
 redis.call('PUBLISH', ARGV[8], version)
 if ARGV[10] == '1' then redis.call('DEL', KEYS[6]) end
+for _, counter in ipairs(cjson.decode(ARGV[12])) do
+  redis.call('HINCRBYFLOAT', counter[1], counter[2], counter[3])
+end
 return version
 """
 
@@ -344,6 +348,7 @@ class Store:
         patience: float = 0.0,
         durable: bool = False,
         release: bool = False,
+        counters: Iterable[tuple[str, str, float]] = (),
     ) -> int:
         """Apply one change if ``lock`` is still held and the version unchanged.
 
@@ -362,7 +367,7 @@ class Store:
         args = [
             lock.owner, str(expected_version), name, _json_fields(fields), _json_fields(token),
             json.dumps(history), _score(due), self.channel(name), HISTORY_LENGTH, "1" if release else "0",
-            "1" if self.outbox else "0",
+            "1" if self.outbox else "0", json.dumps([list(counter) for counter in counters]),
         ]
         deadline = time.monotonic() + patience
         while True:
@@ -470,6 +475,12 @@ class Store:
     def take_exchange(self, exchange_id: str) -> dict[str, Any] | None:
         raw = self.redis.getdel(f"{self.prefix}exchange:{exchange_id}")
         return json.loads(raw) if raw else None
+
+    def add_counters(self, counters: Iterable[tuple[str, str, float]]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for key, name, amount in counters:
+            pipe.hincrbyfloat(key, name, amount)
+        pipe.execute()
 
     # -- the webhook's outbox ----------------------------------------------
     def take_events(self, limit: int) -> list[dict[str, Any]]:
