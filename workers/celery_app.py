@@ -15,7 +15,7 @@ from celery import Celery, signals
 from celery.worker.request import Request
 
 from config import Settings, load_settings
-from workers.logformat import use_json
+from workers.logformat import configure
 from workers.redaction import args_repr
 
 
@@ -107,6 +107,6 @@ def _make_data_dir(**_: Any) -> None:
 
 @signals.after_setup_logger.connect
 @signals.after_setup_task_logger.connect
-def _json_logs(logger: logging.Logger, **_: Any) -> None:
-    if settings.log_format == "json":
-        use_json(logger)
+def _configure_logs(logger: logging.Logger, loglevel: int | str | None = None, **_: Any) -> None:
+    debug = loglevel in (logging.DEBUG, "DEBUG")
+    configure(logger, json_lines=settings.log_format == "json", quiet_routine=not debug)

@@ -1,4 +1,5 @@
-"""Log lines as JSON objects, for operators who ship logs to a search engine (TOKENKEEPER_LOG_FORMAT=json)."""
+"""How worker and beat logs read: JSON objects when asked (TOKENKEEPER_LOG_FORMAT=json), and
+without Celery's routine lines about the scheduling tick, which would bury the one line per refresh."""
 
 from __future__ import annotations
 
@@ -26,6 +27,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
-def use_json(logger: logging.Logger) -> None:
+# Tasks (and beat's entry) that run every few seconds: their "received", "succeeded" and "sending due
+# task" lines say nothing the refresh lines do not.
+ROUTINE = ("tokenkeeper.schedule_refreshes", "tokenkeeper.refresh_batch", "tokenkeeper-schedule-refreshes")
+
+
+class RoutineFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO or not record.name.startswith("celery"):
+            return True
+        message = record.getMessage()
+        return not any(name in message for name in ROUTINE)
+
+
+def configure(logger: logging.Logger, *, json_lines: bool, quiet_routine: bool) -> None:
     for handler in logger.handlers:
-        handler.setFormatter(JsonFormatter())
+        if json_lines:
+            handler.setFormatter(JsonFormatter())
+        if quiet_routine and not any(isinstance(f, RoutineFilter) for f in handler.filters):
+            handler.addFilter(RoutineFilter())

@@ -18,7 +18,7 @@ from selenium.webdriver.common.by import By
 
 from tests.conftest import cc_spec, rt_spec
 from tests.support.browser import chromium
-from tests.support.processes import CeleryProcess
+from tests.support.processes import CeleryProcess, wait_until
 from tests.support.token_server import Canned, TokenServer
 from tests.support.web import Gunicorn
 from workers.refresher import Refresher
@@ -209,10 +209,11 @@ def test_json_logs_have_one_line_per_refresh(
     start_processes: Callable[..., CeleryProcess], log_dir: Path, celery_client,
 ) -> None:
     """TOKENKEEPER_LOG_FORMAT=json: the worker logs each refresh as an object with name, outcome,
-    duration and lateness."""
+    duration and lateness; the scheduling tick's routine lines are left out."""
     from workers.producer import call
 
     worker = start_processes("worker")
+    beat = start_processes("beat")
     Registry(runtime).create(cc_spec(token_server, "billing_api"))
     plan = runtime.store.load("billing_api").refresh_at  # type: ignore[union-attr]
     call(celery_client, "tokenkeeper.refresh_integration", "billing_api", plan, timeout=20)
@@ -223,3 +224,8 @@ def test_json_logs_have_one_line_per_refresh(
     assert line["outcome"] == "refreshed" and line["level"] == "INFO"
     assert 0 < line["duration"] < 5 and isinstance(line["lateness"], float)
     assert "refresh billing_api: refreshed in" in line["message"]
+    wait_until(lambda: runtime.store.last_tick() is not None, 20, "a scheduling tick")
+    for process in (worker, beat):
+        # (The startup banner lists the task names; log lines must not mention the tick.)
+        logged = [json.loads(line)["message"] for line in process.output().splitlines() if line.startswith("{")]
+        assert logged and not [m for m in logged if "schedule_refreshes" in m or "schedule-refreshes" in m]
