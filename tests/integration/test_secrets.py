@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from tests.support.observe import EventLog, all_redis_text
 from tests.support.processes import wait_until
 from tests.support.token_server import Canned, TokenServer
 from tests.support.web import Gunicorn
+from tests.support.webhook_receiver import WebhookReceiver
 from workers.producer import call, send
 
 pytestmark = pytest.mark.e2e
@@ -31,6 +33,15 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+def fetch_authorized(url: str) -> str:
+    credentials = base64.b64encode(b"admin:ops-pw").decode()
+    request = urllib.request.Request(url, headers={"Authorization": f"Basic {credentials}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        page = response.read().decode()
+    assert "<table" in page
+    return page
+
+
 def fetch(url: str) -> tuple[int, dict[str, str], str]:
     opener = urllib.request.build_opener(NoRedirect)
     try:
@@ -41,6 +52,20 @@ def fetch(url: str) -> tuple[int, dict[str, str], str]:
 
 
 @pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ops_env(environ: dict[str, str], receiver: WebhookReceiver) -> None:
+    # The status page, and status changes sent to a webhook: both must show reasons, never secrets.
+    environ.update({"TOKENKEEPER_OPERATOR_PASSWORD": "ops-pw", "TOKENKEEPER_WEBHOOK_URL": receiver.url,
+                    "TOKENKEEPER_WEBHOOK_SECRET": "hook-secret"})
+
+
+@pytest.fixture
 def web(process_env, log_dir) -> Iterator[Gunicorn]:
     server = Gunicorn(process_env, log_dir)
     yield server
@@ -48,8 +73,8 @@ def web(process_env, log_dir) -> Iterator[Gunicorn]:
 
 
 def test_planted_secrets_are_found_nowhere(
-    token_server: TokenServer, start_processes, celery_client, web: Gunicorn, redis_url: str,
-    redis_client: redis.Redis,
+    ops_env: None, receiver: WebhookReceiver, token_server: TokenServer, start_processes, celery_client,
+    web: Gunicorn, redis_url: str, redis_client: redis.Redis,
 ) -> None:
     """Create, refresh, authorize, callback, and failures; then search everything that was written or shown."""
     token_server.clients.update({"cc-client": CC_SECRET, "rt-client": RT_SECRET, "ac-client": AC_SECRET})
@@ -91,6 +116,11 @@ def test_planted_secrets_are_found_nowhere(
             finally:
                 shown.append(str(result.traceback))
         wait_until(lambda: token_server.count("refresh_token") >= 4, 30, "scheduled refreshes")
+    shown.append(fetch_authorized(f"{web.url}/status"))
+    shown.append(fetch(f"{web.url}/metrics")[2])
+    # created x3, ac authorized, cc needs_reauth: at least five status changes went to the webhook.
+    webhook = receiver.take(5, timeout=30)
+    shown += [delivery.body.decode() + repr(delivery.headers) for delivery in webhook]
     code_verifier = next(body["code_verifier"] for body in token_server.bodies if body.get("code") == CODE)
 
     refresh_tokens = [first_refresh_token, *token_server.live_refresh, *token_server.spent_refresh]
