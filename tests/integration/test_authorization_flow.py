@@ -99,6 +99,16 @@ def test_provider_errors_and_a_wrong_issuer_are_shown_and_change_nothing(runtime
     assert token_server.count("authorization_code") == 0
 
 
+def test_with_an_issuer_the_iss_must_match_exactly(runtime, client, token_server, redis_client) -> None:
+    """A spec with ``issuer``: a same-origin but different iss is refused (RFC 9207 §2.4)."""
+    Registry(runtime).create(ac_spec(token_server, issuer="https://idp.example/tenant-a"))
+    other_tenant = client.get(f"/oauth/callback?state={begin(client)['state']}&code=c"
+                              "&iss=https://idp.example/tenant-b")
+    assert other_tenant.status_code == 400 and b"RFC 9207" in other_tenant.data
+    assert redis_client.hget("tokenkeeper:token:drive", "status") == "pending_authorization"
+    assert token_server.count("authorization_code") == 0
+
+
 def test_a_failed_exchange_shows_the_providers_error(runtime, client, token_server, redis_client,
                                                      start_processes) -> None:
     """invalid_grant from the token endpoint: a 400 page naming it; the code is not retried."""
