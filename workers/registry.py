@@ -145,10 +145,11 @@ class Registry:
 
     def delete(self, name: str) -> dict[str, Any]:
         """Revoke the tokens at the provider (RFC 7009) where it can, then remove every key of ``name``."""
-        record = self._load(name)
-        # A refresh under way could rotate the refresh token after it was revoked.
+        self._load(name)
+        # A refresh under way could rotate the refresh token after it was revoked: wait for it, then read.
         lock = self.rt.store.acquire_within(name, self.rt.settings.lock_ttl, LOCK_WAIT)
         try:
+            record = self._load(name)
             result: dict[str, Any] = {"name": name, "deleted": True}
             result.update(self._revoke(stored_spec(self.rt, record), self.rt.store.token(name)))
             if not self.rt.store.delete(name):

@@ -53,12 +53,14 @@ WRITE_STALE_VERSION = -2
 #       outbox ('1': record the status change for the webhook)
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local fields = cjson.decode(ARGV[1])
 if ARGV[6] == '1' then
+  -- The id (name, creation time, version) stays unique when a name is deleted and used again.
   local entry = cjson.decode(ARGV[3])
-  redis.call('RPUSH', KEYS[7], cjson.encode({id = ARGV[4] .. ':1', name = ARGV[4], old_status = cjson.null,
+  redis.call('RPUSH', KEYS[7], cjson.encode({id = ARGV[4] .. ':' .. fields['created_at'] .. ':1', name = ARGV[4],
+    old_status = cjson.null,
     new_status = entry['status'], reason = entry['reason'], at = entry['at']}))
 end
-local fields = cjson.decode(ARGV[1])
 for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
 redis.call('HSET', KEYS[1], 'version', 1)
 redis.call('DEL', KEYS[2])
@@ -97,7 +99,8 @@ if not same_status then
   if ARGV[11] == '1' then
     -- In the same step as the change itself, so no change is ever missed or announced untrue.
     local entry = cjson.decode(ARGV[6])
-    redis.call('RPUSH', KEYS[7], cjson.encode({id = ARGV[3] .. ':' .. version, name = ARGV[3],
+    local created = redis.call('HGET', KEYS[1], 'created_at')
+    redis.call('RPUSH', KEYS[7], cjson.encode({id = ARGV[3] .. ':' .. created .. ':' .. version, name = ARGV[3],
       old_status = old_status, new_status = fields['status'], reason = entry['reason'], at = entry['at']}))
   end
 end

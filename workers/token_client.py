@@ -153,7 +153,8 @@ class TokenClient:
         # Checked on every request: DNS may have changed since the spec was validated.
         # (A change between this lookup and the connect itself is not caught.)
         parts = urlsplit(url)
-        problem = self.addresses.check_resolved(parts.hostname or "", parts.port or 443)
+        port = parts.port or (80 if parts.scheme == "http" else 443)
+        problem = self.addresses.check_resolved(parts.hostname or "", port)
         if problem:
             raise PermanentProviderError("forbidden_address", f"{what} {problem}")
 

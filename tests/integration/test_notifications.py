@@ -77,3 +77,16 @@ def test_no_webhook_no_outbox(runtime: Runtime, token_server: TokenServer) -> No
     token_server.queue(Canned(status=503, body=b"busy"))
     Refresher(runtime).refresh("crm")
     assert runtime.store.redis.exists(runtime.store.outbox_key) == 0
+
+
+def test_event_ids_stay_unique_when_a_name_is_used_again(
+    webhook_env: None, runtime: Runtime, token_server: TokenServer,
+) -> None:
+    """Delete and create again under the same name: the two creation events have different ids."""
+    registry = Registry(runtime)
+    registry.create(rt_spec(token_server, "crm"))
+    registry.delete("crm")
+    registry.create(rt_spec(token_server, "crm"))
+    events = runtime.store.take_events(10)
+    assert [event["new_status"] for event in events] == ["active", "active"]
+    assert events[0]["id"] != events[1]["id"] and all(event["id"].startswith("crm:") for event in events)
