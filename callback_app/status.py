@@ -16,11 +16,13 @@ from flask import Blueprint, Response, abort, redirect, render_template, request
 
 from callback_app import parts
 from workers.metrics import exposition
-from workers.overview import duration, overview
+from workers.overview import by_severity, duration, overview
 
 blueprint = Blueprint("status", __name__)
 
 REFRESH_TASK = "tokenkeeper.refresh_integration"
+# Rows on one page: thousands of integrations stay readable, and the ones needing attention come first.
+PAGE_ROWS = 500
 
 
 @blueprint.before_request
@@ -43,11 +45,13 @@ def _require_operator() -> Any:
 
 @blueprint.get("/status")
 def page() -> Any:
-    rows = overview(parts.runtime().store, time.time())
+    rows = by_severity(overview(parts.runtime().store, time.time()))
+    counts = {status: sum(1 for row in rows if row.status == status) for status in {r.status for r in rows}}
+    wanted = request.args.get("status", "")
+    shown = [row for row in rows if row.status == wanted] if wanted else rows
     return render_template(
-        "status.html", rows=rows, duration=duration, form_token=_form_token(),
-        queued=request.args.get("queued", ""),
-        counts={status: sum(1 for row in rows if row.status == status) for status in {r.status for r in rows}},
+        "status.html", rows=shown[:PAGE_ROWS], total=len(rows), matching=len(shown), wanted=wanted,
+        counts=counts, duration=duration, form_token=_form_token(), queued=request.args.get("queued", ""),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,7 +77,7 @@ def request_failed(
         attempt = attempts + 1
         due = now + policy.retry_delay(attempt, error.retry_after)
         status = STATUS_RETRYING
-        reason = f"{reason}; retry {attempt} at {int(due)}"
+        reason = f"{reason}; retry {attempt} at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(due))} UTC"
         fields: dict[str, Any] = {"attempts": attempt, "refresh_at": due}
     else:
         due = None

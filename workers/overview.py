@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workers.providers import presets
-from workers.store import STATUS_NEEDS_REAUTH, STATUS_PENDING, Store
+from workers.store import STATUS_ACTIVE, STATUS_NEEDS_REAUTH, STATUS_PENDING, STATUS_RETRYING, Store
+
+# What needs a person first: stopped, then struggling, then waiting for consent, then fine.
+SEVERITY = {STATUS_NEEDS_REAUTH: 0, STATUS_RETRYING: 1, STATUS_PENDING: 2, STATUS_ACTIVE: 3}
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,10 @@ def overview(store: Store, now: float) -> list[IntegrationRow]:
             has_token=bool(token.get("access_token")),
         ))
     return rows
+
+
+def by_severity(rows: list[IntegrationRow]) -> list[IntegrationRow]:
+    return sorted(rows, key=lambda row: (SEVERITY.get(row.status, 4), row.name))
 
 
 def duration(seconds: float | None, *, empty: str = "—") -> str:

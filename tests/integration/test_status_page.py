@@ -89,7 +89,10 @@ def test_the_status_page_shows_every_integration_and_refreshes_on_request(
     user, password = OPERATOR
     base = web.url.replace("http://", f"http://{user}:{password}@")
     browser.get(base + "/status")
-    rows = {row.get_attribute("data-name"): row for row in browser.find_elements(By.CSS_SELECTOR, "tbody tr")}
+    ordered = browser.find_elements(By.CSS_SELECTOR, "tbody tr")
+    # Those needing a person first: stopped, retrying, waiting for consent, then the healthy ones.
+    assert [row.get_attribute("data-name") for row in ordered] == ["old_sync", "crm", "team_dropbox", "billing_api"]
+    rows = {row.get_attribute("data-name"): row for row in ordered}
     assert {name: row.get_attribute("data-status") for name, row in rows.items()} == {
         "billing_api": "active", "crm": "retrying", "old_sync": "needs_reauth",
         "team_dropbox": "pending_authorization"}
@@ -108,6 +111,9 @@ def test_the_status_page_shows_every_integration_and_refreshes_on_request(
         assert not access or access not in page
 
     png = browser.get_screenshot_as_png()
+    browser.get(base + "/status?status=retrying")
+    assert [row.get_attribute("data-name") for row in browser.find_elements(By.CSS_SELECTOR, "tbody tr")] == ["crm"]
+    browser.get(base + "/status")
     (tmp_path / "status.png").write_bytes(png)
     image = Image.open(io.BytesIO(png)).convert("RGB")
     assert image.size[0] >= 800
@@ -117,7 +123,7 @@ def test_the_status_page_shows_every_integration_and_refreshes_on_request(
     before = redis_client.hget("tokenkeeper:token:billing_api", "access_token")
     pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe("tokenkeeper:events:billing_api")
-    rows["billing_api"].find_element(By.TAG_NAME, "button").click()
+    browser.find_element(By.CSS_SELECTOR, 'tr[data-name="billing_api"] button').click()
     assert "billing_api" in browser.find_element(By.ID, "queued").text
     assert _next_message(pubsub, 20) is not None, "the refresh was not carried out"
     pubsub.close()
@@ -141,6 +147,20 @@ def test_the_status_page_needs_the_operator_and_a_form_from_itself(
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(forged, timeout=5)
     assert caught.value.code == 400 and b"reload the page" in caught.value.read()
+
+
+def test_a_long_list_is_cut_with_the_ones_needing_attention_first(
+    operator_env: None, settings, runtime: Runtime, token_server: TokenServer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the page size the page says how many it shows, and the stopped integration is among them."""
+    from callback_app import create_app, status
+
+    _four_states(runtime, token_server)
+    monkeypatch.setattr(status, "PAGE_ROWS", 2)
+    client = create_app(settings).test_client()
+    page = client.get("/status", headers={"Authorization": _basic(*OPERATOR)}).get_data(as_text=True)
+    assert "Showing the first 2 of 4" in page
+    assert 'data-name="old_sync"' in page and 'data-name="crm"' in page and 'data-name="billing_api"' not in page
 
 
 def test_metrics_count_refreshes_and_integrations_by_status(
