@@ -101,6 +101,7 @@ def test_the_status_page_shows_every_integration_and_refreshes_on_request(
     assert rows["billing_api"].find_element(By.CLASS_NAME, "next").text.startswith("in ")
     assert "ago" in rows["billing_api"].find_element(By.CLASS_NAME, "last").text
     assert "HTTP 503" in rows["crm"].text and "token revoked" in rows["old_sync"].text
+    assert re.search(r"retry 1 at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", rows["crm"].text)
     assert "Dropbox" in rows["team_dropbox"].text
     connect = rows["team_dropbox"].find_element(By.LINK_TEXT, "Connect")
     assert connect.get_attribute("href").endswith("/oauth/authorize/team_dropbox")
