@@ -103,3 +103,15 @@ def test_readme_lists_every_provider() -> None:
     """The README's providers table has a row for each preset."""
     rows = set(re.findall(r"^\| `([a-z0-9]+)` \|", README.read_text(), re.MULTILINE))
     assert set(presets()) <= rows
+
+
+def test_changing_the_tenant_moves_the_urls_with_it() -> None:
+    """An update of provider_params re-expands the preset's URLs; other fields stay."""
+    from workers.spec import merge_changes
+
+    current = validate_spec({"name": "m", "provider": "microsoft", "provider_params": {"tenant": "a.example"},
+                             "client_id": "i", "client_secret": "s", "scopes": "User.Read"})
+    moved = validate_spec(merge_changes(current, {"provider_params": {"tenant": "b.example"}}))
+    assert moved.token_url == "https://login.microsoftonline.com/b.example/oauth2/v2.0/token"
+    assert moved.auth_url is not None and "/b.example/" in moved.auth_url
+    assert moved.scopes == ("User.Read", "offline_access") and moved.client_secret == "s"
