@@ -10,7 +10,10 @@ import pytest
 from celery import Celery
 
 from config import Settings
+from tests.support.browser import chromium
 from tests.support.processes import CeleryProcess, start_beat, start_worker, wait_until
+from tests.support.web import Gunicorn
+from tests.support.webhook_receiver import WebhookReceiver
 from workers.celery_app import create_celery
 
 
@@ -54,6 +57,28 @@ def start_processes(
     yield start
     for process in reversed(started):
         process.stop()
+
+
+@pytest.fixture
+def web(process_env: dict[str, str], log_dir: Path) -> Iterator[Gunicorn]:
+    """The callback app under gunicorn, with the test's environment."""
+    server = Gunicorn(process_env, log_dir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[object]:
+    driver = chromium(tmp_path / "profile")
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver()
+    yield server
+    server.stop()
 
 
 def _answers(app: Celery, name: str) -> bool:

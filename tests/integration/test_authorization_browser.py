@@ -13,7 +13,6 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.support.authorization_server import PASSWORD, USERNAME, AuthorizationServerApp
-from tests.support.browser import chromium
 from tests.support.processes import wait_until
 from tests.support.web import Gunicorn
 from workers.producer import call
@@ -26,20 +25,6 @@ def provider() -> Iterator[AuthorizationServerApp]:
     server = AuthorizationServerApp(lifetime=4).start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def web(process_env, log_dir) -> Iterator[Gunicorn]:
-    server = Gunicorn(process_env, log_dir)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def browser(tmp_path: Path):
-    driver = chromium(tmp_path / "profile")
-    yield driver
-    driver.quit()
 
 
 def consent(browser, start_url: str, ours: str, allow: bool = True) -> str:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import redis
 
+from config import load_settings
 from tests.conftest import cc_spec, rt_spec
 from tests.support.token_server import TokenServer
 from workers.errors import SpecError
 from workers.refresher import Refresher
 from workers.registry import Registry
-from workers.runtime import Runtime
+from workers.runtime import Runtime, build_runtime
 
 
 def _metadata(server: TokenServer, issuer: str) -> dict[str, str]:
@@ -103,45 +106,42 @@ def test_a_failed_revocation_still_deletes(
     assert redis_client.keys("*gone*") == []
 
 
+@pytest.fixture
+def forever() -> Iterator[TokenServer]:
+    """A provider whose answers carry no expires_in."""
+    server = TokenServer(lifetime=None).start()
+    yield server
+    server.stop()
+
+
+def _with(environ: dict[str, str], **settings: str) -> Runtime:
+    return build_runtime(load_settings({**environ, **settings}))
+
+
 def test_a_token_that_never_expires_keeps_its_refresh_token_alive(
-    environ: dict[str, str], redis_client: redis.Redis
+    environ: dict[str, str], forever: TokenServer, redis_client: redis.Redis
 ) -> None:
     """No expires_in: the refresh token is still used every TOKENKEEPER_KEEPALIVE_INTERVAL seconds."""
-    from config import load_settings
-    from workers.runtime import build_runtime
-
-    server = TokenServer(lifetime=None).start()
-    try:
-        runtime = build_runtime(load_settings({**environ, "TOKENKEEPER_KEEPALIVE_INTERVAL": "120"}))
-        start = runtime.clock()
-        result = Registry(runtime).create(rt_spec(server, "forever"))
-        assert "expires_at" not in result
-        plan = redis_client.zscore("tokenkeeper:schedule", "forever")
-        jitter = float(environ["TOKENKEEPER_REFRESH_JITTER"])
-        assert plan is not None and start + 120 - jitter - 1 <= plan <= runtime.clock() + 120
-        # The planned refresh uses the refresh token and plans the next one as far ahead.
-        assert Refresher(runtime).refresh("forever", planned_at=plan).outcome == "refreshed"
-        assert server.count("refresh_token") == 2
-        assert redis_client.zscore("tokenkeeper:schedule", "forever") > runtime.clock() + 100
-        # Client credentials without a lifetime keep the assumed lifetime instead.
-        Registry(runtime).create(cc_spec(server, "cc"))
-        assert redis_client.zscore("tokenkeeper:schedule", "cc") > runtime.clock() + 1000
-    finally:
-        server.stop()
+    runtime = _with(environ, TOKENKEEPER_KEEPALIVE_INTERVAL="120")
+    start = runtime.clock()
+    result = Registry(runtime).create(rt_spec(forever, "forever"))
+    assert "expires_at" not in result
+    plan = redis_client.zscore("tokenkeeper:schedule", "forever")
+    jitter = float(environ["TOKENKEEPER_REFRESH_JITTER"])
+    assert plan is not None and start + 120 - jitter - 1 <= plan <= runtime.clock() + 120
+    # The planned refresh uses the refresh token and plans the next one as far ahead.
+    assert Refresher(runtime).refresh("forever", planned_at=plan).outcome == "refreshed"
+    assert forever.count("refresh_token") == 2
+    assert redis_client.zscore("tokenkeeper:schedule", "forever") > runtime.clock() + 100
+    # Client credentials without a lifetime keep the assumed lifetime instead.
+    Registry(runtime).create(cc_spec(forever, "cc"))
+    assert redis_client.zscore("tokenkeeper:schedule", "cc") > runtime.clock() + 1000
 
 
 def test_keep_alive_off_means_no_refresh_for_a_token_that_never_expires(
-    environ: dict[str, str], redis_client: redis.Redis
+    environ: dict[str, str], forever: TokenServer, redis_client: redis.Redis
 ) -> None:
     """TOKENKEEPER_KEEPALIVE_INTERVAL=0: a non-expiring token with a refresh token is not refreshed."""
-    from config import load_settings
-    from workers.runtime import build_runtime
-
-    server = TokenServer(lifetime=None).start()
-    try:
-        runtime = build_runtime(load_settings({**environ, "TOKENKEEPER_KEEPALIVE_INTERVAL": "0"}))
-        Registry(runtime).create(rt_spec(server, "forever"))
-        assert redis_client.zscore("tokenkeeper:schedule", "forever") is None
-        assert redis_client.hget("tokenkeeper:token:forever", "status") == "active"
-    finally:
-        server.stop()
+    Registry(_with(environ, TOKENKEEPER_KEEPALIVE_INTERVAL="0")).create(rt_spec(forever, "forever"))
+    assert redis_client.zscore("tokenkeeper:schedule", "forever") is None
+    assert redis_client.hget("tokenkeeper:token:forever", "status") == "active"

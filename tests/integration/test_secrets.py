@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -52,24 +51,10 @@ def fetch(url: str) -> tuple[int, dict[str, str], str]:
 
 
 @pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    server = WebhookReceiver()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def ops_env(environ: dict[str, str], receiver: WebhookReceiver) -> None:
     # The status page, and status changes sent to a webhook: both must show reasons, never secrets.
     environ.update({"TOKENKEEPER_OPERATOR_PASSWORD": "ops-pw", "TOKENKEEPER_WEBHOOK_URL": receiver.url,
                     "TOKENKEEPER_WEBHOOK_SECRET": "hook-secret"})
-
-
-@pytest.fixture
-def web(process_env, log_dir) -> Iterator[Gunicorn]:
-    server = Gunicorn(process_env, log_dir)
-    yield server
-    server.stop()
 
 
 def test_planted_secrets_are_found_nowhere(

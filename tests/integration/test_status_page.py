@@ -17,7 +17,6 @@ from PIL import Image
 from selenium.webdriver.common.by import By
 
 from tests.conftest import cc_spec, rt_spec
-from tests.support.browser import chromium
 from tests.support.processes import CeleryProcess, wait_until
 from tests.support.token_server import Canned, TokenServer
 from tests.support.web import Gunicorn
@@ -39,10 +38,9 @@ def operator_env(environ: dict[str, str]) -> None:
 
 
 @pytest.fixture
-def web(operator_env: None, process_env: dict[str, str], log_dir: Path) -> Iterator[Gunicorn]:
-    server = Gunicorn(process_env, log_dir)
-    yield server
-    server.stop()
+def web(operator_env: None, web: Gunicorn) -> Gunicorn:
+    # The operator's password must be in the environment before gunicorn starts.
+    return web
 
 
 @pytest.fixture
@@ -51,13 +49,6 @@ def token_server() -> Iterator[TokenServer]:
     server = TokenServer(lifetime=300).start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def browser(tmp_path: Path):
-    driver = chromium(tmp_path / "profile")
-    yield driver
-    driver.quit()
 
 
 def _four_states(runtime: Runtime, server: TokenServer) -> None:
