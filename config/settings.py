@@ -38,6 +38,16 @@ class Settings:
     insecure_http_hosts: tuple[str, ...] = ()
     # Private or reserved networks (CIDR) that token and auth URLs may reach.
     allowed_networks: tuple[str, ...] = ()
+    # Loopback and every private range become reachable (local try-outs, tests); off in production.
+    allow_private_networks: bool = False
+    # Task arguments may carry secrets in clear instead of sealed boxes (not recommended).
+    accept_plain_secrets: bool = False
+    # How long an authorization link (``/oauth/authorize/<name>?t=…``) stays valid by default.
+    authorize_link_ttl: float = 86400.0
+    # /metrics without the operator login, for a scraper on a private network.
+    metrics_public: bool = False
+    # The port of the Redis that standalone starts when TOKENKEEPER_REDIS_URL is not set.
+    redis_port: int = 6380
     # Lifetime assumed when a provider gives neither expires_in nor a JWT exp.
     default_expires_in: int = 3600
     # A token with no lifetime but a refresh token: refresh this often anyway, so the
@@ -121,6 +131,15 @@ def _number(kind: Callable[[str], float], *, allow_zero: bool) -> Callable[[str]
     return parse
 
 
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("must be true or false")
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
@@ -185,6 +204,11 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "bind": _text,
     "insecure_http_hosts": _csv,
     "allowed_networks": _networks,
+    "allow_private_networks": _flag,
+    "accept_plain_secrets": _flag,
+    "authorize_link_ttl": _positive_float,
+    "metrics_public": _flag,
+    "redis_port": _positive_int,
     "default_expires_in": _positive_int,
     "keepalive_interval": _non_negative_float,
     "refresh_lead": _non_negative_float,

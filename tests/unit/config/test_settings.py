@@ -101,3 +101,19 @@ def test_numbers_must_be_finite_and_positive(raw: str) -> None:
     """NaN, infinity, negatives, zero and words are refused for a positive setting."""
     with pytest.raises(SettingsError, match="TOKENKEEPER_LOCK_TTL"):
         load_settings({"TOKENKEEPER_LOCK_TTL": raw})
+
+
+def test_trust_switches_default_to_the_safe_side() -> None:
+    """Private networks, plain-text secrets and an anonymous /metrics are all off unless an operator turns them on."""
+    settings = load_settings({})
+    assert (settings.allow_private_networks, settings.accept_plain_secrets, settings.metrics_public) == (
+        False, False, False)
+    assert settings.authorize_link_ttl == 86400
+    turned_on = load_settings({"TOKENKEEPER_ALLOW_PRIVATE_NETWORKS": "true", "TOKENKEEPER_METRICS_PUBLIC": "1"})
+    assert turned_on.allow_private_networks and turned_on.metrics_public
+
+
+def test_a_switch_that_is_neither_true_nor_false_is_named() -> None:
+    """A flag set to something else than true/false is an error naming the variable."""
+    with pytest.raises(SettingsError, match="TOKENKEEPER_ACCEPT_PLAIN_SECRETS: must be true or false"):
+        load_settings({"TOKENKEEPER_ACCEPT_PLAIN_SECRETS": "maybe"})
