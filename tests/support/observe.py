@@ -40,10 +40,12 @@ class EventLog:
 
 
 def all_redis_text(url: str) -> str:
+    """Every key and value of every type in the Redis at ``url``, as one text to search."""
     client = redis.Redis.from_url(url)
     parts: list[str] = []
     for key in client.scan_iter(count=1000):
         kind = client.type(key).decode()
+        parts.append(repr(key))
         if kind == "string":
             parts.append(repr(client.get(key)))
         elif kind == "hash":
@@ -54,4 +56,30 @@ def all_redis_text(url: str) -> str:
             parts.append(repr(client.zrange(key, 0, -1)))
         elif kind == "set":
             parts.append(repr(client.smembers(key)))
+        elif kind == "stream":
+            parts.append(repr(client.xrange(key)))
+        else:
+            raise AssertionError(f"{key!r} is a {kind}, which this search cannot read")
     return "\n".join(parts)
+
+
+def broker_messages(client: redis.Redis, queue: str) -> list[tuple[str, str]]:
+    """Every task message the Redis broker holds (queued, or delivered and not yet acked): (raw, decoded body).
+
+    What an attacker who can read the broker's keys (or its AOF) sees, body decoded as kombu encodes it.
+    """
+    import base64
+    import json
+
+    raws = [*client.lrange(queue, 0, -1), *client.hvals("unacked")]
+    messages: list[tuple[str, str]] = []
+    for raw in raws:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        envelope = json.loads(text)
+        if isinstance(envelope, list):  # unacked: [message, exchange, routing key]
+            envelope = envelope[0]
+        body = envelope["body"]
+        if envelope.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body).decode()
+        messages.append((text, body))
+    return messages
