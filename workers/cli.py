@@ -63,13 +63,16 @@ def _parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run)
         return sub
 
+    pin_help = "seal secrets to this public key instead of the one derived from the secret key or found in Redis"
     sub = command("create", _create, "create an integration from a JSON spec (FILE or - for stdin)")
     sub.add_argument("file")
     sub.add_argument("--timeout", type=float, default=60.0)
+    sub.add_argument("--public-key", help=pin_help)
     sub = command("update", _update, "apply JSON changes (FILE or -) to an integration")
     sub.add_argument("name")
     sub.add_argument("file")
     sub.add_argument("--timeout", type=float, default=60.0)
+    sub.add_argument("--public-key", help=pin_help)
     sub = command("delete", _delete, "delete an integration and everything stored for it")
     sub.add_argument("name")
     sub.add_argument("--timeout", type=float, default=60.0)
@@ -88,6 +91,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("authorize-url", _authorize_url, "print the link that lets a user authorize an integration")
     sub.add_argument("name")
     command("genkey", _genkey, "print a new Fernet key for TOKENKEEPER_SECRET_KEY")
+    command("public-key", _public_key, "print the public key (standard base64) that task secrets are sealed to")
+    sub = command("seal", _seal, 'seal a secret read from stdin; prints {"sealed": ...} for a spec field')
+    sub.add_argument("--base64", action="store_true", help="print only the box's base64")
+    sub.add_argument("--public-key", help=pin_help)
     command("rotate-keys", _rotate_keys, "re-encrypt every stored secret under the first TOKENKEEPER_SECRET_KEY")
     command("standalone", _standalone, "run Redis (if none answers), worker, beat, callback app and Flower")
     return parser
@@ -120,8 +127,9 @@ def _create(settings: Settings, options: argparse.Namespace) -> int:
 
     spec = _read_specs(options.file)
     if isinstance(spec, list):
-        return _create_many(settings, spec)
-    result = call(_celery(settings), "tokenkeeper.create_integration", spec, timeout=options.timeout)
+        return _create_many(settings, spec, options.public_key)
+    result = call(_celery(settings), "tokenkeeper.create_integration", spec, timeout=options.timeout,
+                  public_key=options.public_key)
     _print_json(result)
     if result.get("authorization_url"):
         print(f"\nRegister this redirect URI at the provider: {settings.callback_url}", file=sys.stderr)
@@ -150,7 +158,7 @@ def _read_specs(source: str) -> Any:
         return specs
 
 
-def _create_many(settings: Settings, specs: list[Any]) -> int:
+def _create_many(settings: Settings, specs: list[Any], public_key: str | None = None) -> int:
     """Create many integrations with a progress bar on stderr; failures are listed, the rest go on."""
     from workers.producer import call_many
 
@@ -173,7 +181,7 @@ def _create_many(settings: Settings, specs: list[Any]) -> int:
             print(line, file=sys.stderr, flush=True)
 
     succeeded, failures = call_many(_celery(settings), "tokenkeeper.create_integration",
-                                    ((spec,) for spec in specs), on_result=progress)
+                                    ((spec,) for spec in specs), on_result=progress, public_key=public_key)
     for index, message in failures[:20]:
         name = specs[index].get("name", f"#{index + 1}") if isinstance(specs[index], dict) else f"#{index + 1}"
         print(f"  {name}: {message}", file=sys.stderr)
@@ -189,7 +197,7 @@ def _update(settings: Settings, options: argparse.Namespace) -> int:
 
     changes = _read_json(options.file)
     _print_json(call(_celery(settings), "tokenkeeper.update_integration", options.name, changes,
-                     timeout=options.timeout))
+                     timeout=options.timeout, public_key=options.public_key))
     return 0
 
 
@@ -289,6 +297,31 @@ def _genkey(settings: Settings, options: argparse.Namespace) -> int:
     from workers.secretbox import generate_key
 
     print(generate_key())
+    return 0
+
+
+def _public_key(settings: Settings, options: argparse.Namespace) -> int:
+    from workers.producer import find_public_key
+
+    print(find_public_key(settings))
+    return 0
+
+
+def _seal(settings: Settings, options: argparse.Namespace) -> int:
+    from workers.producer import find_public_key
+    from workers.sealing import Sealer
+
+    if sys.stdin.isatty():
+        import getpass
+
+        secret = getpass.getpass("secret (not echoed): ")
+    else:
+        # `echo "$SECRET" | tokenkeeper seal`: the newline echo adds is not part of the secret.
+        secret = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+    if not secret:
+        raise TokenkeeperError("nothing to seal: give the secret on stdin")
+    box = Sealer(options.public_key or find_public_key(settings)).seal(secret)
+    print(box["sealed"] if options.base64 else json.dumps(box))
     return 0
 
 

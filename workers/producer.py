@@ -1,24 +1,39 @@
 """Sending the contract's tasks, for Python producers and the CLI.
 
-Any Celery client can send the tasks by name; this one also sets how the
-arguments are shown (``argsrepr``), so a spec's secrets never reach the
-message headers that Flower and logs display.
+Any Celery client can send the tasks by name; this one also seals a spec's
+secret fields (so the broker, its AOF and its RDB file only ever hold sealed
+boxes) and sets how the arguments are shown (``argsrepr``), so not even the
+boxes reach the message headers that Flower and logs display.
+
+The public key to seal to: ``public_key=`` if given; else the one derived from
+``TOKENKEEPER_SECRET_KEY`` when the producer's settings hold it; else the one
+the workers published in Redis (``tokenkeeper:public-key``) when they started.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 
+from config import Settings
+from workers.errors import ConfigurationError
 from workers.redaction import args_repr
+from workers.sealing import Sealer, public_key_for
+
+# The argument of each task that carries a spec or spec changes, whose secret fields are sealed.
+SPEC_ARGUMENT = {"tokenkeeper.create_integration": 0, "tokenkeeper.update_integration": 1}
+
+_sealers: weakref.WeakKeyDictionary[Celery, Sealer] = weakref.WeakKeyDictionary()
 
 
-def send(app: Celery, task: str, *args: Any, queue: str | None = None) -> AsyncResult:
+def send(app: Celery, task: str, *args: Any, queue: str | None = None, public_key: str | None = None) -> AsyncResult:
+    args = seal_arguments(app, task, args, public_key)
     argsrepr, kwargsrepr = args_repr(args, {})
     return app.send_task(
         task, args=list(args), queue=queue or app.conf.task_default_queue,
@@ -26,9 +41,53 @@ def send(app: Celery, task: str, *args: Any, queue: str | None = None) -> AsyncR
     )
 
 
-def call(app: Celery, task: str, *args: Any, timeout: float = 60.0) -> Any:
+def call(app: Celery, task: str, *args: Any, timeout: float = 60.0, public_key: str | None = None) -> Any:
     """Send ``task`` and wait for its result; its failure is raised as its error."""
-    return send(app, task, *args).get(timeout=timeout, disable_sync_subtasks=False)
+    return send(app, task, *args, public_key=public_key).get(timeout=timeout, disable_sync_subtasks=False)
+
+
+def seal_arguments(app: Celery, task: str, args: tuple[Any, ...], public_key: str | None = None) -> tuple[Any, ...]:
+    """``args`` with the plain-text secrets of a spec (or spec changes) sealed."""
+    position = SPEC_ARGUMENT.get(task)
+    if position is None or len(args) <= position or not isinstance(args[position], Mapping):
+        return args
+    sealer = Sealer(public_key) if public_key else sealer_for(app)
+    return (*args[:position], sealer.seal_fields(args[position]), *args[position + 1:])
+
+
+def sealer_for(app: Celery) -> Sealer:
+    """The sealer for producers using ``app`` (built by workers.celery_app.create_celery), found once."""
+    sealer = _sealers.get(app)
+    if sealer is None:
+        sealer = _sealers[app] = Sealer(_public_key(app))
+    return sealer
+
+
+def _public_key(app: Celery) -> str:
+    settings = app.conf.get("tokenkeeper_settings")
+    if settings is None:
+        raise ConfigurationError("pass public_key= (what `tokenkeeper public-key` prints) to seal the secrets")
+    return find_public_key(settings)
+
+
+def find_public_key(settings: Settings) -> str:
+    """Derived from the secret key when the settings hold it, else the one the workers published."""
+    if settings.secret_keys:
+        return public_key_for(settings.secret_keys)
+    from workers.runtime import redis_client
+    from workers.store import Store
+
+    client = redis_client(settings.redis_url, settings.redis_sentinel_master)
+    try:
+        published = Store(client, settings.key_prefix).public_key()
+    finally:
+        client.close()
+    if not published:
+        raise ConfigurationError(
+            "no public key to seal secrets to: no worker has published one in Redis yet "
+            "(start a worker), or set TOKENKEEPER_SECRET_KEY, or pass the key `tokenkeeper public-key` prints"
+        )
+    return published
 
 
 def call_many(
@@ -39,6 +98,7 @@ def call_many(
     window: int = 1000,
     on_result: Callable[[int, bool, Any], None] | None = None,
     poll: float = 0.2,
+    public_key: str | None = None,
 ) -> tuple[int, list[tuple[int, str]]]:
     """Send ``task`` once per argument tuple, keeping at most ``window`` unanswered.
 
@@ -57,7 +117,7 @@ def call_many(
                 exhausted = True
                 break
             index, args = item
-            pending[send(app, task, *args).id] = index
+            pending[send(app, task, *args, public_key=public_key).id] = index
         for task_id, meta in _ready(backend, list(pending)):
             index = pending.pop(task_id)
             ok = meta["status"] == "SUCCESS"

@@ -71,7 +71,8 @@ class Registry:
         return spec
 
     def create(self, data: Any) -> dict[str, str]:
-        spec = self.validate(data)
+        """Create from a producer's spec, whose secret fields arrive sealed (see workers.sealing)."""
+        spec = self.validate(self.rt.opener.open_fields(data))
         store = self.rt.store
         # Long enough to outlast the first token request.
         ttl = self.rt.settings.http_connect_timeout + self.rt.settings.http_read_timeout + 30
@@ -121,7 +122,10 @@ class Registry:
         )
 
     def update(self, name: str, changes: Any) -> dict[str, str]:
+        """Apply a producer's changes, whose secret fields arrive sealed like a spec's."""
         rt = self.rt
+        # Opened before the lock: a refused secret must not hold up refreshes.
+        changes = rt.opener.open_fields(changes)
         lock = self._wait_for_lock(name)
         try:
             record = self._load(name)

@@ -22,6 +22,7 @@ from workers.addresses import AddressPolicy
 from workers.clock import Clock
 from workers.notifications import Webhook
 from workers.policy import RefreshPolicy
+from workers.sealing import Opener
 from workers.secretbox import SecretBox
 from workers.store import Store
 from workers.token_client import TokenClient
@@ -41,6 +42,11 @@ class Runtime:
     def box(self) -> SecretBox:
         # Built on use so commands that never touch secrets run without a key.
         return SecretBox(self._secret_keys)
+
+    @functools.cached_property
+    def opener(self) -> Opener:
+        """Opens the sealed secrets of task arguments (the key pairs derive from the same keys)."""
+        return Opener(self._secret_keys, accept_plain=self.settings.accept_plain_secrets)
 
 
 # Bounded timeouts: a Redis that went away must fail a task, not hang it.

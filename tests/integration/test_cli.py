@@ -48,8 +48,9 @@ def test_a_day_with_the_cli(token_server: TokenServer, start_processes, process_
 
     deleted = cli(process_env, "delete", "svc")
     assert deleted.returncode == 0 and json.loads(deleted.stdout) == {"name": "svc", "deleted": True}
-    # What is left are the service-wide metrics counters; nothing of the integration.
-    assert [key for key in redis_client.keys("tokenkeeper:*") if not key.startswith("tokenkeeper:metrics:")] == []
+    # What is left are the service-wide metrics counters and public key; nothing of the integration.
+    assert [key for key in redis_client.keys("tokenkeeper:*")
+            if not key.startswith("tokenkeeper:metrics:") and key != "tokenkeeper:public-key"] == []
 
 
 def test_errors_are_one_line_and_non_zero(token_server: TokenServer, start_processes, process_env, tmp_path) -> None:
@@ -111,3 +112,44 @@ def test_bulk_create_from_json_lines(token_server: TokenServer, start_processes,
     assert "40/40" in result.stderr and "bad_url: " in result.stderr and "bad_secret: " in result.stderr
     assert "invalid_client" in result.stderr and "nope" not in result.stderr
     assert len(redis_client.smembers("tokenkeeper:names")) == 38
+
+
+def test_public_key_and_seal_make_boxes_the_worker_opens(
+    token_server: TokenServer, start_processes, process_env, secret_key: str, redis_client: redis.Redis
+) -> None:
+    """public-key prints the key derived from the first secret key; seal's output pasted into a spec creates it."""
+    from cryptography.fernet import Fernet
+
+    from workers.sealing import public_key_for
+
+    printed = cli(process_env, "public-key")
+    assert printed.returncode == 0 and printed.stdout.strip() == public_key_for([secret_key])
+    rotated = cli({**process_env, "TOKENKEEPER_SECRET_KEY": f"{Fernet.generate_key().decode()},{secret_key}"},
+                  "public-key")
+    assert rotated.stdout.strip() not in ("", printed.stdout.strip())
+    sealed = cli(process_env, "seal", stdin="client-secret\n")
+    assert sealed.returncode == 0 and "client-secret" not in sealed.stdout
+    bare = cli(process_env, "seal", "--base64", stdin="client-secret")
+    assert json.loads(sealed.stdout).keys() == {"sealed"} and "{" not in bare.stdout
+    start_processes("worker")
+    # Without the secret key, the CLI reads the key the worker published, and boxes it makes open too.
+    no_key = {key: value for key, value in process_env.items() if key != "TOKENKEEPER_SECRET_KEY"}
+    assert cli(no_key, "public-key").stdout == printed.stdout
+    by_key = cli(no_key, "seal", "--public-key", printed.stdout.strip(), stdin="client-secret").stdout
+    for name, box in (("a", json.loads(sealed.stdout)), ("b", {"sealed": bare.stdout.strip()}),
+                      ("c", json.loads(by_key))):
+        spec = {**cc_spec(token_server, name), "client_secret": box}
+        created = cli(no_key, "create", "-", stdin=json.dumps(spec))
+        assert created.returncode == 0, created.stderr
+    updated = cli(no_key, "update", "a", "-", stdin=json.dumps({"client_secret": "client-secret"}))
+    assert updated.returncode == 0, updated.stderr
+
+
+def test_sealing_without_any_key_is_explained(process_env) -> None:
+    """With no secret key and no worker having published a public key, seal and public-key say what to do."""
+    no_key = {key: value for key, value in process_env.items() if key != "TOKENKEEPER_SECRET_KEY"}
+    for args in (("public-key",), ("seal",)):
+        result = cli(no_key, *args, stdin="x")
+        assert result.returncode == 1 and "start a worker" in result.stderr, result.stderr
+    empty = cli(process_env, "seal", stdin="")
+    assert empty.returncode == 1 and "nothing to seal" in empty.stderr

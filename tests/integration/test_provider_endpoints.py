@@ -115,7 +115,8 @@ def forever() -> Iterator[TokenServer]:
 
 
 def _with(environ: dict[str, str], **settings: str) -> Runtime:
-    return build_runtime(load_settings({**environ, **settings}))
+    # Plain specs handed to the domain in-process (see the runtime fixture).
+    return build_runtime(load_settings({**environ, "TOKENKEEPER_ACCEPT_PLAIN_SECRETS": "true", **settings}))
 
 
 def test_a_token_that_never_expires_keeps_its_refresh_token_alive(

@@ -21,7 +21,9 @@ JSON = {"Content-Type": "application/json"}
 @pytest.fixture
 def fast_runtime(settings) -> Runtime:
     """Short read timeout and small body cap, so the slow and the huge cases take no time."""
-    return build_runtime(dataclasses.replace(settings, http_read_timeout=0.5, max_response_bytes=100_000))
+    # accept_plain_secrets: the test hands the domain plain specs in-process (see the runtime fixture).
+    return build_runtime(dataclasses.replace(settings, http_read_timeout=0.5, max_response_bytes=100_000,
+                                             accept_plain_secrets=True))
 
 
 FAULTS = {

@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import json
 import urllib.error
 import urllib.request
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import redis
+from celery import Celery
+from cryptography.fernet import Fernet
 
+from config import Settings
 from tests.conftest import cc_spec, rt_spec
-from tests.support.observe import EventLog, all_redis_text
+from tests.integration.test_cli import cli
+from tests.support.observe import EventLog, all_redis_text, broker_messages
 from tests.support.processes import wait_until
 from tests.support.token_server import Canned, TokenServer
 from tests.support.web import Gunicorn
 from tests.support.webhook_receiver import WebhookReceiver
+from workers.errors import SpecError
 from workers.producer import call, send
+from workers.registry import Registry
+from workers.runtime import build_runtime
+from workers.sealing import Sealer, public_key_for
+from workers.store import Store
 
 pytestmark = pytest.mark.e2e
 
@@ -126,3 +137,86 @@ def test_planted_secrets_are_found_nowhere(
     consumer = {name: redis_client.hget(f"tokenkeeper:token:{name}", "access_token") for name in ("cc", "rt", "ac")}
     for token in access_tokens:
         assert stored.count(token) == (1 if token in consumer.values() else 0)
+
+
+def test_a_queued_creation_shows_a_broker_reader_only_sealed_boxes(
+    token_server: TokenServer, celery_client: Celery, redis_client: redis.Redis, process_env: dict[str, str],
+    settings: Settings, redis_url: str,
+) -> None:
+    """With no worker to take them, tasks sent by the producer helper and the CLI sit in Redis holding no secret."""
+    send(celery_client, "tokenkeeper.create_integration",
+         rt_spec(token_server, "helper", client_secret=CC_SECRET, refresh_token=RT_SECRET))
+    send(celery_client, "tokenkeeper.update_integration", "helper", {"client_secret": WRONG_SECRET})
+    for _raw, body in broker_messages(redis_client, settings.queue):
+        assert CC_SECRET not in body and RT_SECRET not in body and WRONG_SECRET not in body, body
+    # A CLI without the secret key seals to the public key a worker published when it started.
+    Store(redis_client, settings.key_prefix).publish_public_key(public_key_for(settings.secret_keys))
+    no_key = {key: value for key, value in process_env.items() if key != "TOKENKEEPER_SECRET_KEY"}
+    spec = {"name": "ac", "grant_type": "authorization_code", "client_id": "ac-client", "client_secret": AC_SECRET,
+            "token_url": token_server.url, "auth_url": "https://idp.example/auth"}
+    result = cli(no_key, "create", "-", "--timeout", "1", stdin=json.dumps(spec))
+    assert result.returncode == 1 and "no worker answered" in result.stderr
+    messages = broker_messages(redis_client, settings.queue)
+    assert len(messages) == 3
+    for raw, body in messages:
+        for secret in (CC_SECRET, RT_SECRET, WRONG_SECRET, AC_SECRET):
+            assert secret not in raw and secret not in body, "a secret is readable in the broker"
+        assert '{"sealed": "' in body
+    stored = all_redis_text(redis_url)
+    for secret in (CC_SECRET, RT_SECRET, WRONG_SECRET, AC_SECRET):
+        assert secret not in stored
+
+
+def test_plain_secrets_from_a_foreign_producer_are_refused_unless_the_operator_accepts_them(
+    token_server: TokenServer, start_processes, celery_client: Celery, redis_client: redis.Redis,
+    process_env: dict[str, str],
+) -> None:
+    """A plain secret sent raw is refused naming the field and how to seal, storing nothing; the opt-in accepts it."""
+    worker = start_processes("worker")
+    spec = cc_spec(token_server, "plain")
+    with pytest.raises(Exception, match="client_secret") as caught:
+        celery_client.send_task("tokenkeeper.create_integration", args=[spec]).get(timeout=20)
+    assert "tokenkeeper seal" in str(caught.value) and "crypto_box_seal" in str(caught.value)
+    assert redis_client.keys("tokenkeeper:*") == ["tokenkeeper:public-key"]
+    call(celery_client, "tokenkeeper.create_integration", cc_spec(token_server, "svc"), timeout=20)
+    before = redis_client.hgetall("tokenkeeper:integration:svc")
+    with pytest.raises(Exception, match="client_secret: is plain text"):
+        celery_client.send_task("tokenkeeper.update_integration",
+                                args=["svc", {"client_secret": "client-secret"}]).get(timeout=20)
+    assert redis_client.hgetall("tokenkeeper:integration:svc") == before
+    worker.stop()
+    process_env["TOKENKEEPER_ACCEPT_PLAIN_SECRETS"] = "true"
+    start_processes("worker")
+    created = celery_client.send_task("tokenkeeper.create_integration", args=[spec]).get(timeout=20)
+    assert created["status"] == "active"
+
+
+def test_a_box_sealed_to_another_key_is_refused(token_server: TokenServer, settings: Settings,
+                                               redis_client: redis.Redis) -> None:
+    """A box this service's keys cannot open is refused naming the field, and nothing is stored."""
+    strict = build_runtime(dataclasses.replace(settings, accept_plain_secrets=False))
+    stranger = Sealer(public_key_for([Fernet.generate_key().decode()]))
+    spec = {**cc_spec(token_server, "svc"), "client_secret": stranger.seal("client-secret")}
+    with pytest.raises(SpecError, match=r"client_secret: the sealed box does not open .*sealed to another key"):
+        Registry(strict).create(spec)
+    assert redis_client.keys("tokenkeeper:*") == []
+    Registry(strict).create({**spec, "client_secret": Sealer(public_key_for(settings.secret_keys))
+                             .seal("client-secret")})
+    with pytest.raises(SpecError, match="client_secret: the sealed box does not open"):
+        Registry(strict).update("svc", {"client_secret": stranger.seal("client-secret")})
+
+
+def test_boxes_sealed_to_the_previous_key_open_while_it_is_listed(
+    token_server: TokenServer, settings: Settings, secret_key: str, redis_client: redis.Redis
+) -> None:
+    """After rotation (new key first, old listed) an old box opens; with the old key removed it does not."""
+    old_box = Sealer(public_key_for([secret_key])).seal("client-secret")
+    new_key = Fernet.generate_key().decode()
+    assert public_key_for([new_key, secret_key]) != public_key_for([secret_key])
+    rotated = build_runtime(dataclasses.replace(settings, secret_keys=(new_key, secret_key)))
+    created = Registry(rotated).create({**cc_spec(token_server, "svc"), "client_secret": old_box})
+    assert created["status"] == "active"
+    dropped = build_runtime(dataclasses.replace(settings, secret_keys=(new_key,)))
+    with pytest.raises(SpecError, match="client_secret: the sealed box does not open"):
+        Registry(dropped).create({**cc_spec(token_server, "svc2"), "client_secret": old_box})
+    assert redis_client.exists("tokenkeeper:integration:svc2") == 0

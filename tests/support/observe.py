@@ -40,18 +40,63 @@ class EventLog:
 
 
 def all_redis_text(url: str) -> str:
+    """Every key and value of every type in the Redis at ``url``, as one text to search.
+
+    Broker messages are kept base64-encoded; their decoded bodies are added, as an attacker would read them.
+    """
     client = redis.Redis.from_url(url)
     parts: list[str] = []
     for key in client.scan_iter(count=1000):
         kind = client.type(key).decode()
+        parts.append(repr(key))
         if kind == "string":
             parts.append(repr(client.get(key)))
         elif kind == "hash":
-            parts.append(repr(client.hgetall(key)))
+            fields = client.hgetall(key)
+            parts.append(repr(fields))
+            # The broker's ``unacked`` hash holds delivered messages: their bodies are base64 too.
+            parts += [body for body in map(_message_body, fields.values()) if body]
         elif kind == "list":
-            parts.append(repr(client.lrange(key, 0, -1)))
+            items = client.lrange(key, 0, -1)
+            parts.append(repr(items))
+            parts += [body for body in map(_message_body, items) if body]
         elif kind == "zset":
             parts.append(repr(client.zrange(key, 0, -1)))
         elif kind == "set":
             parts.append(repr(client.smembers(key)))
+        elif kind == "stream":
+            parts.append(repr(client.xrange(key)))
+        else:
+            raise AssertionError(f"{key!r} is a {kind}, which this search cannot read")
     return "\n".join(parts)
+
+
+def _message_body(raw: bytes | str) -> str:
+    """The decoded body of a kombu message (a queued one, or an ``unacked`` entry), else ''."""
+    import base64
+    import binascii
+    import json
+
+    try:
+        envelope = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    if isinstance(envelope, list) and envelope:
+        envelope = envelope[0]
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("body"), str):
+        return ""
+    if envelope.get("properties", {}).get("body_encoding") != "base64":
+        return envelope["body"]
+    try:
+        return base64.b64decode(envelope["body"]).decode(errors="replace")
+    except (binascii.Error, ValueError):
+        return ""
+
+
+def broker_messages(client: redis.Redis, queue: str) -> list[tuple[str, str]]:
+    """Every task message the Redis broker holds (queued, or delivered and not yet acked): (raw, decoded body).
+
+    What an attacker who can read the broker's keys (or its AOF) sees, body decoded as kombu encodes it.
+    """
+    raws = [*client.lrange(queue, 0, -1), *client.hvals("unacked")]
+    return [(raw.decode() if isinstance(raw, bytes) else raw, _message_body(raw)) for raw in raws]
