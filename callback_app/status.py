@@ -1,8 +1,9 @@
 """``/status``: every integration for operators, behind basic auth; ``/metrics`` for Prometheus.
 
 The page has no scripts: Refresh now is a form (POST, with a token derived from the
-operator password so another site cannot submit it), Connect is a link to
-``/oauth/authorize/<name>``.
+operator password so another site cannot submit it), Connect / Reconnect is a signed
+authorization link (``/oauth/authorize/<name>?t=…``, default lifetime, for the connected
+account) that the operator opens or hands on.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
 
 from callback_app import parts
+from workers.links import link_token
 from workers.metrics import exposition
-from workers.overview import by_severity, duration, overview
+from workers.overview import IntegrationRow, by_severity, duration, overview
 
 blueprint = Blueprint("status", __name__)
 
@@ -52,7 +54,15 @@ def page() -> Any:
     return render_template(
         "status.html", rows=shown[:PAGE_ROWS], total=len(rows), matching=len(shown), wanted=wanted,
         counts=counts, duration=duration, form_token=_form_token(), queued=request.args.get("queued", ""),
+        connect_links=_connect_links(shown[:PAGE_ROWS]),
     )
+
+
+def _connect_links(rows: list[IntegrationRow]) -> dict[str, str]:
+    """A fresh signed link per authorization code row (made on each view; nothing is stored)."""
+    settings, now = parts.settings(), time.time()
+    return {row.name: url_for("oauth.authorize", name=row.name, t=link_token(settings, row.name, now=now))
+            for row in rows if row.can_authorize}
 
 
 @blueprint.post("/status/refresh/<name>")

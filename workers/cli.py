@@ -88,8 +88,14 @@ def _parser() -> argparse.ArgumentParser:
                      help="refresh first if the token expires within this many seconds")
     sub = command("render", _render, "fill {{ $.integrations.NAME.FIELD }} placeholders (TEMPLATE text or -)")
     sub.add_argument("template")
-    sub = command("authorize-url", _authorize_url, "print the link that lets a user authorize an integration")
+    sub = command("authorize-url", _authorize_url,
+                  "print a signed, expiring, single-use link that lets a person authorize an integration")
     sub.add_argument("name")
+    sub.add_argument("--expires", metavar="DURATION",
+                     help="how long the link stays valid: 90s, 30m, 24h, 7d or seconds "
+                          "(default TOKENKEEPER_AUTHORIZE_LINK_TTL, 24h)")
+    sub.add_argument("--new-account", action="store_true",
+                     help="accept an account other than the one connected before")
     command("genkey", _genkey, "print a new Fernet key for TOKENKEEPER_SECRET_KEY")
     command("public-key", _public_key, "print the public key (standard base64) that task secrets are sealed to")
     sub = command("seal", _seal, 'seal a secret read from stdin; prints {"sealed": ...} for a spec field')
@@ -248,6 +254,7 @@ def _show(settings: Settings, options: argparse.Namespace) -> int:
         "spec": dict(record.public),
         "expires_at": token.get("expires_at", ""),
         "scope": token.get("scope", ""),
+        "account": dict(record.account),
         "refreshed_at": record.refreshed_at,
         "next_refresh_at": record.refresh_at,
         "history": store.history(options.name),
@@ -284,12 +291,25 @@ def _render(settings: Settings, options: argparse.Namespace) -> int:
 
 
 def _authorize_url(settings: Settings, options: argparse.Namespace) -> int:
+    from workers.links import authorization_link, parse_duration
+
+    try:
+        ttl = parse_duration(options.expires) if options.expires is not None else settings.authorize_link_ttl
+    except ValueError as exc:
+        raise TokenkeeperError(f"--expires: {exc}") from None
+    if not settings.secret_keys:
+        raise TokenkeeperError("TOKENKEEPER_SECRET_KEY is not set: authorize-url signs the link with it; "
+                               "run with the service's settings")
     record = _runtime(settings).store.load(options.name)
     if record is None:
         raise TokenkeeperError(f"no integration named {options.name!r}")
     if record.grant_type != "authorization_code":
         raise TokenkeeperError(f"integration {options.name!r} uses {record.grant_type}, not authorization_code")
-    print(f"{settings.public_url}/oauth/authorize/{options.name}")
+    now = time.time()
+    print(authorization_link(settings, options.name, now=now, ttl=ttl, new_account=options.new_account))
+    until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now + ttl))
+    kind = "any account" if options.new_account else "the connected account only, if one is"
+    print(f"valid until {until}, for one successful authorization; accepts {kind}", file=sys.stderr)
     return 0
 
 

@@ -8,8 +8,10 @@
     ├── StateError                   the operation does not fit the integration's status
     ├── TemplateError                a template names an unknown integration or field
     ├── AuthorizationError           a consent callback that cannot be used; .status for the page
-    │   ├── UnknownStateError        state unknown, expired or already used (400)
-    │   └── ConsentError             the provider or user refused, or the issuer is wrong (400)
+    │   ├── UnknownStateError        state unknown, expired, already used, or from another browser (400)
+    │   ├── ConsentError             the provider or user refused, the issuer or the account is wrong (400)
+    │   ├── LinkError                no valid authorization link: missing, forged, expired, spent (403)
+    │   └── TooManyStatesError       a link has too many flows under way (429)
     ├── WebhookError                 the webhook did not take an event; .retryable for 5xx, 429, network
     └── ProviderError                the token endpoint did not give us a token
         ├── PermanentProviderError   RFC 6749 §5.2 rejections: stop, needs_reauth
@@ -82,6 +84,14 @@ class UnknownStateError(AuthorizationError):
 
 class ConsentError(AuthorizationError):
     pass
+
+
+class LinkError(AuthorizationError):
+    status = 403
+
+
+class TooManyStatesError(AuthorizationError):
+    status = 429
 
 
 class ProviderError(TokenkeeperError):

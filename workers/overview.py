@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from workers.accounts import describe
 from workers.providers import presets
 from workers.store import STATUS_ACTIVE, STATUS_NEEDS_REAUTH, STATUS_PENDING, STATUS_RETRYING, Store
 
@@ -22,6 +23,8 @@ class IntegrationRow:
     last_refresh_ago: float | None
     next_refresh_in: float | None
     has_token: bool
+    # Who consented, for authorization code integrations ("" when unknown).
+    account: str = ""
 
     @property
     def can_authorize(self) -> bool:
@@ -53,6 +56,7 @@ def overview(store: Store, now: float) -> list[IntegrationRow]:
             last_refresh_ago=None if record.refreshed_at is None else now - record.refreshed_at,
             next_refresh_in=None if record.refresh_at is None else record.refresh_at - now,
             has_token=bool(token.get("access_token")),
+            account=describe(record.account),
         ))
     return rows
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from workers.discovery import discover
 from workers.errors import ConflictError, NotFoundError, ProviderError, StateError
+from workers.links import authorization_link
 from workers.outcomes import Change, history_entry, token_obtained
 from workers.providers import expand_preset
 from workers.refresher import stored_spec
@@ -41,7 +42,8 @@ class Registry:
         self.rt = runtime
 
     def authorization_url(self, name: str) -> str:
-        return f"{self.rt.settings.public_url}/oauth/authorize/{name}"
+        """A signed link (default lifetime) for the person who is to connect ``name``."""
+        return authorization_link(self.rt.settings, name, now=self.rt.clock())
 
     def validate(self, data: Any) -> IntegrationSpec:
         return validate_spec(self.resolve(data), insecure_hosts=self.rt.settings.insecure_http_hosts,

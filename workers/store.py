@@ -3,14 +3,17 @@
 Keys (``P`` is the configurable prefix, ``tokenkeeper:`` by default):
 
     P token:<name>        hash   the consumer interface (CONTRACT.md); no secrets but the access token
-    P integration:<name>  hash   spec (JSON, no secrets), sealed secrets, status, version, schedule
+    P integration:<name>  hash   spec (JSON, no secrets), sealed secrets, status, version, schedule,
+                                 connected account (JSON: sub, email, name)
     P history:<name>      list   status changes, newest first, capped
     P names               set    every integration
     P schedule            zset   name -> planned refresh time
     P inflight            zset   name -> time after which a queued refresh is presumed lost
     P lock:<name>         string owner token of the refresh under way (single flight)
     P reserve:<name>      string a creation under way
-    P state:<sha256>      string one-time authorization state (TTL 10 min)
+    P state:<sha256>      string one-time authorization state, keyed by state and browser cookie (TTL 10 min)
+    P link:states:<id>    zset   outstanding states of one authorization link -> expiry (bounds them)
+    P link:spent:<id>     string an authorization link a flow succeeded through (TTL: until the link expires)
     P exchange:<id>       string a sealed authorization code waiting for a worker (TTL 2 min)
     P outbox              list   status changes waiting to be sent to the webhook (only when one is set)
     P metrics:*           hashes counters behind /metrics (refresh outcomes, lateness)
@@ -78,7 +81,8 @@ return 1
 # ARGV: lock owner, expected version, name, integration fields (JSON),
 #       token fields (JSON, may be {}), history entry, due ('' = unschedule), channel, history length,
 #       release ('1': drop the lock in the same step), outbox ('1': record a status change for the webhook),
-#       counters (JSON [[hash, field, amount], ...]: metrics added with the write)
+#       counters (JSON [[hash, field, amount], ...]: metrics added with the write),
+#       marks (JSON [[key, value, ttl ms], ...]: strings set with the write, e.g. a spent link)
 _WRITE = """
 if redis.call('GET', KEYS[6]) ~= ARGV[1] then return -1 end
 if redis.call('HGET', KEYS[1], 'version') ~= ARGV[2] then return -2 end
@@ -119,7 +123,42 @@ if ARGV[10] == '1' then redis.call('DEL', KEYS[6]) end
 for _, counter in ipairs(cjson.decode(ARGV[12])) do
   redis.call('HINCRBYFLOAT', counter[1], counter[2], counter[3])
 end
+for _, mark in ipairs(cjson.decode(ARGV[13] or '[]')) do
+  redis.call('SET', mark[1], mark[2], 'PX', mark[3])
+end
 return version
+"""
+
+# KEYS: state, the link's outstanding states, the link's spent marker.
+# ARGV: state value, ttl (s), now, most outstanding states.  Returns 1 (stored), 0 (too many), -1 (spent).
+_PUT_STATE = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 0 end
+local expires = tonumber(ARGV[3]) + tonumber(ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('ZADD', KEYS[2], expires, KEYS[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+# KEYS: state.  ARGV: prefix of the links' outstanding-state sets.  Get and delete in one step,
+# and free the link's slot; a missing state costs no write at all.
+_TAKE_STATE = """
+local value = redis.call('GETDEL', KEYS[1])
+if not value then return false end
+local link = cjson.decode(value)['link']
+if link then redis.call('ZREM', ARGV[1] .. link, KEYS[1]) end
+return value
+"""
+
+# KEYS: integration, history.  ARGV: entry, history length.  A note for operators (no status change),
+# kept only while the integration exists.
+_NOTE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('LPUSH', KEYS[2], ARGV[1])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+return 1
 """
 
 # KEYS: lock, integration.  ARGV: owner, ttl in ms.  One round trip for the start of a refresh:
@@ -196,6 +235,8 @@ class IntegrationRecord:
     refreshed_at: float | None
     status_at: float
     last_error: str = ""
+    # Who consented (OpenID sub, and email / name when the provider said); empty when unknown.
+    account: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_hash(cls, name: str, raw: Mapping[str, str]) -> IntegrationRecord:
@@ -213,6 +254,7 @@ class IntegrationRecord:
             refreshed_at=_optional_float(raw.get("refreshed_at")),
             status_at=float(raw["status_at"]),
             last_error=raw.get("last_error", ""),
+            account=json.loads(raw["account"]) if raw.get("account") else {},
         )
 
 
@@ -235,6 +277,9 @@ class Store:
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
         self._acquire_and_load = client.register_script(_ACQUIRE_AND_LOAD)
+        self._put_state = client.register_script(_PUT_STATE)
+        self._take_state = client.register_script(_TAKE_STATE)
+        self._note = client.register_script(_NOTE)
         self._aof_supported: bool | None = None
 
     # -- key names -------------------------------------------------------
@@ -252,6 +297,15 @@ class Store:
 
     def reserve_key(self, name: str) -> str:
         return f"{self.prefix}reserve:{name}"
+
+    def state_key(self, state_id: str) -> str:
+        return f"{self.prefix}state:{state_id}"
+
+    def link_states_key(self, link_id: str) -> str:
+        return f"{self.prefix}link:states:{link_id}"
+
+    def link_spent_key(self, link_id: str) -> str:
+        return f"{self.prefix}link:spent:{link_id}"
 
     def channel(self, name: str) -> str:
         return f"{self.prefix}events:{name}"
@@ -357,6 +411,7 @@ class Store:
         durable: bool = False,
         release: bool = False,
         counters: Iterable[tuple[str, str, float]] = (),
+        marks: Iterable[tuple[str, str, float]] = (),
     ) -> int:
         """Apply one change if ``lock`` is still held and the version unchanged.
 
@@ -365,7 +420,8 @@ class Store:
         leaves it as it is). ``patience`` keeps retrying for that many seconds while
         Redis is unreachable (a rotated refresh token must not be dropped because Redis
         restarted); ``durable`` waits until the change is in the AOF on disk; ``release``
-        drops the lock in the same step when the write is accepted.
+        drops the lock in the same step when the write is accepted; ``marks`` (key, value,
+        seconds to live) are set in the same step too.
         """
         name = lock.name
         keys = [
@@ -376,6 +432,7 @@ class Store:
             lock.owner, str(expected_version), name, _json_fields(fields), _json_fields(token),
             json.dumps(history), _score(due), self.channel(name), HISTORY_LENGTH, "1" if release else "0",
             "1" if self.outbox else "0", json.dumps([list(counter) for counter in counters]),
+            json.dumps([[key, value, max(1, int(ttl * 1000))] for key, value, ttl in marks]),
         ]
         deadline = time.monotonic() + patience
         while True:
@@ -469,13 +526,24 @@ class Store:
         self.redis.zadd(self.schedule_key, {name: due})
 
     # -- one-time values (authorization state, parked codes) -------------
-    def put_state(self, state_id: str, value: Mapping[str, Any], ttl: int) -> None:
-        self.redis.set(f"{self.prefix}state:{state_id}", json.dumps(value), ex=ttl)
+    def put_state(self, state_id: str, value: Mapping[str, Any], ttl: int, *, link_id: str, now: float,
+                  most: int) -> int:
+        """Store a state for the link ``link_id`` unless it is spent (-1) or has ``most`` outstanding (0)."""
+        keys = [self.state_key(state_id), self.link_states_key(link_id), self.link_spent_key(link_id)]
+        return int(self._put_state(keys=keys, args=[json.dumps({**value, "link": link_id}), ttl, repr(now), most]))
 
     def take_state(self, state_id: str) -> dict[str, Any] | None:
         """Return and delete in one step, so a state is used once even by racing callbacks."""
-        raw = self.redis.getdel(f"{self.prefix}state:{state_id}")
+        raw = self._take_state(keys=[self.state_key(state_id)], args=[self.link_states_key("")])
         return json.loads(raw) if raw else None
+
+    def link_spent(self, link_id: str) -> bool:
+        return bool(self.redis.exists(self.link_spent_key(link_id)))
+
+    def note(self, name: str, entry: Mapping[str, Any]) -> bool:
+        """Add an entry to ``name``'s history without changing its status (what only operators may read)."""
+        keys = [self.integration_key(name), self.history_key(name)]
+        return bool(self._note(keys=keys, args=[json.dumps(entry), HISTORY_LENGTH]))
 
     def put_exchange(self, exchange_id: str, value: Mapping[str, Any], ttl: int) -> None:
         self.redis.set(f"{self.prefix}exchange:{exchange_id}", json.dumps(value), ex=ttl)

@@ -42,6 +42,8 @@ class TokenResponse:
     expires_at: float | None
     refresh_token: str | None = field(default=None, repr=False)
     scope: str | None = None
+    # OpenID Connect: says which account consented (read by the Authorization Code flow).
+    id_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,7 @@ def parse_token_response(
         raise TransientProviderError("malformed_response", "the answer has no access_token", status=status)
     refresh_token = payload.get("refresh_token")
     scope = payload.get("scope")
+    id_token = payload.get("id_token")
     return TokenResponse(
         access_token=access_token,
         token_type=_token_type(payload.get("token_type")),
@@ -225,6 +228,7 @@ def parse_token_response(
         expires_at=_expires_at(payload.get("expires_in"), access_token, sent_at),
         refresh_token=refresh_token if isinstance(refresh_token, str) and refresh_token else None,
         scope=" ".join(scope) if isinstance(scope, list) else (scope if isinstance(scope, str) else None),
+        id_token=id_token if isinstance(id_token, str) and id_token else None,
     )
 
 

@@ -12,9 +12,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.support.authorization_server import PASSWORD, USERNAME, AuthorizationServerApp
+from tests.support.authorization_server import PASSWORD, SUBJECTS, USERNAME, USERS, AuthorizationServerApp
 from tests.support.processes import wait_until
 from tests.support.web import Gunicorn
+from workers.links import authorization_link
 from workers.producer import call
 
 pytestmark = pytest.mark.e2e
@@ -27,13 +28,20 @@ def provider() -> Iterator[AuthorizationServerApp]:
     server.stop()
 
 
-def consent(browser, start_url: str, ours: str, allow: bool = True) -> str:
-    """Log in at the provider and answer its consent page; return the heading of our page we land on."""
+def consent(browser, start_url: str, ours: str, allow: bool = True, user: str = USERNAME,
+            provider: AuthorizationServerApp | None = None) -> str:
+    """Log in at the provider as ``user`` and answer its consent page; return the heading of our page we land on.
+
+    With ``provider``, its session is ended first, so the login form is shown again.
+    """
     wait = WebDriverWait(browser, 20, ignored_exceptions=[StaleElementReferenceException,
                                                           NoSuchElementException])
+    if provider is not None:
+        browser.get(f"{provider.base_url}/logout")
+        wait.until(expected_conditions.presence_of_element_located((By.ID, "signed-out")))
     browser.get(start_url)
-    wait.until(expected_conditions.presence_of_element_located((By.ID, "username"))).send_keys(USERNAME)
-    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    wait.until(expected_conditions.presence_of_element_located((By.ID, "username"))).send_keys(user)
+    browser.find_element(By.ID, "password").send_keys(USERS.get(user, PASSWORD))
     browser.find_element(By.ID, "login").click()
     wait.until(expected_conditions.presence_of_element_located((By.ID, "allow")))
     browser.find_element(By.ID, "allow" if allow else "deny").click()
@@ -89,3 +97,52 @@ def test_declining_consent_is_shown_plainly_and_changes_nothing(
     assert heading == "Authorization did not complete"
     assert "declined" in browser.page_source and "access_denied" in browser.page_source
     assert redis_client.hget("tokenkeeper:token:drive", "status") == "pending_authorization"
+
+
+def test_reauthorizing_with_another_account_is_refused_unless_the_link_allows_it(
+    provider: AuthorizationServerApp, web: Gunicorn, browser, start_processes, celery_client, settings,
+    redis_client, process_env,
+) -> None:
+    """alice connects; bob consenting through a plain link is refused and alice's tokens stay; a
+    --new-account link lets bob connect; the account is recorded and shown by ``show``."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from tests.support.processes import ROOT
+
+    start_processes("worker")
+    provider.register_client(settings.callback_url)
+    created = call(celery_client, "tokenkeeper.create_integration", {
+        "name": "drive", "grant_type": "authorization_code", "client_id": "tk-client",
+        "client_secret": "tk-secret", "auth_url": f"{provider.base_url}/authorize",
+        "token_url": f"{provider.base_url}/token", "scopes": "openid email"}, timeout=20)
+
+    def holder() -> str:
+        access = redis_client.hget("tokenkeeper:token:drive", "access_token")
+        return next(token.user for token in provider.state.tokens if token.access_token == access)
+
+    def account() -> dict[str, str]:
+        return json.loads(redis_client.hget("tokenkeeper:integration:drive", "account") or "{}")
+
+    assert consent(browser, created["authorization_url"], settings.public_url, user="alice") == "Connected"
+    assert holder() == "alice" and account()["sub"] == SUBJECTS["alice"]
+
+    heading = consent(browser, authorization_link(settings, "drive", now=time.time()), settings.public_url,
+                      user="bob", provider=provider)
+    assert heading == "Authorization did not complete"
+    assert "different account" in browser.page_source
+    assert holder() == "alice" and account()["sub"] == SUBJECTS["alice"]
+    assert provider.state.exchanges == 2
+
+    heading = consent(browser, authorization_link(settings, "drive", now=time.time(), new_account=True),
+                      settings.public_url, user="bob", provider=provider)
+    assert heading == "Connected", browser.page_source
+    assert holder() == "bob"
+    assert account() == {"sub": SUBJECTS["bob"], "email": "bob@example.com", "name": "Bob"}
+    shown = subprocess.run([sys.executable, "-m", "workers.cli", "show", "drive"], cwd=ROOT, env=process_env,
+                           capture_output=True, text=True, timeout=60)
+    assert json.loads(shown.stdout)["account"]["sub"] == SUBJECTS["bob"]
+    reasons = " ".join(entry["reason"] for entry in json.loads(shown.stdout)["history"])
+    assert SUBJECTS["bob"] in reasons and "refused" in reasons

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from collections.abc import Iterator
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
@@ -13,6 +14,7 @@ from flask.testing import FlaskClient
 from callback_app import create_app
 from tests.support.processes import wait_until
 from tests.support.token_server import Canned, TokenServer
+from workers.links import link_token
 from workers.refresher import Refresher
 from workers.registry import Registry
 
@@ -32,8 +34,14 @@ def ac_spec(server: TokenServer, **extra: object) -> dict[str, object]:
             "auth_url": "https://idp.example/auth", **extra}
 
 
+def authorize_path(client: FlaskClient, name: str = "drive") -> str:
+    """``/oauth/authorize/<name>?t=…`` with a fresh operator link."""
+    settings = client.application.extensions["tokenkeeper"]["settings"]
+    return f"/oauth/authorize/{name}?t={link_token(settings, name, now=time.time())}"
+
+
 def begin(client: FlaskClient, name: str = "drive") -> dict[str, str]:
-    response = client.get(f"/oauth/authorize/{name}")
+    response = client.get(authorize_path(client, name))
     assert response.status_code == 302
     return dict(parse_qsl(urlsplit(response.headers["Location"]).query))
 
@@ -43,7 +51,7 @@ def test_the_redirect_merges_the_query_and_carries_state_and_pkce(runtime, clien
     Registry(runtime).create(ac_spec(token_server, auth_url="https://idp.example/auth?access_type=offline&x=1",
                                      extra_auth_params={"access_type": "offline", "prompt": "consent"},
                                      scopes=["openid", "email"]))
-    location = client.get("/oauth/authorize/drive").headers["Location"]
+    location = client.get(authorize_path(client)).headers["Location"]
     parts = urlsplit(location)
     query = parse_qs(parts.query)
     assert parts.netloc == "idp.example" and parts.path == "/auth"
@@ -64,6 +72,7 @@ def test_unknown_expired_and_replayed_states_are_refused(runtime, client, token_
     start_processes("worker")
     Registry(runtime).create(ac_spec(token_server))
     assert client.get("/oauth/callback?code=abc").status_code == 400
+    client.set_cookie("tk_oauth", "b" * 43)  # this browser's binding, as /oauth/authorize would set it
     unknown = client.get("/oauth/callback?state=made-up&code=abc")
     assert unknown.status_code == 400 and b"unknown, expired or was already used" in unknown.data
 
@@ -86,13 +95,16 @@ def test_unknown_expired_and_replayed_states_are_refused(runtime, client, token_
 
 def test_provider_errors_and_a_wrong_issuer_are_shown_and_change_nothing(runtime, client, token_server,
                                                                          redis_client) -> None:
-    """error=access_denied and other codes are explained; an iss from elsewhere is refused (RFC 9207)."""
+    """error=access_denied and other codes are explained in our words (the provider's text only in the
+    history); an iss from elsewhere is refused (RFC 9207)."""
     Registry(runtime).create(ac_spec(token_server))
     denied = client.get(f"/oauth/callback?state={begin(client)['state']}&error=access_denied"
                         "&error_description=User+said+no")
-    assert denied.status_code == 400 and b"declined" in denied.data and b"User said no" in denied.data
+    assert denied.status_code == 400 and b"declined" in denied.data and b"User said no" not in denied.data
     odd = client.get(f"/oauth/callback?state={begin(client)['state']}&error=weird_thing")
-    assert odd.status_code == 400 and b"weird_thing" in odd.data
+    assert odd.status_code == 400 and b"weird_thing" not in odd.data and b"status history" in odd.data
+    reasons = " ".join(entry["reason"] for entry in runtime.store.history("drive"))
+    assert "User said no" in reasons and "weird_thing" in reasons
     wrong_iss = client.get(f"/oauth/callback?state={begin(client)['state']}&code=c&iss=https://evil.example")
     assert wrong_iss.status_code == 400 and b"RFC 9207" in wrong_iss.data
     assert redis_client.hget("tokenkeeper:token:drive", "status") == "pending_authorization"
@@ -111,13 +123,15 @@ def test_with_an_issuer_the_iss_must_match_exactly(runtime, client, token_server
 
 def test_a_failed_exchange_shows_the_providers_error(runtime, client, token_server, redis_client,
                                                      start_processes) -> None:
-    """invalid_grant from the token endpoint: a 400 page naming it; the code is not retried."""
+    """invalid_grant from the token endpoint: a 400 page naming it (its description only in the history);
+    the code is not retried."""
     start_processes("worker")
     Registry(runtime).create(ac_spec(token_server))
     token_server.queue(Canned(400, b'{"error": "invalid_grant", "error_description": "code expired"}', JSON))
     params = begin(client)
     page = client.get(f"/oauth/callback?state={params['state']}&code=the-code-123&iss=https://idp.example")
-    assert page.status_code == 400 and b"invalid_grant" in page.data and b"code expired" in page.data
+    assert page.status_code == 400 and b"invalid_grant" in page.data and b"code expired" not in page.data
+    assert any("code expired" in entry["reason"] for entry in runtime.store.history("drive"))
     assert b"the-code-123" not in page.data
     assert len(token_server.bodies) == 1
     assert redis_client.hget("tokenkeeper:token:drive", "status") == "pending_authorization"
@@ -175,11 +189,11 @@ def test_a_needs_reauth_integration_is_authorized_again(runtime, client, token_s
 def test_pages_carry_security_headers_and_no_secrets(runtime, client, token_server) -> None:
     """Every page: strict CSP, no referrer, nosniff; a 404 is a page of ours, not a stack trace."""
     Registry(runtime).create(ac_spec(token_server))
-    for response in (client.get("/oauth/authorize/drive"), client.get("/oauth/authorize/ghost"),
+    for response in (client.get(authorize_path(client)), client.get(authorize_path(client, "ghost")),
                      client.get("/oauth/callback?state=x"), client.get("/nope"), client.get("/healthz")):
         assert response.headers["Referrer-Policy"] == "no-referrer"
         assert "default-src 'none'" in response.headers["Content-Security-Policy"]
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert b"client-secret" not in response.data and b"Traceback" not in response.data
-    assert client.get("/oauth/authorize/ghost").status_code == 404
+    assert client.get(authorize_path(client, "ghost")).status_code == 404
     assert client.get("/nope").status_code == 404

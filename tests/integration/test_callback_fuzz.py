@@ -12,7 +12,7 @@ from workers.registry import Registry
 
 query_values = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60)
 queries = st.dictionaries(st.sampled_from(["state", "code", "error", "error_description", "iss", "scope",
-                                           "x", ""]), query_values, max_size=5)
+                                           "t", "x", ""]), query_values, max_size=5)
 paths = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="?#"), max_size=40)
 SUPPRESS = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 
@@ -42,11 +42,26 @@ def test_the_callback_handles_any_query(client, redis_client, query: dict[str, s
 
 
 @settings(suppress_health_check=SUPPRESS, max_examples=150, deadline=None)
-@given(name=paths)
-def test_authorize_handles_any_name(client, name: str) -> None:
-    """Any name: a redirect for the real one, a 404 page for the rest."""
-    response = client.get("/oauth/authorize/" + name)
+@given(name=paths, token=query_values)
+def test_authorize_handles_any_name(client, redis_client, name: str, token: str) -> None:
+    """Any name with any ``t``: a 403 page (no valid link), never a 500, and no state is stored."""
+    response = client.get("/oauth/authorize/" + name, query_string={"t": token})
     assert_handled(response)
+    assert response.status_code in (403, 404), response.status_code
+    assert list(redis_client.scan_iter("tokenkeeper:state:*")) == []
+
+
+@settings(suppress_health_check=SUPPRESS, max_examples=60, deadline=None)
+@given(name=st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,20}", fullmatch=True))
+def test_authorize_with_a_valid_link_for_any_name(client, settings, name: str) -> None:
+    """A valid link for a name: a redirect for the real integration, a 404 page for the rest."""
+    import time
+
+    from workers.links import link_token
+
+    response = client.get("/oauth/authorize/" + name, query_string={"t": link_token(settings, name, now=time.time())})
+    assert_handled(response)
+    assert response.status_code == (302 if name == "drive" else 404)
 
 
 @settings(suppress_health_check=SUPPRESS, max_examples=150, deadline=None)

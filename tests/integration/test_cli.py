@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from typing import Any
+from urllib.parse import unquote
 
 import pytest
 import redis
@@ -84,6 +87,15 @@ def test_no_worker_and_bad_settings_are_explained(process_env) -> None:
     assert result.returncode == 1 and "TOKENKEEPER_LOCK_TTL" in result.stderr
 
 
+def _link(url: str, settings, name: str = "drive") -> Any:
+    """The verified link behind an authorization URL (raises if it is not a valid one for ``name``)."""
+    from workers.links import LinkSigner
+
+    prefix = f"{settings.public_url}/oauth/authorize/{name}?t="
+    assert url.startswith(prefix), url
+    return LinkSigner(settings.secret_keys).verify(unquote(url[len(prefix):]), name, time.time())
+
+
 def test_creating_an_authorization_code_integration_prints_what_to_do(start_processes, process_env, settings) -> None:
     """The callback URL to register and the link for the user are printed."""
     start_processes("worker")
@@ -94,7 +106,33 @@ def test_creating_an_authorization_code_integration_prints_what_to_do(start_proc
     assert f"{settings.public_url}/oauth/callback" in result.stderr
     assert f"{settings.public_url}/oauth/authorize/drive" in result.stderr
     url = cli(process_env, "authorize-url", "drive")
-    assert url.stdout.strip() == f"{settings.public_url}/oauth/authorize/drive"
+    created = _link(json.loads(result.stdout)["authorization_url"], settings)
+    made = _link(url.stdout.strip(), settings)
+    assert made.id != created.id and not made.new_account
+    assert abs(made.expires_at - (time.time() + settings.authorize_link_ttl)) < 60
+
+
+def test_authorize_url_takes_a_lifetime_and_new_account(process_env, settings, runtime) -> None:
+    """--expires DURATION sets the link's lifetime, --new-account marks it; a bad duration or a missing
+    secret key is one clear line and exit 1."""
+    from workers.registry import Registry
+
+    Registry(runtime).create({"name": "drive", "grant_type": "authorization_code", "client_id": "a",
+                              "client_secret": "b", "token_url": "https://idp.example/token",
+                              "auth_url": "https://idp.example/auth"})
+    for given, seconds in (("90s", 90), ("30m", 1800), ("7d", 7 * 86400), ("120", 120)):
+        result = cli(process_env, "authorize-url", "drive", "--expires", given, "--new-account")
+        assert result.returncode == 0, result.stderr
+        link = _link(result.stdout.strip(), settings)
+        assert link.new_account and abs(link.expires_at - (time.time() + seconds)) < 30, given
+        assert "valid until" in result.stderr
+    for bad in ("soon", "-5m", "0", "3w"):
+        result = cli(process_env, "authorize-url", "drive", f"--expires={bad}")
+        assert result.returncode == 1 and result.stdout == ""
+        assert len(result.stderr.strip().splitlines()) == 1 and "--expires" in result.stderr, result.stderr
+    keyless = {key: value for key, value in process_env.items() if key != "TOKENKEEPER_SECRET_KEY"}
+    result = cli(keyless, "authorize-url", "drive")
+    assert result.returncode == 1 and "TOKENKEEPER_SECRET_KEY" in result.stderr and result.stdout == ""
 
 
 def test_bulk_create_from_json_lines(token_server: TokenServer, start_processes, process_env, tmp_path,

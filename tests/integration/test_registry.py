@@ -71,8 +71,9 @@ def test_authorization_code_starts_pending_with_a_link(runtime: Runtime, redis_c
     result = Registry(runtime).create({
         "name": "drive", "grant_type": "authorization_code", "client_id": "a", "client_secret": "b",
         "token_url": "https://idp.example/token", "auth_url": "https://idp.example/auth"})
-    assert result == {"name": "drive", "status": "pending_authorization",
-                      "authorization_url": f"{runtime.settings.public_url}/oauth/authorize/drive"}
+    # The link is signed and single-use (tests/integration/test_authorization_attacks.py pins the rest).
+    assert result.pop("authorization_url").startswith(f"{runtime.settings.public_url}/oauth/authorize/drive?t=")
+    assert result == {"name": "drive", "status": "pending_authorization"}
     assert redis_client.hget("tokenkeeper:token:drive", "status") == "pending_authorization"
     assert redis_client.zscore("tokenkeeper:schedule", "drive") is None
 

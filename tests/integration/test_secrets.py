@@ -52,10 +52,11 @@ def fetch_authorized(url: str) -> str:
     return page
 
 
-def fetch(url: str) -> tuple[int, dict[str, str], str]:
+def fetch(url: str, cookie: str = "") -> tuple[int, dict[str, str], str]:
     opener = urllib.request.build_opener(NoRedirect)
+    request = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})
     try:
-        with opener.open(url, timeout=30) as response:
+        with opener.open(request, timeout=30) as response:
             return response.status, dict(response.headers), response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read().decode()
@@ -94,10 +95,12 @@ def test_planted_secrets_are_found_nowhere(
         location = headers["Location"]
         shown += [location, body, repr(headers)]
         state = dict(parse_qsl(urlsplit(location).query))["state"]
-        status, headers, body = fetch(f"{web.url}/oauth/callback?state={state}&code={CODE}")
+        # The callback completes only in the browser that started: send back the cookie it was given.
+        cookie = headers["Set-Cookie"].split(";")[0]
+        status, headers, body = fetch(f"{web.url}/oauth/callback?state={state}&code={CODE}", cookie)
         assert status == 200 and "Connected" in body
         shown += [body, repr(headers)]
-        replay = fetch(f"{web.url}/oauth/callback?state={state}&code={CODE}")
+        replay = fetch(f"{web.url}/oauth/callback?state={state}&code={CODE}", cookie)
         shown += [replay[2]]
 
         call(celery_client, "tokenkeeper.refresh_integration", "rt", timeout=20)

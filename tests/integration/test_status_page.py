@@ -95,7 +95,8 @@ def test_the_status_page_shows_every_integration_and_refreshes_on_request(
     assert re.search(r"retry 1 at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", rows["crm"].text)
     assert "Dropbox" in rows["team_dropbox"].text
     connect = rows["team_dropbox"].find_element(By.LINK_TEXT, "Connect")
-    assert connect.get_attribute("href").endswith("/oauth/authorize/team_dropbox")
+    # A signed link of the default lifetime: following it starts a consent flow.
+    assert "/oauth/authorize/team_dropbox?t=" in connect.get_attribute("href")
     assert rows["team_dropbox"].find_elements(By.TAG_NAME, "button") == []
     page = browser.page_source
     for token in redis_client.keys("tokenkeeper:token:*"):
@@ -139,6 +140,32 @@ def test_the_status_page_needs_the_operator_and_a_form_from_itself(
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(forged, timeout=5)
     assert caught.value.code == 400 and b"reload the page" in caught.value.read()
+
+
+def test_connect_is_a_valid_link_and_the_connected_account_is_shown(
+    operator_env: None, settings, runtime: Runtime, redis_client: redis.Redis,
+) -> None:
+    """Reconnect carries a signed link for that integration (it redirects to the provider); the row shows
+    the account that consented."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from callback_app import create_app
+    from workers.links import LinkSigner
+
+    Registry(runtime).create({"name": "drive", "grant_type": "authorization_code", "client_id": "a",
+                              "client_secret": "b", "token_url": "https://idp.example/token",
+                              "auth_url": "https://idp.example/auth"})
+    redis_client.hset("tokenkeeper:integration:drive", mapping={
+        "status": "needs_reauth", "account": json.dumps({"sub": "1234", "email": "alice@example.com"})})
+    client = create_app(settings).test_client()
+    page = client.get("/status", headers={"Authorization": _basic(*OPERATOR)}).get_data(as_text=True)
+    assert "alice@example.com (sub 1234)" in page
+    href = re.search(r'href="([^"]*/oauth/authorize/drive\?t=[^"]*)"[^>]*>Reconnect<', page).group(1)
+    href = href.replace("&amp;", "&")
+    token = parse_qs(urlsplit(href).query)["t"][0]
+    link = LinkSigner(settings.secret_keys).verify(token, "drive", time.time())
+    assert not link.new_account and abs(link.expires_at - time.time() - settings.authorize_link_ttl) < 60
+    assert client.get(href).status_code == 302
 
 
 def test_a_long_list_is_cut_with_the_ones_needing_attention_first(

@@ -1,8 +1,10 @@
 """A real OAuth 2.0 authorization server for tests, built from Authlib's server components.
 
-Login form, consent page with Allow / Deny, authorization code grant with PKCE,
-refresh-token grant with rotation and reuse detection, and short-lived tokens;
-served by werkzeug on 127.0.0.1 in a thread.
+Login form for several users (a test picks who signs in and consents; ``/logout`` ends the
+provider session), consent page with Allow / Deny, authorization code grant with PKCE and,
+when the scope has ``openid``, an OpenID Connect id_token (RS256) whose ``sub`` is the user's;
+refresh-token grant with rotation and reuse detection, and short-lived tokens; served by
+werkzeug on 127.0.0.1 in a thread.
 """
 
 from __future__ import annotations
@@ -16,11 +18,19 @@ from typing import Any, ClassVar
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc7636 import CodeChallenge
-from flask import Flask, request, session
+from authlib.oidc.core import UserInfo
+from authlib.oidc.core.grants import OpenIDCode
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from flask import Flask, redirect, request, session
+from joserfc.jwk import RSAKey
 from markupsafe import escape
 from werkzeug.serving import make_server
 
 USERNAME, PASSWORD = "alice", "wonderland"
+# Who can sign in, and the OpenID subject each one gets.
+USERS = {"alice": "wonderland", "bob": "builder"}
+SUBJECTS = {"alice": "sub-alice-1001", "bob": "sub-bob-2002"}
 
 
 @dataclass
@@ -28,7 +38,7 @@ class Client:
     client_id: str
     client_secret: str
     redirect_uris: list[str]
-    scope: str = "profile email"
+    scope: str = "openid profile email"
 
     def get_client_id(self) -> str:
         return self.client_id
@@ -65,12 +75,26 @@ class Code:
     user: str
     code_challenge: str | None
     code_challenge_method: str | None
+    nonce: str | None = None
+    auth_time: int = 0
 
     def get_redirect_uri(self) -> str:
         return self.redirect_uri
 
     def get_scope(self) -> str:
         return self.scope
+
+    def get_nonce(self) -> str | None:
+        return self.nonce
+
+    def get_auth_time(self) -> int:
+        return self.auth_time
+
+    def get_acr(self) -> None:
+        return None
+
+    def get_amr(self) -> None:
+        return None
 
 
 @dataclass
@@ -127,7 +151,7 @@ class AuthorizationServerApp:
             OAUTH2_REFRESH_TOKEN_GENERATOR=issue_refresh_tokens,
         )
         server = AuthorizationServer(app, query_client=self.state.clients.get, save_token=self._save_token)
-        server.register_grant(self._code_grant(), [CodeChallenge(required=require_pkce)])
+        server.register_grant(self._code_grant(), [CodeChallenge(required=require_pkce), self._openid()])
         server.register_grant(self._refresh_grant())
         self._routes(app, server)
         self.httpd = make_server("127.0.0.1", 0, app, threaded=True)
@@ -171,7 +195,8 @@ class AuthorizationServerApp:
             def save_authorization_code(self, code: str, req: Any) -> None:
                 state.codes[code] = Code(
                     code, req.client.client_id, req.payload.redirect_uri, req.payload.scope or "", req.user,
-                    req.payload.data.get("code_challenge"), req.payload.data.get("code_challenge_method"))
+                    req.payload.data.get("code_challenge"), req.payload.data.get("code_challenge_method"),
+                    req.payload.data.get("nonce"), int(time.time()))
 
             def query_authorization_code(self, code: str, client: Client) -> Code | None:
                 item = state.codes.get(code)
@@ -185,6 +210,30 @@ class AuthorizationServerApp:
                 return authorization_code.user
 
         return CodeGrant
+
+    def _openid(self) -> OpenIDCode:
+        """id_tokens signed with a key made for this server, naming the user by a stable ``sub``."""
+        key = RSAKey.import_key(rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        issuer = lambda: self.base_url  # noqa: E731 -- the port is known only once the server is bound
+
+        class OpenID(OpenIDCode):
+            def resolve_client_private_key(self, client: Client) -> RSAKey:
+                return key
+
+            def get_client_algorithm(self, client: Client) -> str:
+                return "RS256"
+
+            def get_client_claims(self, client: Client) -> dict[str, Any]:
+                return {"iss": issuer(), "aud": [client.client_id], "exp": int(time.time()) + 600}
+
+            def exists_nonce(self, nonce: str, req: Any) -> bool:
+                return False
+
+            def generate_user_info(self, user: str, scope: str) -> UserInfo:
+                return UserInfo(sub=SUBJECTS[user], name=user.title(), email=f"{user}@example.com")
+
+        return OpenID(require_nonce=False)
 
     def _refresh_grant(self) -> type:
         state = self.state
@@ -235,11 +284,15 @@ class AuthorizationServerApp:
 
         @app.post("/login")
         def login() -> Any:
-            if request.form.get("username") == USERNAME and request.form.get("password") == PASSWORD:
-                session["user"] = USERNAME
-            from flask import redirect
-
+            user = request.form.get("username", "")
+            if user in USERS and request.form.get("password") == USERS[user]:
+                session["user"] = user
             return redirect(request.form.get("next") or "/authorize")
+
+        @app.get("/logout")
+        def logout() -> Any:
+            session.clear()
+            return _page("<h1 id='signed-out'>Signed out</h1>")
 
         @app.post("/token")
         def token() -> Any:
