@@ -43,7 +43,9 @@ def redis_port() -> int:
 @pytest.fixture(scope="session")
 def redis_server(redis_users: RedisUsers, redis_data_dir: Path, redis_port: int) -> Iterator[str]:
     """The session's Redis, as production runs it: AOF every second, ACL users only; its service URL."""
-    process = start_server(redis_port, redis_data_dir, persistent=True, users=redis_users)
+    # Values stored as they are (no LZF, no RDB preamble), so a test can grep the files for a secret.
+    process = start_server(redis_port, redis_data_dir, persistent=True, users=redis_users,
+                           extra_config=["rdbcompression no", "aof-use-rdb-preamble no"])
     url = redis_users.service_url(redis_port)
     try:
         wait_ready(url, process)

@@ -65,25 +65,25 @@ def purge_old_ciphertext(client: redis.Redis, timeout: float = 300.0, poll: floa
     info = client.info("persistence")
     rewrote = saved = False
     if int(info.get("aof_enabled", 0)):
-        _wait_idle(client, timeout, poll)
+        wait_idle(client, timeout, poll)
         try:
             client.bgrewriteaof()
         except redis.ResponseError as exc:
             # Only "already in progress" is expected here; one started before our writes does not count.
             if "in progress" not in str(exc):
                 raise
-            _wait_idle(client, timeout, poll)
+            wait_idle(client, timeout, poll)
             client.bgrewriteaof()
         rewrote = True
-        _wait_idle(client, timeout, poll)
+        wait_idle(client, timeout, poll)
         if client.info("persistence").get("aof_last_bgrewrite_status") != "ok":
             raise TokenkeeperError("Redis failed to rewrite its AOF (see its log); run BGREWRITEAOF again")
     if int(info.get("rdb_saves", 0)) or _snapshots_configured(client):
         # A snapshot written before the rotation holds the old ciphertext too.
-        _wait_idle(client, timeout, poll)
+        wait_idle(client, timeout, poll)
         client.bgsave()
         saved = True
-        _wait_idle(client, timeout, poll)
+        wait_idle(client, timeout, poll)
     return DiskReport(rewrote, saved)
 
 
@@ -95,7 +95,8 @@ def _snapshots_configured(client: redis.Redis) -> bool:
         return False
 
 
-def _wait_idle(client: redis.Redis, timeout: float, poll: float) -> None:
+def wait_idle(client: redis.Redis, timeout: float = 300.0, poll: float = 0.1) -> None:
+    """Return once Redis has no AOF rewrite or snapshot running or scheduled."""
     deadline = time.monotonic() + timeout
     while True:
         info = client.info("persistence")

@@ -19,6 +19,7 @@ import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -92,8 +93,12 @@ def make_private_dir(path: Path) -> Path:
 
 
 def start_server(port: int, data_dir: Path, *, persistent: bool, users: RedisUsers,
-                 key_prefix: str = "tokenkeeper:", binary: str | None = None) -> subprocess.Popen[bytes]:
-    """Start a server on 127.0.0.1:``port`` answering only ``users``; ``persistent`` keeps an AOF in ``data_dir``."""
+                 key_prefix: str = "tokenkeeper:", binary: str | None = None,
+                 extra_config: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """Start a server on 127.0.0.1:``port`` answering only ``users``; ``persistent`` keeps an AOF in ``data_dir``.
+
+    ``extra_config``: more redis.conf lines (tests use it to keep the files greppable).
+    """
     make_private_dir(data_dir)
     lines = [
         f"port {port}", "bind 127.0.0.1", f"dir {data_dir.resolve()}", 'save ""', "daemonize no",
@@ -104,6 +109,7 @@ def start_server(port: int, data_dir: Path, *, persistent: bool, users: RedisUse
         lines += ["appendonly yes", "appendfsync everysec", "maxmemory-policy noeviction"]
     else:
         lines += ["appendonly no"]
+    lines += list(extra_config)
     config = data_dir / CONFIG_NAME
     config.unlink(missing_ok=True)
     # Created 0600 before anything is written to it.

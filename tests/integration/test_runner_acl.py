@@ -45,7 +45,7 @@ def assert_only_our_users_get_in(port: int, runner_url: str) -> None:
     """Shared by the test Redis and standalone's Redis: anonymous refused, runner reads tokens only."""
     anonymous = redis.Redis(port=port, decode_responses=True)
     for attempt in anonymous_attempts(anonymous):
-        with pytest.raises(redis.AuthenticationError, match="(?i)auth"):
+        with pytest.raises(redis.AuthenticationError, match=r"(?i)auth"):
             attempt()
     with pytest.raises(redis.AuthenticationError):
         anonymous.execute_command("AUTH", "default", "")
