@@ -58,7 +58,11 @@ def acl_rules(users: RedisUsers, key_prefix: str = "tokenkeeper:") -> list[str]:
         return "#" + hashlib.sha256(password.encode()).hexdigest()
 
     return [
-        "user default off resetpass resetkeys resetchannels -@all",
+        # Off: no client can log in as `default`, and a client that never logs in gets NOAUTH.
+        # Yet all permissions: a server replaying its AOF runs EXEC as `default` and re-checks
+        # its ACL, so with `-@all` every MULTI/EXEC write is silently dropped at the next start
+        # (redis/redis#14541, valkey-io/valkey#3983; Redis 7.0 and 7.2, Valkey 8 do this).
+        "user default off resetpass ~* &* +@all",
         f"user {SERVICE_USER} on {digest(users.service_password)} ~* &* +@all",
         f"user {RUNNER_USER} on {digest(users.runner_password)} resetkeys ~{key_prefix}token:* "
         "resetchannels -@all +hgetall +hmget",

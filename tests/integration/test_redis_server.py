@@ -70,3 +70,21 @@ def test_waitaof_makes_a_rotation_durable_where_the_server_can(tmp_path: Path) -
         finally:
             process.terminate()
             process.wait(10)
+
+
+def test_transactions_survive_a_restart_with_the_default_user_off(tmp_path: Path) -> None:
+    """A MULTI/EXEC write is still there after a restart (the AOF replays EXEC as the disabled `default` user)."""
+    port, users = free_port(), RedisUsers.generate()
+    url = users.service_url(port)
+    for step in ("write", "read"):
+        process = start_server(port, tmp_path / "aof", persistent=True, users=users)
+        try:
+            wait_ready(url, process)
+            client = redis.Redis.from_url(url, decode_responses=True)
+            if step == "write":
+                client.pipeline(transaction=True).set("in-a-transaction", "1").hset("h", "f", "v").execute()
+            else:
+                assert client.get("in-a-transaction") == "1" and client.hget("h", "f") == "v"
+        finally:
+            process.terminate()
+            process.wait(10)

@@ -12,47 +12,47 @@ from workers.registry import Registry
 from workers.templates import render
 
 
-def runner_denials(runner: redis.Redis) -> list:
+def runner_denials(runner: redis.Redis, name: str = "svc") -> list:
     """What a runner (or anyone holding its password) tries beyond reading a token hash."""
     return [
-        lambda: runner.hgetall("tokenkeeper:integration:svc"),
-        lambda: runner.hmget("tokenkeeper:integration:svc", ["secrets"]),
-        lambda: runner.get("tokenkeeper:lock:svc"),
+        lambda: runner.hgetall(f"tokenkeeper:integration:{name}"),
+        lambda: runner.hmget(f"tokenkeeper:integration:{name}", ["secrets"]),
+        lambda: runner.get(f"tokenkeeper:lock:{name}"),
         lambda: runner.keys("*"),
         lambda: runner.scan(0),
         lambda: runner.lrange("tokenkeeper", 0, -1),
         lambda: runner.lpush("tokenkeeper", "a forged task message"),
-        lambda: runner.hset("tokenkeeper:token:svc", "access_token", "forged"),
-        lambda: runner.delete("tokenkeeper:token:svc"),
-        lambda: runner.publish("tokenkeeper:events:svc", "x"),
+        lambda: runner.hset(f"tokenkeeper:token:{name}", "access_token", "forged"),
+        lambda: runner.delete(f"tokenkeeper:token:{name}"),
+        lambda: runner.publish(f"tokenkeeper:events:{name}", "x"),
         lambda: runner.config_get("*"),
         lambda: runner.acl_list(),
         lambda: runner.acl_setuser("runner", enabled=True, commands=["+@all"], keys=["*"]),
     ]
 
 
-def anonymous_attempts(anonymous: redis.Redis) -> list:
+def anonymous_attempts(anonymous: redis.Redis, name: str = "svc") -> list:
     """What a client that never logs in tries: the broker queue, any key, a ping."""
     return [
         lambda: anonymous.ping(),
-        lambda: anonymous.get("tokenkeeper:token:svc"),
-        lambda: anonymous.hgetall("tokenkeeper:integration:svc"),
+        lambda: anonymous.get(f"tokenkeeper:token:{name}"),
+        lambda: anonymous.hgetall(f"tokenkeeper:integration:{name}"),
         lambda: anonymous.lpush("tokenkeeper", "a forged task message"),
     ]
 
 
-def assert_only_our_users_get_in(port: int, runner_url: str) -> None:
+def assert_only_our_users_get_in(port: int, runner_url: str, name: str = "svc") -> None:
     """Shared by the test Redis and standalone's Redis: anonymous refused, runner reads tokens only."""
     anonymous = redis.Redis(port=port, decode_responses=True)
-    for attempt in anonymous_attempts(anonymous):
+    for attempt in anonymous_attempts(anonymous, name):
         with pytest.raises(redis.AuthenticationError, match=r"(?i)auth"):
             attempt()
     with pytest.raises(redis.AuthenticationError):
         anonymous.execute_command("AUTH", "default", "")
     runner = redis.Redis.from_url(runner_url, decode_responses=True)
-    assert runner.hgetall("tokenkeeper:token:svc")["status"] == "active"
-    assert runner.hmget("tokenkeeper:token:svc", ["status"]) == ["active"]
-    for attempt in runner_denials(runner):
+    assert runner.hgetall(f"tokenkeeper:token:{name}")["status"] == "active"
+    assert runner.hmget(f"tokenkeeper:token:{name}", ["status"]) == ["active"]
+    for attempt in runner_denials(runner, name):
         with pytest.raises(redis.exceptions.NoPermissionError):
             attempt()
 
