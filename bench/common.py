@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from workers.redis_server import start_server, wait_ready  # noqa: E402
+from workers.redis_server import RedisUsers, start_server, wait_ready  # noqa: E402
 
 
 def free_port() -> int:
@@ -27,11 +27,11 @@ def free_port() -> int:
 
 @contextmanager
 def own_redis() -> Iterator[str]:
-    """A fresh redis-server on a free port, no persistence, stopped afterwards."""
-    port = free_port()
+    """A fresh redis-server on a free port, no persistence, stopped afterwards; its service URL."""
+    port, users = free_port(), RedisUsers.generate()
     with tempfile.TemporaryDirectory() as data:
-        process = start_server(port, Path(data), persistent=False)
-        url = f"redis://127.0.0.1:{port}/0"
+        process = start_server(port, Path(data), persistent=False, users=users)
+        url = users.service_url(port)
         try:
             wait_ready(url, process)
             yield url

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask, Response
 
-from config import Settings, load_settings
+from config import Settings, load_settings, local_environ
 
 # No scripts at all; styles only from our own static file.
 CONTENT_SECURITY_POLICY = (
@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None, *, runtime: Any = None, celery:
     from workers.celery_app import create_celery
     from workers.runtime import build_runtime
 
-    settings = settings or load_settings(os.environ)
+    settings = settings or load_settings(local_environ(os.environ))
     app = Flask(__name__)
     https = settings.public_url.startswith("https://")
     app.config.update(

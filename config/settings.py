@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PREFIX = "TOKENKEEPER_"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# The Redis that `tokenkeeper standalone` starts (port TOKENKEEPER_REDIS_PORT); the URL with
+# its credentials comes from config.local when no TOKENKEEPER_REDIS_URL is set.
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6380/0"
 
 
 class SettingsError(ValueError):
@@ -259,6 +261,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     for variable in sorted(environ):
         if variable.startswith(PREFIX) and variable not in known:
             problems.append(f"{variable}: unknown setting")
+    if "redis_url" not in values and "redis_port" in values:
+        values["redis_url"] = f"redis://127.0.0.1:{values['redis_port']}/0"
     if "redis_url" in values:
         values.setdefault("broker_url", values["redis_url"])
         values.setdefault("result_backend", values["redis_url"])

@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet
 
 from config import Settings, load_settings
 from tests.support.token_server import TokenServer
-from workers.redis_server import start_server, wait_ready
+from workers.redis_server import RedisUsers, start_server, wait_ready
 from workers.runtime import Runtime, build_runtime
 
 
@@ -25,10 +25,29 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    process = start_server(port, tmp_path_factory.mktemp("redis"), persistent=False)
-    url = f"redis://127.0.0.1:{port}/0"
+def redis_users() -> RedisUsers:
+    """The session Redis's passwords: the `default` user is off, so nothing passes without one."""
+    return RedisUsers.generate()
+
+
+@pytest.fixture(scope="session")
+def redis_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the session Redis keeps its AOF (for tests that look at what reaches the disk)."""
+    return tmp_path_factory.mktemp("redis")
+
+
+@pytest.fixture(scope="session")
+def redis_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def redis_server(redis_users: RedisUsers, redis_data_dir: Path, redis_port: int) -> Iterator[str]:
+    """The session's Redis, as production runs it: AOF every second, ACL users only; its service URL."""
+    # Values stored as they are (no LZF, no RDB preamble), so a test can grep the files for a secret.
+    process = start_server(redis_port, redis_data_dir, persistent=True, users=redis_users,
+                           extra_config=["rdbcompression no", "aof-use-rdb-preamble no"])
+    url = redis_users.service_url(redis_port)
     try:
         wait_ready(url, process)
         yield url
@@ -44,6 +63,12 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def redis_url(redis_server: str) -> str:
     redis.Redis.from_url(redis_server).flushall()
     return redis_server
+
+
+@pytest.fixture
+def runner_url(redis_url: str, redis_users: RedisUsers, redis_port: int) -> str:
+    """The workflow runners' URL for the session Redis (user `runner`)."""
+    return redis_users.runner_url(redis_port)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery, signals
 from celery.worker.request import Request
 
-from config import Settings, load_settings
+from config import Settings, load_settings, local_environ
 from workers.logformat import configure
 from workers.redaction import args_repr
 
@@ -87,7 +87,7 @@ def _redact_published_arguments(sender: str | None = None, headers: dict[str, An
         headers["argsrepr"], headers["kwargsrepr"] = args_repr(body[0] or (), body[1] or {})
 
 
-settings = load_settings(os.environ)
+settings = load_settings(local_environ(os.environ))
 app = create_celery(settings)
 
 

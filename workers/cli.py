@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from config import Settings, SettingsError, load_settings
+from config import Settings, SettingsError, load_settings, local_environ
 from workers.errors import TokenkeeperError
 
 
@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     options = parser.parse_args(argv)
     try:
-        settings = load_settings(os.environ)
+        settings = load_settings(local_environ(os.environ))
         return options.run(settings, options) or 0
     except (TokenkeeperError, SettingsError) as exc:
         return _fail(str(exc).replace("\n", " "))
@@ -44,12 +44,15 @@ def _describe_unexpected(exc: Exception) -> str:
 
     if isinstance(exc, CeleryTimeout):
         return "no worker answered in time: is a worker running (tokenkeeper standalone)?"
+    # Without TOKENKEEPER_REDIS_URL we looked for standalone's Redis on this machine.
+    hint = ("" if "TOKENKEEPER_REDIS_URL" in os.environ
+            else " (is `tokenkeeper standalone` running? or set TOKENKEEPER_REDIS_URL)")
     if isinstance(exc, OperationalError):
-        return f"cannot reach the broker: {exc}"
+        return f"cannot reach the broker: {exc}{hint}"
     import redis
 
     if isinstance(exc, redis.RedisError):
-        return f"cannot reach Redis: {exc}"
+        return f"cannot reach Redis: {exc}{hint}"
     # Celery rebuilds a worker's error as its own type; its text is ours and secret-free.
     return f"{type(exc).__name__}: {exc}"
 
@@ -346,12 +349,16 @@ def _seal(settings: Settings, options: argparse.Namespace) -> int:
 
 
 def _rotate_keys(settings: Settings, options: argparse.Namespace) -> int:
-    from workers.keyrotation import rotate_secrets
+    from workers.keyrotation import purge_old_ciphertext, rotate_secrets
 
-    report = rotate_secrets(_runtime(settings))
+    runtime = _runtime(settings)
+    report = rotate_secrets(runtime)
     print(f"re-encrypted {report.rotated} integration(s) under the first key")
     if report.busy:
         raise TokenkeeperError(f"busy, try again: {', '.join(report.busy)}")
+    disk = purge_old_ciphertext(runtime.store.redis)
+    if disk.rewrote_aof:
+        print("rewrote the Redis AOF: the old ciphertext is off the disk")
     return 0
 
 

@@ -11,7 +11,7 @@ import os
 import time
 import urllib.request
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
 import requests
@@ -62,17 +62,21 @@ def redis_client(url: str, sentinel_master: str = "") -> redis.Redis:
 
 
 def sentinel_client(url: str, master: str) -> redis.Redis:
-    """``sentinel://[:password@]host:port;sentinel://host2:port/db``, the form Celery's broker URL takes."""
+    """``sentinel://[user:password@]host:port;sentinel://host2:port/db``, the form Celery's broker URL takes.
+
+    The credentials are the master's (as in kombu); the sentinels are asked without them.
+    """
     hosts: list[tuple[str, int]] = []
-    password = db = None
+    username = password = db = None
     for part in url.split(";"):
         parsed = urlsplit(part.strip())
         hosts.append((parsed.hostname or "127.0.0.1", parsed.port or 26379))
-        password = password or parsed.password
+        username = username or (unquote(parsed.username) if parsed.username else None)
+        password = password or (unquote(parsed.password) if parsed.password else None)
         if parsed.path.strip("/"):
             db = int(parsed.path.strip("/"))
     sentinel = Sentinel(hosts, socket_timeout=5, socket_connect_timeout=5)
-    return sentinel.master_for(master, db=db or 0, password=password, **_CLIENT_OPTIONS)
+    return sentinel.master_for(master, db=db or 0, username=username, password=password, **_CLIENT_OPTIONS)
 
 
 def token_session() -> requests.Session:

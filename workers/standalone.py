@@ -1,54 +1,124 @@
 """``tokenkeeper standalone``: every part as its own child process, stopped together.
 
-Redis is used where ``TOKENKEEPER_REDIS_URL`` answers; otherwise, for a loopback
-URL, a server is started with its data (AOF) under the data directory. Then a
-Celery worker, beat, the callback app under gunicorn and Flower, each a child
-an operator can tell apart in ``ps``. SIGINT or SIGTERM stops them all.
+With ``TOKENKEEPER_REDIS_URL`` set, that Redis is used, unless it answers clients
+that never log in. Without it, standalone runs its own Redis on 127.0.0.1
+(``TOKENKEEPER_REDIS_PORT``), AOF under the data directory, ``default`` user off,
+and the ``tokenkeeper`` and ``runner`` users' passwords generated into 0600 files
+there; the children get the service URL through their environment, never argv.
+Then a Celery worker, beat, the callback app under gunicorn and Flower, each a
+child an operator can tell apart in ``ps``. SIGINT or SIGTERM stops them all.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from config import Settings
+from config.local import OPERATOR_PASSWORD_FILE, RUNNER_PASSWORD_FILE, SECRET_KEY_FILE, SERVICE_PASSWORD_FILE
 from workers.errors import ConfigurationError
-from workers.redis_server import is_up, start_server, wait_ready
+from workers.redis_server import (
+    RedisUsers,
+    answers_anonymously,
+    describe,
+    is_up,
+    start_server,
+    wait_ready,
+)
 from workers.secretbox import generate_key
-from workers.spec import is_loopback
 
 STOP_GRACE = 15.0
 
 
 def ensure_secret_key(settings: Settings, environ: dict[str, str]) -> str | None:
     """Use TOKENKEEPER_SECRET_KEY, or a key kept in the data directory (made on first run)."""
-    if settings.secret_keys:
+    if environ.get("TOKENKEEPER_SECRET_KEY"):
         return None
-    key_file = Path(settings.data_dir) / "secret.key"
-    if not key_file.exists():
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        key_file.touch(mode=0o600)
-        key_file.write_text(generate_key() + "\n")
-    environ["TOKENKEEPER_SECRET_KEY"] = key_file.read_text().strip()
+    key_file = Path(settings.data_dir) / SECRET_KEY_FILE
+    environ["TOKENKEEPER_SECRET_KEY"] = _private_file(key_file, generate_key)
     return str(key_file)
 
 
 def ensure_operator_password(settings: Settings, environ: dict[str, str]) -> str | None:
     """Use TOKENKEEPER_OPERATOR_PASSWORD, or one kept in the data directory (made on first run)."""
-    if settings.operator_password:
+    if environ.get("TOKENKEEPER_OPERATOR_PASSWORD"):
         return None
-    password_file = Path(settings.data_dir) / "operator.password"
-    if not password_file.exists():
-        password_file.touch(mode=0o600)
-        password_file.write_text(secrets.token_urlsafe(18) + "\n")
-    environ["TOKENKEEPER_OPERATOR_PASSWORD"] = password_file.read_text().strip()
+    password_file = Path(settings.data_dir) / OPERATOR_PASSWORD_FILE
+    environ["TOKENKEEPER_OPERATOR_PASSWORD"] = _private_file(password_file, lambda: secrets.token_urlsafe(18))
     return str(password_file)
+
+
+def ensure_redis_users(settings: Settings) -> RedisUsers:
+    """The local Redis's passwords, generated into the data directory on first run."""
+    data_dir = Path(settings.data_dir)
+    return RedisUsers(
+        service_password=_private_file(data_dir / SERVICE_PASSWORD_FILE, lambda: secrets.token_urlsafe(32)),
+        runner_password=_private_file(data_dir / RUNNER_PASSWORD_FILE, lambda: secrets.token_urlsafe(32)),
+    )
+
+
+def _private_file(path: Path, make: Callable[[], str]) -> str:
+    """The text of ``path``, a 0600 file, written with ``make()`` if it does not exist yet."""
+    if not path.exists():
+        # O_EXCL + mode: the file is never readable by others, not even for a moment.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(make() + "\n")
+    path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def local_redis(settings: Settings, env: dict[str, str]) -> subprocess.Popen[bytes] | None:
+    """Standalone's own Redis: reused if one from this data directory answers, else started.
+
+    Returns the process started, if any; puts the service URL into ``env``.
+    """
+    users = ensure_redis_users(settings)
+    port = settings.redis_port
+    url = users.service_url(port)
+    env["TOKENKEEPER_REDIS_URL"] = url
+    data = Path(settings.data_dir) / "redis"
+    if is_up(url):
+        print(f"redis        using the one already running on 127.0.0.1:{port}, data in {data}")
+        return None
+    if answers_anonymously("127.0.0.1", port) or _port_taken(port):
+        raise ConfigurationError(f"127.0.0.1:{port} is taken by another server: set TOKENKEEPER_REDIS_PORT "
+                                 "to a free port, or TOKENKEEPER_REDIS_URL to use that Redis")
+    process = start_server(port, data, persistent=True, users=users, key_prefix=settings.key_prefix)
+    wait_ready(url, process)
+    print(f"redis        started on 127.0.0.1:{port}, data in {data}; "
+          f"runners log in as user runner, password in {Path(settings.data_dir) / RUNNER_PASSWORD_FILE}")
+    return process
+
+
+def refuse_open_redis(settings: Settings) -> None:
+    """Refuse a Redis that answers clients that never log in: anyone could read secrets and queue tasks."""
+    urls = {settings.redis_url, settings.broker_url, settings.result_backend}
+    for url in sorted(urls):
+        parts = urlsplit(url)
+        if parts.scheme not in {"redis", "rediss"} or not parts.hostname:
+            continue
+        if answers_anonymously(parts.hostname, parts.port or 6379, ssl=parts.scheme == "rediss"):
+            raise ConfigurationError(
+                f"Redis at {parts.hostname}:{parts.port or 6379} answers clients without a password: "
+                "turn its default user off (ACL SETUSER default off) and put a user's credentials in "
+                f"the URL (redis://tokenkeeper:PASSWORD@{parts.hostname}:{parts.port or 6379}/0), "
+                "or unset TOKENKEEPER_REDIS_URL to let standalone run its own"
+            )
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def child_commands(settings: Settings) -> dict[str, list[str]]:
@@ -69,21 +139,22 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
     env = dict(environ)
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
+    # Passwords, keys and Redis's files are inside: no one else may even list it.
+    data_dir.chmod(0o700)
     key_file = ensure_secret_key(settings, env)
     password_file = ensure_operator_password(settings, env)
     env["FLOWER_BASIC_AUTH"] = f"{settings.operator_user}:{env['TOKENKEEPER_OPERATOR_PASSWORD']}"
     redis_process = None
-    if settings.redis_sentinel_master:
+    if "TOKENKEEPER_REDIS_URL" not in environ:
+        redis_process = local_redis(settings, env)
+    elif settings.redis_sentinel_master:
         print(f"redis        using the sentinels of {settings.redis_sentinel_master!r}")
-    elif not is_up(settings.redis_url):
-        parts = urlsplit(settings.redis_url)
-        if parts.scheme != "redis" or not is_loopback(parts.hostname or ""):
-            raise ConfigurationError(f"Redis at {settings.redis_url} does not answer")
-        redis_process = start_server(parts.port or 6379, data_dir / "redis", persistent=True)
-        wait_ready(settings.redis_url, redis_process)
-        print(f"redis        started on {parts.hostname}:{parts.port or 6379}, data in {data_dir / 'redis'}")
     else:
-        print(f"redis        using {settings.redis_url}")
+        refuse_open_redis(settings)
+        if not is_up(settings.redis_url):
+            raise ConfigurationError(f"Redis at {describe(settings.redis_url)} does not answer with the "
+                                     "credentials in TOKENKEEPER_REDIS_URL")
+        print(f"redis        using {describe(settings.redis_url)}")
     if key_file:
         print(f"secret key   {key_file} (set TOKENKEEPER_SECRET_KEY to use your own)")
 

@@ -17,7 +17,7 @@ from tests.support.processes import wait_until
 from tests.support.token_server import TokenServer
 from tests.support.web import Gunicorn
 from workers.producer import send
-from workers.redis_server import start_server, wait_ready
+from workers.redis_server import RedisUsers, start_server, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -28,11 +28,12 @@ class AofRedis:
     def __init__(self, data: Path) -> None:
         self.port = free_port()
         self.data = data
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.users = RedisUsers.generate()
+        self.url = self.users.service_url(self.port)
         self.process = self._start()
 
     def _start(self) -> subprocess.Popen[bytes]:
-        process = start_server(self.port, self.data, persistent=True)
+        process = start_server(self.port, self.data, persistent=True, users=self.users)
         wait_ready(self.url, process)
         return process
 

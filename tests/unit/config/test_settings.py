@@ -11,7 +11,7 @@ from config import Settings, SettingsError, load_settings
 def test_defaults_follow_the_contract() -> None:
     """With nothing set, Redis, broker, queue, prefix and URLs take the contract's defaults."""
     settings = load_settings({})
-    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.redis_url == "redis://127.0.0.1:6380/0"
     assert settings.broker_url == settings.redis_url
     assert settings.queue == "tokenkeeper"
     assert settings.key_prefix == "tokenkeeper:"
