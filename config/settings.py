@@ -91,9 +91,30 @@ class Settings:
     webhook_url: str = ""
     webhook_secret: str = field(default="", repr=False)
 
+    def __repr__(self) -> str:
+        # URLs may carry a password (redis://user:password@host): shown masked, like the secret fields hidden.
+        shown = (f"{item.name}={_masked(getattr(self, item.name))!r}"
+                 for item in dataclasses.fields(self) if item.repr)
+        return f"Settings({', '.join(shown)})"
+
     @property
     def callback_url(self) -> str:
         return self.public_url.rstrip("/") + "/oauth/callback"
+
+
+def _masked(value: Any) -> Any:
+    """A URL's password replaced by ``***`` (each URL of a ``;``-separated list); any other value as it is."""
+    if not isinstance(value, str) or "@" not in value:
+        return value
+    return ";".join(_masked_url(part) for part in value.split(";"))
+
+
+def _masked_url(url: str) -> str:
+    scheme, found, rest = url.partition("://")
+    credentials, _, host = rest.rpartition("@")
+    if not found or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.partition(':')[0]}:***@{host}"
 
 
 def _text(raw: str) -> str:

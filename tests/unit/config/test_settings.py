@@ -117,3 +117,28 @@ def test_a_switch_that_is_neither_true_nor_false_is_named() -> None:
     """A flag set to something else than true/false is an error naming the variable."""
     with pytest.raises(SettingsError, match="TOKENKEEPER_ACCEPT_PLAIN_SECRETS: must be true or false"):
         load_settings({"TOKENKEEPER_ACCEPT_PLAIN_SECRETS": "maybe"})
+
+
+def test_passwords_in_urls_are_hidden_from_repr() -> None:
+    """A Redis, broker or result-backend URL shows in repr with its password masked, the rest kept."""
+    settings = load_settings({
+        "TOKENKEEPER_REDIS_URL": "redis://tokenkeeper:s3cret-redis@127.0.0.1:6380/0",
+        "TOKENKEEPER_BROKER_URL": "amqp://guest:s3cret-amqp@mq:5672//",
+        "TOKENKEEPER_RESULT_BACKEND": "redis://:s3cret-backend@127.0.0.1:6380/1",
+        "TOKENKEEPER_WEBHOOK_URL": "https://hooks.example/x",
+        "TOKENKEEPER_WEBHOOK_SECRET": "s3cret-hook",
+    })
+    shown = repr(settings)
+    assert "s3cret" not in shown
+    assert "redis://tokenkeeper:***@127.0.0.1:6380/0" in shown
+    assert "amqp://guest:***@mq:5672//" in shown
+
+
+def test_every_sentinel_password_is_hidden_from_repr() -> None:
+    """Each URL of a sentinel list is masked on its own."""
+    settings = load_settings({
+        "TOKENKEEPER_REDIS_URL": "sentinel://:pw-one@h1:26379;sentinel://:pw-two@h2:26379/0",
+        "TOKENKEEPER_REDIS_SENTINEL_MASTER": "main",
+    })
+    assert "pw-" not in repr(settings)
+    assert "sentinel://:***@h1:26379;sentinel://:***@h2:26379/0" in repr(settings)
