@@ -102,7 +102,7 @@ def test_planted_secrets_are_found_nowhere(
                 shown.append(str(result.traceback))
         wait_until(lambda: token_server.count("refresh_token") >= 4, 30, "scheduled refreshes")
     shown.append(fetch_authorized(f"{web.url}/status"))
-    shown.append(fetch(f"{web.url}/metrics")[2])
+    shown.append(fetch_authorized(f"{web.url}/metrics"))
     # created x3, ac authorized, cc needs_reauth: at least five status changes went to the webhook.
     webhook = receiver.take(5, timeout=30)
     shown += [delivery.body.decode() + repr(delivery.headers) for delivery in webhook]
