@@ -135,7 +135,7 @@ class _Url(fields.String):
             raise ValidationError("must not have a #fragment")
         problem = self.addresses.check_host(host)
         if problem:
-            raise ValidationError(f"must not point at {problem}")
+            raise ValidationError(f"must not point at {host}: {problem}")
         if parts.scheme == "http" and not (is_loopback(host) or host.lower() in self.insecure_hosts):
             raise ValidationError(
                 f"plain http:// is only allowed to loopback hosts; use https:// for {host!r} "
