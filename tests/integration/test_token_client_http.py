@@ -264,3 +264,17 @@ def test_a_pinned_https_connection_still_verifies_the_certificate_against_the_na
         assert server_names and set(server_names) == {"idp.test"}
     finally:
         endpoint.stop()
+
+
+def test_a_loopback_token_endpoint_is_refused_at_request_time_by_default() -> None:
+    """With the default policy a token URL on 127.0.0.1 gets forbidden_address and the server sees nothing."""
+    server = TokenServer().start()
+    try:
+        strict = TokenClient(session=requests.Session(), clock=time.time, connect_timeout=1.0, read_timeout=2.0)
+        with pytest.raises(PermanentProviderError) as caught:
+            strict.client_credentials(spec(server.url + "/token"))  # validated with the setting on, run without
+        assert caught.value.error == "forbidden_address"
+        assert "TOKENKEEPER_ALLOW_PRIVATE_NETWORKS" in str(caught.value)
+        assert server.bodies == []
+    finally:
+        server.stop()
