@@ -18,6 +18,9 @@ sys.path.insert(0, str(ROOT))
 
 from workers.redis_server import RedisUsers, start_server, wait_ready  # noqa: E402
 
+# The benchmarks' token servers listen on 127.0.0.1, which the service refuses unless allowed.
+LOCAL_NETWORKS = {"TOKENKEEPER_ALLOW_PRIVATE_NETWORKS": "true"}
+
 
 def free_port() -> int:
     with socket.socket() as sock:

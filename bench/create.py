@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import ROOT, free_port, median, own_redis, percentile, token_server, worker
+from bench.common import LOCAL_NETWORKS, ROOT, free_port, median, own_redis, percentile, token_server, worker
 from config import load_settings
 from workers.celery_app import create_celery
 from workers.producer import send
@@ -41,7 +41,7 @@ def main() -> None:
         port = free_port()
         server = token_server(port, log_dir)
         token_url = f"http://127.0.0.1:{port}/token"
-        env = {**os.environ, "TOKENKEEPER_REDIS_URL": url, "TOKENKEEPER_SECRET_KEY": generate_key(),
+        env = {**os.environ, **LOCAL_NETWORKS, "TOKENKEEPER_REDIS_URL": url, "TOKENKEEPER_SECRET_KEY": generate_key(),
                "TOKENKEEPER_DATA_DIR": tmp}
         service = worker(env, log_dir)
         app = create_celery(load_settings({k: v for k, v in env.items() if k.startswith("TOKENKEEPER_")}))

@@ -24,6 +24,7 @@ from pathlib import Path
 import redis
 
 from bench.common import (
+    LOCAL_NETWORKS,
     celery,
     cpu_seconds,
     free_port,
@@ -41,7 +42,7 @@ from workers.secretbox import generate_key
 
 
 def run_service(redis_url: str, key: str, log_dir: Path, rate: float) -> tuple:
-    env = {**os.environ, "TOKENKEEPER_REDIS_URL": redis_url, "TOKENKEEPER_SECRET_KEY": key,
+    env = {**os.environ, **LOCAL_NETWORKS, "TOKENKEEPER_REDIS_URL": redis_url, "TOKENKEEPER_SECRET_KEY": key,
            "TOKENKEEPER_DATA_DIR": str(log_dir), "TOKENKEEPER_MAX_REFRESH_RATE": str(rate)}
     service = worker(env, log_dir)
     beat = celery("beat", env, log_dir, "--loglevel", "WARNING", "-s", str(log_dir / "beat-schedule"))

@@ -21,7 +21,17 @@ from pathlib import Path
 import redis
 import requests
 
-from bench.common import celery, free_port, own_redis, seed, token_server, token_stats, wait_for, worker
+from bench.common import (
+    LOCAL_NETWORKS,
+    celery,
+    free_port,
+    own_redis,
+    seed,
+    token_server,
+    token_stats,
+    wait_for,
+    worker,
+)
 from workers.secretbox import generate_key
 from workers.token_client import basic_authorization
 
@@ -51,7 +61,7 @@ def baseline(url: str, processes: int, seconds: float) -> float:
 def pipeline(redis_url: str, url: str, port: int, count: int, processes: int, pool: str, log_dir: Path) -> float:
     key = generate_key()
     seed(redis_url, key, url, count, first_due=time.time() + 3600, spread=0)
-    env = {**os.environ, "TOKENKEEPER_REDIS_URL": redis_url, "TOKENKEEPER_SECRET_KEY": key,
+    env = {**os.environ, **LOCAL_NETWORKS, "TOKENKEEPER_REDIS_URL": redis_url, "TOKENKEEPER_SECRET_KEY": key,
            "TOKENKEEPER_DATA_DIR": str(log_dir), "TOKENKEEPER_MAX_REFRESH_RATE": "0",
            "TOKENKEEPER_SCHEDULE_INTERVAL": "0.5", "TOKENKEEPER_INSECURE_HTTP_HOSTS": ""}
     service = worker(env, log_dir, pool, processes)

@@ -53,7 +53,7 @@ def main() -> None:
             assert client.get("/status", headers=auth).status_code == 200
 
         def metrics() -> None:
-            assert client.get("/metrics").status_code == 200
+            assert client.get("/metrics", headers=auth).status_code == 200
 
         results = {}
         for _ in range(args.rounds):

@@ -14,6 +14,8 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
+# Request bodies: the status page's forms carry one token.
+MAX_REQUEST_BODY = 16 * 1024
 
 
 def create_app(settings: Settings | None = None, *, runtime: Any = None, celery: Any = None) -> Flask:
@@ -26,6 +28,8 @@ def create_app(settings: Settings | None = None, *, runtime: Any = None, celery:
     app.config.update(
         SESSION_COOKIE_SECURE=https, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
         PREFERRED_URL_SCHEME="https" if https else "http",
+        # No page takes more than a one-field form: anything bigger is a 413, never read into memory.
+        MAX_CONTENT_LENGTH=MAX_REQUEST_BODY, MAX_FORM_MEMORY_SIZE=MAX_REQUEST_BODY, MAX_FORM_PARTS=20,
     )
     app.extensions["tokenkeeper"] = {
         "settings": settings,

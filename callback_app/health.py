@@ -1,21 +1,89 @@
-"""``GET /healthz``: 200 when Redis, a worker and beat are alive; the JSON says what is missing."""
+"""``GET /healthz``: 200 when Redis, a worker and beat are alive; the JSON says what is missing.
+
+Asking the workers takes up to a second (``control.ping`` waits for every reply),
+so no request does it: a probe thread per process refreshes the answer every
+``PROBE_INTERVAL`` seconds while someone is asking, and ``/healthz`` serves the
+latest one. Only the first request of a process, or one after a long quiet spell,
+waits for a probe; any number of callers cost no more than one.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
 from callback_app import parts
+from config import Settings
 
 blueprint = Blueprint("health", __name__)
 
+PROBE_INTERVAL = 2.0
+PING_TIMEOUT = 1.0
+# The probe thread stops after this long without a request, and starts again with the next one.
+IDLE_STOP = 60.0
+# An answer older than this is not served: the caller waits for a fresh probe instead.
+MAX_AGE = 3 * PROBE_INTERVAL + PING_TIMEOUT
 
-@blueprint.get("/healthz")
-def healthz() -> Any:
-    settings, store, celery = parts.settings(), parts.runtime().store, parts.celery()
-    checks: dict[str, Any] = {}
+
+@dataclass(frozen=True)
+class Probe:
+    checks: dict[str, str]
+    at: float
+
+    @property
+    def healthy(self) -> bool:
+        return all(value.startswith("ok") for value in self.checks.values())
+
+
+class HealthProbe:
+    """The latest health answer of this process, refreshed in the background while it is asked for."""
+
+    def __init__(self, check: Callable[[], dict[str, str]], clock: Callable[[], float] = time.monotonic) -> None:
+        self._check = check
+        self._clock = clock
+        self._changed = threading.Condition()
+        self._latest: Probe | None = None
+        self._asked = 0.0
+        self._thread: threading.Thread | None = None
+
+    def current(self) -> Probe:
+        with self._changed:
+            now = self._asked = self._clock()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="healthz-probe", daemon=True)
+                self._thread.start()
+            fresh = self._changed.wait_for(
+                lambda: self._latest is not None and self._clock() - self._latest.at <= MAX_AGE,
+                timeout=MAX_AGE,
+            )
+            if not fresh or self._latest is None:
+                return Probe({"probe": f"down: no health probe finished in the last {MAX_AGE:.0f}s"}, now)
+            return self._latest
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                if self._clock() - self._asked > IDLE_STOP:
+                    self._thread = None
+                    return
+            try:
+                probe = Probe(self._check(), self._clock())
+            except Exception as exc:  # noqa: BLE001 -- a failed probe is an unhealthy answer, not a dead thread
+                probe = Probe({"probe": f"down: {type(exc).__name__}"}, self._clock())
+            with self._changed:
+                self._latest = probe
+                self._changed.notify_all()
+            time.sleep(PROBE_INTERVAL)
+
+
+def check_parts(settings: Settings, store: Any, celery: Any) -> dict[str, str]:
+    """Redis, a worker and beat, each "ok…" or why not; takes up to PING_TIMEOUT seconds."""
+    checks: dict[str, str] = {}
     try:
         store.redis.ping()
         checks["redis"] = "ok"
@@ -26,7 +94,7 @@ def healthz() -> Any:
         checks["worker"] = "unknown: the broker (Redis) is down"
     else:
         try:
-            replies = celery.control.ping(timeout=1.0) or []
+            replies = celery.control.ping(timeout=PING_TIMEOUT) or []
             checks["worker"] = f"ok ({len(replies)})" if replies else "down: no worker answered"
         except Exception as exc:  # noqa: BLE001
             checks["worker"] = f"down: {type(exc).__name__}"
@@ -41,5 +109,21 @@ def healthz() -> Any:
             checks["beat"] = "ok"
     else:
         checks["beat"] = "unknown: Redis is down"
-    healthy = all(value.startswith("ok") for value in checks.values())
-    return jsonify({"status": "ok" if healthy else "unavailable", "checks": checks}), 200 if healthy else 503
+    return checks
+
+
+def _probe() -> HealthProbe:
+    extensions = current_app.extensions["tokenkeeper"]
+    probe = extensions.get("health")
+    if probe is None:
+        settings, store, celery = parts.settings(), parts.runtime().store, parts.celery()
+        # setdefault: two first requests at once must share one probe.
+        probe = extensions.setdefault("health", HealthProbe(lambda: check_parts(settings, store, celery)))
+    return probe
+
+
+@blueprint.get("/healthz")
+def healthz() -> Any:
+    probe = _probe().current()
+    return jsonify({"status": "ok" if probe.healthy else "unavailable", "checks": probe.checks,
+                    "age": round(time.monotonic() - probe.at, 1)}), 200 if probe.healthy else 503

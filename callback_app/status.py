@@ -8,6 +8,7 @@ account) that the operator opens or hands on.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import time
@@ -29,20 +30,36 @@ PAGE_ROWS = 500
 
 @blueprint.before_request
 def _require_operator() -> Any:
-    if request.endpoint == "status.metrics":
-        return None
     settings = parts.settings()
+    if request.endpoint == "status.metrics" and settings.metrics_public:
+        return None  # TOKENKEEPER_METRICS_PUBLIC: a scraper on a private network, without the login
     if not settings.operator_password:
-        abort(404, "The status page is off: set TOKENKEEPER_OPERATOR_PASSWORD to turn it on.")
-    auth = request.authorization
-    if (
-        auth is None or auth.type != "basic"
-        or not hmac.compare_digest((auth.username or "").encode(), settings.operator_user.encode())
-        or not hmac.compare_digest((auth.password or "").encode(), settings.operator_password.encode())
-    ):
+        abort(404, "The status page and metrics are off: set TOKENKEEPER_OPERATOR_PASSWORD to turn them on.")
+    user, password = _basic_credentials(request.headers.get("Authorization", "")) or (b"", b"")
+    # Both compared, as UTF-8 bytes, whatever the first one says: no early exit to time.
+    user_ok = hmac.compare_digest(user, settings.operator_user.encode())
+    password_ok = hmac.compare_digest(password, settings.operator_password.encode())
+    if not (user_ok and password_ok):
         return Response("Operator credentials required.", 401,
                         {"WWW-Authenticate": 'Basic realm="tokenkeeper status", charset="UTF-8"'})
     return None
+
+
+def _basic_credentials(header: str) -> tuple[bytes, bytes] | None:
+    """User and password of a Basic ``Authorization`` header as bytes, or None when it is not one.
+
+    Read here rather than by werkzeug, which raises on non-ASCII base64 input; the
+    bytes are compared as they are, so a password that is not UTF-8 just does not match.
+    """
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip().encode("ascii"), validate=True)
+    except ValueError:  # binascii.Error and UnicodeEncodeError are ValueErrors
+        return None
+    user, colon, password = decoded.partition(b":")
+    return (user, password) if colon else None
 
 
 @blueprint.get("/status")

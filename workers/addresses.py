@@ -1,10 +1,14 @@
-"""Which network addresses a token, auth or refresh URL may point at (SSRF protection).
+"""Which network addresses a token, auth, discovery, revocation or webhook URL may reach (SSRF protection).
 
-Loopback is allowed (local identity providers, tests). Link-local and cloud
-metadata addresses are never allowed. Private, shared and reserved ranges are
-refused unless the operator lists them. Hosts are checked as written (catching
-``[::ffff:127.0.0.1]``, decimal ``2130706433`` and hex or octal forms) and again
-after DNS resolution, right before each request.
+Link-local and cloud metadata addresses are never allowed. Loopback, private,
+shared and reserved ranges are refused unless the operator allows them: all of
+loopback and the private ranges with ``TOKENKEEPER_ALLOW_PRIVATE_NETWORKS``
+(local try-outs, tests), or chosen networks with ``TOKENKEEPER_ALLOWED_NETWORKS``.
+Hosts are checked as written at validation (catching ``[::ffff:127.0.0.1]``,
+decimal ``2130706433``, hex or octal forms, and ``localhost``), and resolved
+and checked again right before each request; the connection then goes to the
+address that was checked (see :mod:`workers.transport`), so a name cannot
+resolve to one address for the check and another for the connect.
 """
 
 from __future__ import annotations
@@ -20,6 +24,11 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 METADATA = (ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"))
 SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT, not covered by is_private
+LOOPBACK_NAME = ipaddress.ip_address("127.0.0.1")
+
+
+class AddressRefused(Exception):
+    """A host may not be contacted; the message says why (it names no secret, only the host and address)."""
 
 
 def literal_address(host: str) -> IPAddress | None:
@@ -36,6 +45,12 @@ def literal_address(host: str) -> IPAddress | None:
     return _unmapped(address)
 
 
+def is_loopback_name(host: str) -> bool:
+    """``localhost`` and ``*.localhost`` always mean loopback (RFC 6761 §6.3)."""
+    name = host.lower().rstrip(".")
+    return name == "localhost" or name.endswith(".localhost")
+
+
 def _unmapped(address: IPAddress) -> IPAddress:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
@@ -48,43 +63,64 @@ Resolver = Callable[..., list[tuple[Any, ...]]]
 @dataclass(frozen=True)
 class AddressPolicy:
     allowed_networks: tuple[Network, ...] = ()
+    # Loopback and every private range (TOKENKEEPER_ALLOW_PRIVATE_NETWORKS).
+    allow_private: bool = False
+    # The seam tests use to play DNS; getaddrinfo's signature.
     resolve: Resolver = socket.getaddrinfo
 
     @classmethod
-    def from_strings(cls, networks: Iterable[str]) -> AddressPolicy:
-        return cls(tuple(ipaddress.ip_network(network, strict=False) for network in networks))
+    def from_strings(cls, networks: Iterable[str], *, allow_private: bool = False) -> AddressPolicy:
+        return cls(tuple(ipaddress.ip_network(network, strict=False) for network in networks), allow_private)
 
     def problem(self, address: IPAddress) -> str | None:
         """Why ``address`` may not be contacted, or None when it may."""
         address = _unmapped(address)
-        if address.is_loopback:
-            return None
         if address in METADATA or address.is_link_local:
             return f"{address} is a link-local or cloud metadata address"
         if any(address in network for network in self.allowed_networks):
             return None
-        if address.is_private or address.is_reserved or address.is_multicast or address.is_unspecified or (
+        if address.is_multicast or address.is_unspecified:
+            return f"{address} is a multicast or unspecified address"
+        if address.is_loopback:
+            return None if self.allow_private else (
+                f"{address} is a loopback address (allow it with TOKENKEEPER_ALLOW_PRIVATE_NETWORKS=true)")
+        if address.is_private or address.is_reserved or (
             isinstance(address, ipaddress.IPv4Address) and address in SHARED
         ):
-            return f"{address} is in a private or reserved range (allow it with TOKENKEEPER_ALLOWED_NETWORKS)"
+            if self.allow_private and not address.is_reserved:
+                return None
+            return (f"{address} is in a private or reserved range (allow it with "
+                    "TOKENKEEPER_ALLOWED_NETWORKS or TOKENKEEPER_ALLOW_PRIVATE_NETWORKS=true)")
         return None
 
     def check_host(self, host: str) -> str | None:
-        """Checks a host as written; names are checked later, once resolved."""
+        """Checks a host as written; other names are checked when resolved, before each request."""
+        if is_loopback_name(host):
+            return self.problem(LOOPBACK_NAME)
         address = literal_address(host)
         return self.problem(address) if address is not None else None
 
-    def check_resolved(self, host: str, port: int) -> str | None:
-        """Resolve ``host`` and check every address it has; the first problem, or None."""
+    def resolve_checked(self, host: str, port: int) -> IPAddress:
+        """The one address to connect to for ``host``; raises AddressRefused when any address is forbidden.
+
+        Every address the name has is checked, not only the one used: a resolver that
+        answers in another order next time must not open a way in.
+        """
+        problem = self.check_host(host)
+        if problem:
+            raise AddressRefused(problem)
         address = literal_address(host)
         if address is not None:
-            return self.problem(address)
+            return address
         try:
             infos = self.resolve(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror:
-            return None  # the request itself will fail with a connection error
-        for info in infos:
-            problem = self.problem(ipaddress.ip_address(info[4][0].split("%")[0]))
+        except (socket.gaierror, UnicodeError) as exc:
+            raise AddressRefused(f"{host} does not resolve ({exc.__class__.__name__})") from None
+        addresses = [_unmapped(ipaddress.ip_address(info[4][0].split("%")[0])) for info in infos]
+        if not addresses:
+            raise AddressRefused(f"{host} does not resolve to any address")
+        for found in addresses:
+            problem = self.problem(found)
             if problem:
-                return f"{host} resolves to {problem}"
-        return None
+                raise AddressRefused(f"{host} resolves to {problem}")
+        return addresses[0]

@@ -4,6 +4,10 @@ A change is recorded in the outbox in the same atomic write as the change itself
 (see :mod:`workers.store`); the scheduling tick hands the outbox to delivery
 tasks. Receivers check the signature over ``timestamp.body`` and may drop an
 ``id`` they have seen (a redelivered task sends the same event again).
+
+The webhook goes through the same address policy as token requests (no loopback
+or private address unless allowed, pinned to the checked address), and at most
+``max_bytes`` of its answer are read.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ from typing import Any
 
 import requests
 
+from workers.addresses import AddressPolicy
 from workers.clock import Clock
 from workers.errors import WebhookError
 from workers.store import Store
 from workers.token_client import TRANSIENT_STATUSES, retry_after_seconds
+from workers.transport import ForbiddenAddressError, guard
 
 SIGNATURE_HEADER = "X-Tokenkeeper-Signature"
 TIMESTAMP_HEADER = "X-Tokenkeeper-Timestamp"
@@ -50,6 +56,11 @@ class Webhook:
     session: requests.Session
     clock: Clock
     timeout: tuple[float, float] = (5.0, 20.0)
+    max_bytes: int = 1_048_576
+    addresses: AddressPolicy = field(default_factory=AddressPolicy)
+
+    def __post_init__(self) -> None:
+        guard(self.session, self.addresses)
 
     def deliver(self, event: Mapping[str, Any]) -> None:
         """POST one event; raises WebhookError, retryable when trying again can help."""
@@ -62,17 +73,28 @@ class Webhook:
             EVENT_ID_HEADER: str(event.get("id", "")),
         }
         try:
-            response = self.session.post(self.url, data=body, headers=headers, timeout=self.timeout,
-                                         allow_redirects=False)
+            with self.session.post(self.url, data=body, headers=headers, timeout=self.timeout,
+                                   allow_redirects=False, stream=True) as response:
+                status = response.status_code
+                _drain(response, self.max_bytes)
+        except ForbiddenAddressError as exc:
+            raise WebhookError(f"webhook refused: {exc}", retryable=False) from None
         except requests.RequestException as exc:
             raise WebhookError(f"webhook unreachable: {type(exc).__name__}", retryable=True) from None
-        status = response.status_code
-        response.close()
         if 200 <= status < 300:
             return
         retryable = status >= 500 or status in TRANSIENT_STATUSES
         raise WebhookError(f"webhook answered HTTP {status}", retryable=retryable,
                            retry_after=retry_after_seconds(response.headers, self.clock()))
+
+
+def _drain(response: requests.Response, limit: int) -> None:
+    """Read at most ``limit`` bytes of an answer nobody needs (so a small one keeps its connection alive)."""
+    read = 0
+    for chunk in response.iter_content(chunk_size=65536):
+        read += len(chunk)
+        if read >= limit:
+            return  # closing the response drops the connection with the rest unread
 
 
 def forward_events(store: Store, send: Callable[[Event], None], limit: int = 500) -> int:

@@ -20,7 +20,8 @@ from workers.errors import SpecError
 PRESETS_FILE = Path(__file__).with_name("data") / "providers.json"
 
 # A parameter becomes part of a host name or a path segment: nothing that could
-# end the host, start a path or a query, or name another host.
+# end the host, start a path or a query, or name another host. Used with fullmatch:
+# ``$`` alone would let a final newline through.
 PARAM_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 URL_KEYS = ("auth_url", "token_url", "revocation_url", "issuer")
@@ -111,7 +112,7 @@ def _param_values(preset: Preset, given: Any) -> dict[str, str]:
         if key not in preset.params:
             expected = ", ".join(preset.params) or "none"
             errors[f"provider_params.{key}"] = [f"not a parameter of {preset.title} (it takes: {expected})"]
-        elif not isinstance(value, str) or not PARAM_PATTERN.match(value):
+        elif not isinstance(value, str) or not PARAM_PATTERN.fullmatch(value):
             errors[f"provider_params.{key}"] = ["must be a host name or identifier (letters, digits, '.', '-')"]
     values = {key: default for key, default in preset.params.items() if default is not None}
     values.update({key: value for key, value in given.items() if isinstance(value, str)})

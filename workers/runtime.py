@@ -7,9 +7,7 @@ build a :class:`Runtime` against their own Redis and token server.
 from __future__ import annotations
 
 import functools
-import os
 import time
-import urllib.request
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -26,6 +24,7 @@ from workers.sealing import Opener
 from workers.secretbox import SecretBox
 from workers.store import Store
 from workers.token_client import TokenClient
+from workers.transport import guarded_session
 
 
 @dataclass(frozen=True)
@@ -79,22 +78,14 @@ def sentinel_client(url: str, master: str) -> redis.Redis:
     return sentinel.master_for(master, db=db or 0, username=username, password=password, **_CLIENT_OPTIONS)
 
 
-def token_session() -> requests.Session:
-    """The HTTP session for token requests.
+def address_policy(settings: Settings) -> AddressPolicy:
+    """Where outbound requests may go, from TOKENKEEPER_ALLOW_PRIVATE_NETWORKS and TOKENKEEPER_ALLOWED_NETWORKS."""
+    return AddressPolicy.from_strings(settings.allowed_networks, allow_private=settings.allow_private_networks)
 
-    With no proxy configured in the environment, requests' per-request scan of
-    the environment for proxy settings is skipped: it costs about a millisecond a
-    request, as much as the request itself on loopback. With a proxy configured,
-    requests keeps honouring it (and NO_PROXY) as usual.
-    """
-    session = requests.Session()
-    if not urllib.request.getproxies():
-        session.trust_env = False
-        # What trust_env would have read besides proxies: a CA bundle for private CAs.
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if bundle:
-            session.verify = bundle
-    return session
+
+def token_session(policy: AddressPolicy) -> requests.Session:
+    """The HTTP session for token, discovery, revocation and webhook requests, guarded by ``policy``."""
+    return guarded_session(policy)
 
 
 def build_runtime(
@@ -104,7 +95,9 @@ def build_runtime(
     session: requests.Session | None = None,
     clock: Clock = time.time,
 ) -> Runtime:
-    http = session or token_session()
+    policy = address_policy(settings)
+    # A session passed in is guarded too (TokenClient does it): the webhook shares it.
+    http = session or token_session(policy)
     return Runtime(
         settings=settings,
         store=Store(client or redis_client(settings.redis_url, settings.redis_sentinel_master), settings.key_prefix,
@@ -115,7 +108,7 @@ def build_runtime(
             connect_timeout=settings.http_connect_timeout,
             read_timeout=settings.http_read_timeout,
             max_bytes=settings.max_response_bytes,
-            addresses=AddressPolicy.from_strings(settings.allowed_networks),
+            addresses=policy,
         ),
         policy=RefreshPolicy(
             lead=settings.refresh_lead,
@@ -129,6 +122,7 @@ def build_runtime(
         _secret_keys=settings.secret_keys,
         webhook=Webhook(
             settings.webhook_url, settings.webhook_secret, http, clock,
-            (settings.http_connect_timeout, settings.http_read_timeout),
+            (settings.http_connect_timeout, settings.http_read_timeout), settings.max_response_bytes,
+            addresses=policy,
         ) if settings.webhook_url else None,
     )

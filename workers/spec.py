@@ -8,6 +8,7 @@ goes through (create, update, re-validation of a stored spec), so the rules of
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,8 @@ from workers.providers import expand_preset
 GRANT_TYPES = ("client_credentials", "authorization_code", "refresh_token")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+# fullmatch, not match: ``$`` also matches before a final newline, and "svc\n" is no name.
+_NAME = re.compile(NAME_PATTERN)
 
 # Which grant types each optional or conditional field belongs to.
 FIELD_GRANTS: dict[str, tuple[str, ...]] = {
@@ -132,7 +135,7 @@ class _Url(fields.String):
             raise ValidationError("must not have a #fragment")
         problem = self.addresses.check_host(host)
         if problem:
-            raise ValidationError(f"must not point at {problem}")
+            raise ValidationError(f"must not point at {host}: {problem}")
         if parts.scheme == "http" and not (is_loopback(host) or host.lower() in self.insecure_hosts):
             raise ValidationError(
                 f"plain http:// is only allowed to loopback hosts; use https:// for {host!r} "
@@ -146,6 +149,11 @@ def is_loopback(host: str) -> bool:
         return True
     address = literal_address(host)
     return address is not None and address.is_loopback
+
+
+def _valid_name(value: str) -> None:
+    if not _NAME.fullmatch(value):
+        raise ValidationError("must start with a letter and contain only letters, digits, _ and - (at most 64)")
 
 
 _StringMap = lambda: fields.Dict(keys=fields.String(), values=fields.String())  # noqa: E731
@@ -164,8 +172,7 @@ class SpecSchema(Schema):
             url_field.insecure_hosts = {h.lower() for h in insecure_hosts}
             url_field.addresses = addresses or AddressPolicy()
 
-    name = fields.String(required=True, validate=validate.Regexp(
-        NAME_PATTERN, error="must start with a letter and contain only letters, digits, _ and - (at most 64)"))
+    name = fields.String(required=True, validate=_valid_name)
     grant_type = fields.String(required=True, validate=validate.OneOf(GRANT_TYPES))
     client_id = fields.String(required=True, validate=validate.Length(min=1))
     client_secret = fields.String(required=True, validate=validate.Length(min=1))

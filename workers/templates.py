@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
 
 from workers.consumer import READABLE_FIELDS, TokenReader
 from workers.errors import TemplateError
@@ -21,7 +22,24 @@ _PLACEHOLDER = re.compile(
         \s*\}\}""",
     re.VERBOSE,
 )
-_ANY_INTEGRATION = re.compile(r"\{\{\s*\$\.integrations\b.*?\}\}", re.DOTALL)
+_OPENING = re.compile(r"\{\{\s*\$\.integrations\b")
+_CLOSING = "}}"
+
+
+def _candidates(template: str) -> Iterator[tuple[int, int]]:
+    """(start, end) of each ``{{ $.integrations … }}``, in one pass.
+
+    A lazy ``.*?}}`` regex rescans to the end of the text from every unclosed
+    opening (quadratic: 72 KB of them took a second); here an opening with no
+    ``}}`` after it ends the scan, since no later one can be closed either.
+    """
+    position = 0
+    while (opening := _OPENING.search(template, position)) is not None:
+        end = template.find(_CLOSING, opening.end())
+        if end < 0:
+            return
+        yield opening.start(), end + len(_CLOSING)
+        position = end + len(_CLOSING)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -34,21 +52,26 @@ def _compile(template: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...
     literals: list[str] = []
     found: list[tuple[str, str]] = []
     position = 0
-    for match in _ANY_INTEGRATION.finditer(template):
-        exact = _PLACEHOLDER.fullmatch(match.group(0))
+    for start, end in _candidates(template):
+        text = template[start:end]
+        exact = _PLACEHOLDER.fullmatch(text)
         if exact is None:
-            raise TemplateError(f"malformed placeholder {match.group(0)!r}: "
+            raise TemplateError(f"malformed placeholder {_shown(text)}: "
                                 "use {{ $.integrations.NAME.FIELD }} or {{ $.integrations[\"NAME\"].FIELD }}")
         field = exact.group("field")
         if field not in READABLE_FIELDS:
             raise TemplateError(
-                f"unknown field {field!r} in {match.group(0)!r}; fields are {', '.join(READABLE_FIELDS)}"
+                f"unknown field {field!r} in {_shown(text)}; fields are {', '.join(READABLE_FIELDS)}"
             )
-        literals.append(template[position:match.start()])
+        literals.append(template[position:start])
         found.append((exact.group("dotted") or exact.group("quoted"), field))
-        position = match.end()
+        position = end
     literals.append(template[position:])
     return tuple(literals), tuple(found)
+
+
+def _shown(text: str, limit: int = 120) -> str:
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"… ({len(text)} characters)"
 
 
 def placeholders(template: str) -> list[tuple[str, str]]:

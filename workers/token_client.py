@@ -1,7 +1,9 @@
 """A client for OAuth 2.0 token endpoints (RFC 6749 §3.2, §4.1.3, §4.4, §6).
 
-The HTTP session and clock are passed in. Redirects are never followed, so a
-307 can never resend a refresh token or client secret to another host. Bodies
+The HTTP session and clock are passed in; the session is guarded by the address
+policy (:mod:`workers.transport`), so every request goes only to an address that
+was checked just before. Redirects are never followed, so a 307 can never resend
+a refresh token or client secret to another host. Bodies
 are read up to a size cap. Every failure becomes a :class:`ProviderError` whose
 type says whether a retry can help (RFC 6749 §5.2).
 """
@@ -22,6 +24,7 @@ from workers.addresses import AddressPolicy
 from workers.clock import Clock
 from workers.errors import PermanentProviderError, ProviderError, TransientProviderError, scrub
 from workers.spec import IntegrationSpec
+from workers.transport import ForbiddenAddressError, guard
 
 # RFC 6749 §5.2 codes: the same request will fail again until a person acts.
 PERMANENT_ERRORS = frozenset({
@@ -54,6 +57,10 @@ class TokenClient:
     read_timeout: float = 20.0
     max_bytes: int = 1_048_576
     addresses: AddressPolicy = field(default_factory=AddressPolicy)
+
+    def __post_init__(self) -> None:
+        # Whatever session is passed in, its requests go through the address policy.
+        guard(self.session, self.addresses)
 
     def client_credentials(self, spec: IntegrationSpec) -> TokenResponse:
         params = {"grant_type": "client_credentials"}
@@ -103,7 +110,6 @@ class TokenClient:
 
     def get_json(self, url: str, what: str) -> dict[str, Any]:
         """GET a JSON document (discovery metadata) under the same address policy and size cap."""
-        self._check_address(url, what)
         try:
             with self.session.get(
                 url, headers={"Accept": "application/json"}, timeout=(self.connect_timeout, self.read_timeout),
@@ -111,6 +117,8 @@ class TokenClient:
             ) as response:
                 body = self._read_capped(response)
                 status = response.status_code
+        except ForbiddenAddressError as exc:
+            raise PermanentProviderError("forbidden_address", f"{what}: {exc}") from None
         except requests.RequestException as exc:
             raise TransientProviderError("request_failed", f"{what}: {type(exc).__name__}") from None
         if status != 200:
@@ -133,7 +141,6 @@ class TokenClient:
             data["client_secret"] = spec.client_secret
         else:
             headers["Authorization"] = basic_authorization(spec.client_id, spec.client_secret)
-        self._check_address(url, f"the {what}")
         try:
             with self.session.post(
                 url,
@@ -144,21 +151,14 @@ class TokenClient:
                 stream=True,
             ) as response:
                 return response.status_code, response.headers, self._read_capped(response)
+        except ForbiddenAddressError as exc:
+            raise PermanentProviderError("forbidden_address", f"the {what}: {exc}") from None
         except requests.Timeout:
             raise TransientProviderError("timeout", f"the {what} did not answer in time") from None
         except requests.ConnectionError:
             raise TransientProviderError("connection_error", f"could not connect to the {what}") from None
         except requests.RequestException as exc:
             raise TransientProviderError("request_failed", type(exc).__name__) from None
-
-    def _check_address(self, url: str, what: str = "the token endpoint") -> None:
-        # Checked on every request: DNS may have changed since the spec was validated.
-        # (A change between this lookup and the connect itself is not caught.)
-        parts = urlsplit(url)
-        port = parts.port or (80 if parts.scheme == "http" else 443)
-        problem = self.addresses.check_resolved(parts.hostname or "", port)
-        if problem:
-            raise PermanentProviderError("forbidden_address", f"{what} {problem}")
 
     def _read_capped(self, response: requests.Response) -> bytes:
         declared = response.headers.get("Content-Length", "")

@@ -68,6 +68,23 @@ def web(process_env: dict[str, str], log_dir: Path) -> Iterator[Gunicorn]:
 
 
 @pytest.fixture
+def web_factory(
+    process_env: dict[str, str], environ: dict[str, str], log_dir: Path,
+) -> Iterator[Callable[[], Gunicorn]]:
+    """Starts the callback app under gunicorn once the test has set its environment."""
+    started: list[Gunicorn] = []
+
+    def start() -> Gunicorn:
+        server = Gunicorn({**process_env, **environ}, log_dir)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
 def browser(tmp_path: Path) -> Iterator[object]:
     driver = chromium(tmp_path / "profile")
     yield driver

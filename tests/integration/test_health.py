@@ -40,3 +40,87 @@ def test_with_redis_down_health_is_503(environ) -> None:
     response = create_app(settings).test_client().get("/healthz")
     assert response.status_code == 503
     assert response.get_json()["checks"]["redis"].startswith("down")
+
+
+def _timed_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, float]:
+    """(status, seconds) of one GET on a fresh connection."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as response:
+            response.read()
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    return status, time.perf_counter() - started
+
+
+def test_healthz_stays_fast_and_leaves_room_for_other_pages_under_twenty_callers(environ, web_factory) -> None:
+    """With 20 clients calling /healthz in a loop, /healthz answers in < 50 ms (p95) and /status is not held up."""
+    import base64
+    import statistics
+    import threading
+
+    environ.update({"TOKENKEEPER_OPERATOR_USER": "ops", "TOKENKEEPER_OPERATOR_PASSWORD": "pw"})
+    web = web_factory()
+    stop = threading.Event()
+    hammered = [0]
+
+    def hammer() -> None:
+        while not stop.is_set():
+            _timed_get(web.url + "/healthz")
+            hammered[0] += 1
+
+    callers = [threading.Thread(target=hammer, daemon=True) for _ in range(20)]
+    for caller in callers:
+        caller.start()
+    try:
+        _timed_get(web.url + "/healthz")  # every worker process has had its first probe
+        _timed_get(web.url + "/healthz")
+        durations = [_timed_get(web.url + "/healthz")[1] for _ in range(50)]
+        auth = {"Authorization": "Basic " + base64.b64encode(b"ops:pw").decode()}
+        status_page = _timed_get(web.url + "/status", auth)
+        callback = _timed_get(web.url + "/oauth/callback?state=unknown&code=x")
+    finally:
+        stop.set()
+        for caller in callers:
+            caller.join(15)
+    p95 = statistics.quantiles(durations, n=20)[18]
+    print(f"/healthz under 20 callers: p95 {p95 * 1000:.1f} ms; /status {status_page[1] * 1000:.0f} ms")
+    assert p95 < 0.05, f"p95 {p95 * 1000:.0f} ms, median {statistics.median(durations) * 1000:.0f} ms"
+    assert status_page[0] == 200 and status_page[1] < 1.0, status_page
+    assert callback[0] < 500 and callback[1] < 1.0, callback
+    assert hammered[0] > 100  # the callers really were calling
+
+
+def test_oversized_requests_are_refused_with_4xx_not_500(environ, web_factory) -> None:
+    """A huge request line, too many or too big headers, or a huge form body get 414/431/413, never a 500."""
+    import base64
+    import http.client
+    from urllib.parse import urlsplit
+
+    environ.update({"TOKENKEEPER_OPERATOR_USER": "ops", "TOKENKEEPER_OPERATOR_PASSWORD": "pw"})
+    web = web_factory()
+    where = urlsplit(web.url)
+
+    def send(method: str, path: str, headers: dict[str, str], body: bytes | None = None) -> int:
+        connection = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            return connection.getresponse().status
+        except (ConnectionResetError, BrokenPipeError):
+            return 413  # the server answered and closed before taking the whole body
+        finally:
+            connection.close()
+
+    auth = {"Authorization": "Basic " + base64.b64encode(b"ops:pw").decode()}
+    assert send("GET", "/oauth/callback?state=" + "a" * 20_000, {}) == 414
+    assert send("GET", "/healthz", {f"X-Filler-{n}": "x" for n in range(200)}) == 431
+    assert send("GET", "/healthz", {"X-Big": "x" * 20_000}) in (400, 431)
+    form = b"token=" + b"a" * 2_000_000
+    assert send("POST", "/status/refresh/svc", {**auth, "Content-Type": "application/x-www-form-urlencoded"},
+                form) == 413
+    assert "Traceback" not in web.output()

@@ -83,3 +83,68 @@ def test_event_ids_stay_unique_when_a_name_is_used_again(
     events = runtime.store.take_events(10)
     assert [event["new_status"] for event in events] == ["active", "active"]
     assert events[0]["id"] != events[1]["id"] and all(event["id"].startswith("crm:") for event in events)
+
+
+def test_a_webhook_on_loopback_is_refused_unless_private_networks_are_allowed(
+    environ: dict[str, str], receiver: WebhookReceiver,
+) -> None:
+    """The webhook URL passes the same address checks as token URLs: loopback only with the setting."""
+    from config import load_settings
+    from workers.errors import WebhookError
+    from workers.runtime import build_runtime
+
+    environ.update({"TOKENKEEPER_WEBHOOK_URL": receiver.url, "TOKENKEEPER_WEBHOOK_SECRET": SECRET})
+    strict = build_runtime(load_settings({**environ, "TOKENKEEPER_ALLOW_PRIVATE_NETWORKS": "false"}))
+    assert strict.webhook is not None
+    with pytest.raises(WebhookError) as caught:
+        strict.webhook.deliver({"id": "e1", "name": "svc", "status": "active"})
+    assert not caught.value.retryable and "127.0.0.1 is a loopback address" in str(caught.value)
+    assert receiver.deliveries.empty() and receiver.refused == []
+    allowed = build_runtime(load_settings(environ))
+    allowed.webhook.deliver({"id": "e2", "name": "svc", "status": "active"})  # type: ignore[union-attr]
+    assert receiver.take(1, timeout=5)[0].event["id"] == "e2"
+
+
+def test_a_webhook_answering_ten_megabytes_is_read_only_up_to_the_cap(environ: dict[str, str]) -> None:
+    """A receiver that answers 10 MB costs the worker at most the response cap, not 10 MB of memory."""
+    import threading
+    import tracemalloc
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from config import load_settings
+    from workers.runtime import build_runtime
+
+    size = 10 * 1024 * 1024
+
+    class Flood(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            chunk = b"x" * 65536
+            try:
+                for _ in range(size // len(chunk)):
+                    self.wfile.write(chunk)
+            except OSError:
+                pass  # the client hung up after the cap: what we want
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Flood)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    environ.update({"TOKENKEEPER_WEBHOOK_URL": f"http://127.0.0.1:{httpd.server_address[1]}/hook",
+                    "TOKENKEEPER_WEBHOOK_SECRET": SECRET, "TOKENKEEPER_MAX_RESPONSE_BYTES": "262144"})
+    webhook = build_runtime(load_settings(environ)).webhook
+    assert webhook is not None
+    try:
+        tracemalloc.start()
+        webhook.deliver({"id": "e1", "name": "svc", "status": "active"})  # a 200: delivered
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        httpd.shutdown()
+        httpd.server_close()
+    assert peak < 2 * 1024 * 1024, f"{peak} bytes held while reading the answer"

@@ -81,6 +81,7 @@ def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path, 
         "TOKENKEEPER_FLOWER_PORT": str(flower_port),
         "TOKENKEEPER_DATA_DIR": str(tmp_path / "data"),
         "TOKENKEEPER_SCHEDULE_INTERVAL": "1",
+        "TOKENKEEPER_ALLOW_PRIVATE_NETWORKS": "true",  # the token server listens on 127.0.0.1
     })
     assert not is_up(f"redis://127.0.0.1:{redis_port}/0")
     log = open(tmp_path / "standalone.log", "wb")  # noqa: SIM115 -- closed below

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -193,7 +194,8 @@ def test_metrics_count_refreshes_and_integrations_by_status(
     plan = runtime.store.load("billing_api").refresh_at  # type: ignore[union-attr]
     assert refresher.refresh("billing_api", planned_at=plan).outcome == "refreshed"
     assert refresher.refresh("billing_api").outcome == "refreshed"
-    with urllib.request.urlopen(web.url + "/metrics", timeout=5) as response:
+    scrape = urllib.request.Request(web.url + "/metrics", headers={"Authorization": _basic(*OPERATOR)})
+    with urllib.request.urlopen(scrape, timeout=5) as response:
         text = response.read().decode()
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in text_string_to_metric_families(text) for s in family.samples}
@@ -233,8 +235,6 @@ def _next_message(pubsub: redis.client.PubSub, timeout: float) -> object:
 
 
 def _basic(user: str, password: str) -> str:
-    import base64
-
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
@@ -268,3 +268,47 @@ def test_json_logs_have_one_line_per_refresh(
         # (The startup banner lists the task names; log lines must not mention the tick.)
         logged = [json.loads(line)["message"] for line in process.output().splitlines() if line.startswith("{")]
         assert logged and not [m for m in logged if "schedule_refreshes" in m or "schedule-refreshes" in m]
+
+
+@pytest.mark.parametrize("credentials", [
+    base64.b64encode("admin:pässwörd".encode()),  # UTF-8, not ASCII
+    base64.b64encode("ops:correct-horse-battery-é".encode("latin-1")),  # not even UTF-8
+    base64.b64encode(b"\xff\xfe:\x80\x81"),
+    b"not base64 at all \xe9",
+])
+def test_non_ascii_or_garbled_basic_credentials_are_a_401(operator_env: None, settings, credentials: bytes) -> None:
+    """Basic credentials that are not ASCII, not UTF-8 or not base64 are refused with 401, never a 500."""
+    from callback_app import create_app
+
+    client = create_app(settings).test_client()
+    for path in ("/status", "/metrics"):
+        response = client.get(path, headers=[("Authorization", (b"Basic " + credentials).decode("latin-1"))])
+        assert response.status_code == 401, (path, response.status_code)
+
+
+def test_a_non_ascii_operator_password_works(environ: dict[str, str]) -> None:
+    """An operator password with non-ASCII characters is accepted when sent as UTF-8."""
+    from callback_app import create_app
+    from config import load_settings
+
+    settings = load_settings({**environ, "TOKENKEEPER_OPERATOR_USER": "ops",
+                              "TOKENKEEPER_OPERATOR_PASSWORD": "pässwörd"})
+    client = create_app(settings).test_client()
+    good = "Basic " + base64.b64encode("ops:pässwörd".encode()).decode()
+    assert client.get("/status", headers={"Authorization": good}).status_code == 200
+    assert client.get("/status", headers={"Authorization": _basic("ops", "passwort")}).status_code == 401
+
+
+def test_metrics_need_the_operator_unless_made_public(environ: dict[str, str]) -> None:
+    """/metrics is behind the operator login; TOKENKEEPER_METRICS_PUBLIC=true opens it to a scraper."""
+    from callback_app import create_app
+    from config import load_settings
+
+    operator = {"TOKENKEEPER_OPERATOR_USER": OPERATOR[0], "TOKENKEEPER_OPERATOR_PASSWORD": OPERATOR[1]}
+    client = create_app(load_settings({**environ, **operator})).test_client()
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": _basic("ops", "wrong")}).status_code == 401
+    assert client.get("/metrics", headers={"Authorization": _basic(*OPERATOR)}).status_code == 200
+    public = create_app(load_settings({**environ, **operator, "TOKENKEEPER_METRICS_PUBLIC": "true"})).test_client()
+    assert public.get("/metrics").status_code == 200
+    assert public.get("/status").status_code == 401  # only the metrics are opened

@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import requests
 
 from tests.support.token_server import Canned, TokenServer
-from workers.errors import TransientProviderError
+from workers.addresses import AddressPolicy
+from workers.errors import PermanentProviderError, TransientProviderError
 from workers.spec import validate_spec
 from workers.token_client import TokenClient
+
+# TOKENKEEPER_ALLOW_PRIVATE_NETWORKS=true: these servers listen on 127.0.0.1.
+LOCAL = AddressPolicy(allow_private=True)
 
 
 def client(max_bytes: int = 1_048_576, read_timeout: float = 2.0) -> TokenClient:
     return TokenClient(session=requests.Session(), clock=time.time, connect_timeout=1.0,
-                       read_timeout=read_timeout, max_bytes=max_bytes)
+                       read_timeout=read_timeout, max_bytes=max_bytes, addresses=LOCAL)
 
 
 def spec(url: str, **extra: object):
     return validate_spec({"name": "x", "grant_type": "client_credentials", "client_id": "client-id",
-                          "client_secret": "client-secret", "token_url": url, **extra})
+                          "client_secret": "client-secret", "token_url": url, **extra}, addresses=LOCAL)
 
 
 def test_client_secret_basic_with_awkward_characters() -> None:
@@ -33,7 +39,7 @@ def test_client_secret_basic_with_awkward_characters() -> None:
         token = client().client_credentials(
             validate_spec({"name": "x", "grant_type": "client_credentials", "client_id": "id with:colon",
                            "client_secret": "s/e+c r=t&", "token_url": server.url, "scopes": ["a", "b"],
-                           "extra_token_params": {"audience": "api"}}))
+                           "extra_token_params": {"audience": "api"}}, addresses=LOCAL))
         assert token.access_token.startswith("at-")
         assert server.bodies[-1] == {"grant_type": "client_credentials", "scope": "a b", "audience": "api"}
     finally:
@@ -112,3 +118,163 @@ def test_accept_json_is_sent() -> None:
         httpd.shutdown()
         httpd.server_close()
     assert seen == ["application/json"]
+
+
+class _Endpoint:
+    """A token endpoint on one loopback address that counts the requests reaching it."""
+
+    def __init__(self, host: str, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
+        self.hits = 0
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                endpoint.hits += 1
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = b'{"access_token": "at-pinned", "token_type": "Bearer", "expires_in": 60}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _answer(address: str, port: int) -> list[tuple[object, ...]]:
+    return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+
+def test_a_name_rebound_between_check_and_connect_reaches_only_the_checked_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DNS that answers an allowed address for the check and loopback afterwards never gets the request to loopback.
+
+    127.0.0.2 stands for the allowed (public) address: nothing but loopback may be contacted on a test machine.
+    """
+    allowed = _Endpoint("127.0.0.2")
+    forbidden = _Endpoint("127.0.0.1", allowed.port)
+    lookups: list[str] = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def rebinding(host: str, port: int, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        if host != "idp.test":
+            return real_getaddrinfo(host, port, *args, **kwargs)  # type: ignore[arg-type]
+        lookups.append(host)
+        return _answer("127.0.0.2" if len(lookups) == 1 else "127.0.0.1", port)
+
+    # Every lookup, ours and any the HTTP stack would make itself, goes to the rebinding DNS.
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    policy = AddressPolicy.from_strings(["127.0.0.2/32"])
+    policy = AddressPolicy(policy.allowed_networks, resolve=rebinding)
+    token_client = TokenClient(session=requests.Session(), clock=time.time, connect_timeout=1.0,
+                               read_timeout=2.0, addresses=policy)
+    url = f"http://idp.test:{allowed.port}/token"
+    spec_ = validate_spec({"name": "x", "grant_type": "client_credentials", "client_id": "c", "client_secret": "s",
+                           "token_url": url}, insecure_hosts=["idp.test"], addresses=policy)
+    try:
+        token = token_client.client_credentials(spec_)
+        assert token.access_token == "at-pinned"
+        assert (allowed.hits, forbidden.hits) == (1, 0)
+        assert lookups == ["idp.test"]  # resolved once; the connection went to what was checked
+        # The next request resolves again (to loopback now) and is refused before anything is sent.
+        with pytest.raises(PermanentProviderError) as caught:
+            token_client.client_credentials(spec_)
+        assert caught.value.error == "forbidden_address" and "127.0.0.1 is a loopback address" in str(caught.value)
+        assert forbidden.hits == 0
+    finally:
+        allowed.stop()
+        forbidden.stop()
+
+
+def _certificates(tmp_path: Path, name: str) -> tuple[Path, Path, Path]:
+    """A test CA, and a server certificate it signed for ``name``: (ca.pem, cert.pem, key.pem)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tokenkeeper test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(hours=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = (tmp_path / "ca.pem", tmp_path / f"{name}.pem", tmp_path / f"{name}.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+@pytest.mark.parametrize(("certified", "verifies"), [("idp.test", True), ("other.test", False)])
+def test_a_pinned_https_connection_still_verifies_the_certificate_against_the_name(
+    tmp_path: Path, certified: str, verifies: bool,
+) -> None:
+    """Connecting to the checked address keeps TLS honest: SNI and the hostname check use the URL's name."""
+    ca, cert, key = _certificates(tmp_path, certified)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    server_names: list[str | None] = []
+    tls.sni_callback = lambda sock, server_name, context: server_names.append(server_name)
+    endpoint = _Endpoint("127.0.0.1", tls=tls)
+    session = requests.Session()
+    session.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment would win over the test CA
+    session.verify = str(ca)
+    policy = AddressPolicy(allow_private=True, resolve=lambda host, port, **_: _answer("127.0.0.1", port))
+    token_client = TokenClient(session=session, clock=time.time, connect_timeout=1.0, read_timeout=2.0,
+                               addresses=policy)
+    spec_ = validate_spec({"name": "x", "grant_type": "client_credentials", "client_id": "c", "client_secret": "s",
+                           "token_url": f"https://idp.test:{endpoint.port}/token"}, addresses=policy)
+    try:
+        if verifies:
+            assert token_client.client_credentials(spec_).access_token == "at-pinned"
+            assert endpoint.hits == 1
+        else:
+            with pytest.raises(TransientProviderError):
+                token_client.client_credentials(spec_)
+            assert endpoint.hits == 0  # the handshake failed: nothing, not even the client secret, was sent
+        assert server_names and set(server_names) == {"idp.test"}
+    finally:
+        endpoint.stop()
+
+
+def test_a_loopback_token_endpoint_is_refused_at_request_time_by_default() -> None:
+    """With the default policy a token URL on 127.0.0.1 gets forbidden_address and the server sees nothing."""
+    server = TokenServer().start()
+    try:
+        strict = TokenClient(session=requests.Session(), clock=time.time, connect_timeout=1.0, read_timeout=2.0)
+        with pytest.raises(PermanentProviderError) as caught:
+            strict.client_credentials(spec(server.url + "/token"))  # validated with the setting on, run without
+        assert caught.value.error == "forbidden_address"
+        assert "TOKENKEEPER_ALLOW_PRIVATE_NETWORKS" in str(caught.value)
+        assert server.bodies == []
+    finally:
+        server.stop()

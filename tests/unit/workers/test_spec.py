@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from workers.addresses import AddressPolicy
 from workers.errors import SpecError
 from workers.spec import merge_changes, validate_spec
 
@@ -17,6 +18,8 @@ AC = {"name": "drive", "grant_type": "authorization_code", "client_id": "id", "c
       "token_url": "https://idp.example/token", "auth_url": "https://idp.example/auth?access_type=offline"}
 RT = {"name": "pasted", "grant_type": "refresh_token", "client_id": "id", "client_secret": "s3cret",
       "refresh_url": "https://idp.example/token", "refresh_token": "r-123"}
+# TOKENKEEPER_ALLOW_PRIVATE_NETWORKS=true: loopback is reachable (local try-outs).
+LOCAL = AddressPolicy(allow_private=True)
 
 
 def rejected(data: Any, **kwargs: Any) -> dict[str, list[str]]:
@@ -90,7 +93,7 @@ def test_plain_http_only_to_loopback_unless_allowed() -> None:
     errors = rejected({**CC, "token_url": "http://idp.example/token"})
     assert "https" in errors["token_url"][0]
     for url in ("http://127.0.0.1:8080/t", "http://localhost/t", "http://[::1]:9/t", "http://127.9.9.9/t"):
-        assert validate_spec({**CC, "token_url": url}).token_url == url
+        assert validate_spec({**CC, "token_url": url}, addresses=LOCAL).token_url == url
     allowed = validate_spec({**CC, "token_url": "http://idp.internal/t"}, insecure_hosts=["IDP.internal"])
     assert allowed.token_url == "http://idp.internal/t"
 
@@ -152,3 +155,16 @@ def test_any_json_either_validates_or_raises_spec_error(data: dict[str, Any]) ->
         assert exc.errors and all(isinstance(field, str) for field in exc.errors)
     else:
         assert spec.name == data["name"]
+
+
+@pytest.mark.parametrize("name", ["svc\n", "svc\r\n", "\nsvc", "svc\x00"])
+def test_a_name_with_a_trailing_newline_or_control_character_is_refused(name: str) -> None:
+    """``$`` matches before a final newline; the name must match the pattern as a whole."""
+    assert "name" in rejected({**CC, "name": name})
+
+
+def test_a_provider_parameter_with_a_trailing_newline_is_refused() -> None:
+    """A tenant or host parameter ending in a newline would end up inside a URL; it is refused."""
+    errors = rejected({"name": "ms", "provider": "microsoft", "client_id": "id", "client_secret": "s",
+                       "provider_params": {"tenant": "contoso\n"}})
+    assert "provider_params.tenant" in errors
