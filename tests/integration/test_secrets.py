@@ -7,6 +7,7 @@ import dataclasses
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -17,7 +18,7 @@ from cryptography.fernet import Fernet
 from config import Settings
 from tests.conftest import cc_spec, rt_spec
 from tests.integration.test_cli import cli
-from tests.support.observe import EventLog, all_redis_text, broker_messages
+from tests.support.observe import EventLog, all_redis_text, broker_messages, disk_text, spellings
 from tests.support.processes import wait_until
 from tests.support.token_server import Canned, TokenServer
 from tests.support.web import Gunicorn
@@ -71,9 +72,10 @@ def ops_env(environ: dict[str, str], receiver: WebhookReceiver) -> None:
 
 def test_planted_secrets_are_found_nowhere(
     ops_env: None, receiver: WebhookReceiver, token_server: TokenServer, start_processes, celery_client,
-    web: Gunicorn, redis_url: str, redis_client: redis.Redis,
+    web: Gunicorn, redis_url: str, redis_client: redis.Redis, redis_data_dir: Path,
 ) -> None:
-    """Create, refresh, authorize, callback, and failures; then search everything that was written or shown."""
+    """Create, refresh, authorize, callback, and failures; then search everything that was written or shown,
+    Redis's AOF and RDB files included."""
     token_server.clients.update({"cc-client": CC_SECRET, "rt-client": RT_SECRET, "ac-client": AC_SECRET})
     worker = start_processes("worker")
     beat = start_processes("beat")
@@ -133,6 +135,9 @@ def test_planted_secrets_are_found_nowhere(
     for secret in never_anywhere:
         for place, text in {**places, "redis": stored}.items():
             assert secret not in text, f"a planted secret is in the {place}"
+    on_disk = disk_text(redis_data_dir, redis_client)
+    for secret in never_anywhere:
+        assert not any(form in on_disk for form in spellings(secret)), "a planted secret is in Redis's files"
     for token in access_tokens:
         for place, text in places.items():
             assert token not in text, f"an access token is in the {place}"

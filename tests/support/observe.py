@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import threading
+import time
+from pathlib import Path
 
 import redis
 from celery import Celery
@@ -100,3 +103,32 @@ def broker_messages(client: redis.Redis, queue: str) -> list[tuple[str, str]]:
     """
     raws = [*client.lrange(queue, 0, -1), *client.hvals("unacked")]
     return [(raw.decode() if isinstance(raw, bytes) else raw, _message_body(raw)) for raw in raws]
+
+
+def disk_text(data_dir: Path, client: redis.Redis) -> bytes:
+    """Everything the Redis whose files live in ``data_dir`` has written to disk: AOF files and a fresh RDB.
+
+    The AOF holds every write since the server started, so a secret that ever passed through Redis in
+    clear (a queued task, say) is still there after the queue drained.
+    """
+    before = client.lastsave()
+    client.bgsave()
+    deadline = time.monotonic() + 30
+    # BGSAVE publishes no event; LASTSAVE moves once the snapshot is on disk.
+    while client.lastsave() == before:
+        if time.monotonic() > deadline:
+            raise AssertionError("BGSAVE did not finish within 30 s")
+        time.sleep(0.05)
+    return b"\n".join(path.read_bytes() for path in sorted(data_dir.rglob("*")) if path.is_file())
+
+
+def spellings(secret: str) -> list[bytes]:
+    """``secret`` as it may stand in a file: as is, and base64-encoded at each of the three alignments
+    (Celery keeps message bodies base64-encoded, so a plain secret in a task shows only in this form)."""
+    raw = secret.encode()
+    forms = [raw]
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + raw)
+        start, end = -(-offset // 3) * 4, (offset + len(raw)) // 3 * 4
+        forms.append(encoded[start:end])
+    return forms
