@@ -16,6 +16,7 @@ import pytest
 import redis
 from PIL import Image
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.conftest import cc_spec, rt_spec
 from tests.support.processes import CeleryProcess, wait_until
@@ -118,7 +119,9 @@ def test_the_status_page_shows_every_integration_and_refreshes_on_request(
     pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe("tokenkeeper:events:billing_api")
     browser.find_element(By.CSS_SELECTOR, 'tr[data-name="billing_api"] button').click()
-    assert "billing_api" in browser.find_element(By.ID, "queued").text
+    # The click submits a form; the answer is a new page, which WebDriver does not wait for by itself.
+    queued = WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.ID, "queued"))
+    assert "billing_api" in queued[0].text
     assert _next_message(pubsub, 20) is not None, "the refresh was not carried out"
     pubsub.close()
     assert redis_client.hget("tokenkeeper:token:billing_api", "access_token") != before
