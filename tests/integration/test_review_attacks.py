@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
 import threading
 import time
@@ -12,9 +13,13 @@ import pytest
 import redis
 import requests
 from cryptography.fernet import Fernet
+from flask.testing import FlaskClient
 
+from callback_app import create_app
 from config import Settings
+from tests.integration.test_authorization_attacks import JSON, ac_spec, begin, id_token, link
 from tests.support.observe import all_redis_text
+from tests.support.token_server import Canned
 from workers.addresses import AddressPolicy
 from workers.celery_app import create_celery
 from workers.errors import ConfigurationError, SpecError, TransientProviderError
@@ -109,3 +114,31 @@ def test_a_token_endpoint_dripping_its_answer_cannot_hold_a_worker_past_the_time
     elapsed = time.monotonic() - started
     # connect 1 s + read 1 s, with room for a loaded machine; the server would go on for 12 s.
     assert elapsed < 5.0, f"the request ran {elapsed:.1f}s: only the server decided when it ended"
+
+
+@pytest.fixture
+def victim(settings, runtime, celery_client) -> FlaskClient:
+    return create_app(settings, runtime=runtime, celery=celery_client).test_client()
+
+
+@pytest.mark.e2e
+def test_the_same_sub_from_another_issuer_is_not_taken_for_the_connected_account(
+    settings, runtime, victim, token_server, start_processes,
+) -> None:
+    """Re-authorization compares the account as (iss, sub): OpenID's sub is unique only within one issuer."""
+    start_processes("worker")
+    Registry(runtime).create(ac_spec(token_server, scopes=["openid"]))
+
+    def answer(access: str, issuer: str) -> Canned:
+        return Canned(200, json.dumps({"access_token": access, "token_type": "bearer", "expires_in": 300,
+                                       "id_token": id_token("1001", iss=issuer)}).encode(), JSON)
+
+    token_server.queue(answer("at-tenant-a", "https://idp.example/tenant-a"))
+    assert victim.get("/oauth/callback", query_string={"state": begin(victim, link(settings))["state"],
+                                                       "code": "c1"}).status_code == 200
+    # A multi-tenant endpoint: another tenant's user 1001 consents through a plain (not --new-account) link.
+    token_server.queue(answer("at-tenant-b", "https://idp.example/tenant-b"))
+    refused = victim.get("/oauth/callback", query_string={"state": begin(victim, link(settings))["state"],
+                                                          "code": "c2"})
+    assert refused.status_code == 400
+    assert runtime.store.token("drive")["access_token"] == "at-tenant-a"
