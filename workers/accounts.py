@@ -14,8 +14,9 @@ from typing import Any
 
 from workers.errors import ConsentError
 
-# Account fields kept and shown; the rest of the claims are not stored.
-ACCOUNT_FIELDS = ("sub", "email", "name")
+# Account fields kept and shown; the rest of the claims are not stored. ``sub`` is unique only within
+# its issuer (OpenID Connect Core §2), so an account is the pair (iss, sub).
+ACCOUNT_FIELDS = ("iss", "sub", "email", "name")
 FIELD_LIMIT = 200
 
 
@@ -33,6 +34,11 @@ def account_from_id_token(id_token: str | None, client_id: str) -> dict[str, str
         raise ConsentError("The provider's answer names an account for another application; nothing was changed.")
     return {key: str(claims[key])[:FIELD_LIMIT] for key in ACCOUNT_FIELDS
             if isinstance(claims.get(key), str) and claims[key]}
+
+
+def same_account(one: dict[str, str], other: dict[str, str]) -> bool:
+    """Whether two recorded accounts are the same person: the same ``sub`` from the same issuer."""
+    return (one.get("iss"), one.get("sub")) == (other.get("iss"), other.get("sub"))
 
 
 def describe(account: dict[str, str] | Any) -> str:

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from workers.accounts import account_from_id_token, describe
+from workers.accounts import account_from_id_token, describe, same_account
 from workers.errors import (
     ConsentError,
     LinkError,
@@ -282,7 +282,7 @@ class Authorizations:
             raise ConsentError("The provider did not say which account you signed in with, so this could not be "
                                "checked against the connected account and was refused; nothing was changed. "
                                "To connect another account, ask for a link made for a new account.")
-        if account["sub"] != before:
+        if not same_account(account, record.account):
             self._discard(spec, record, response, f"tokens refused: {describe(account)} signed in, but "
                                                   f"{describe(record.account)} is connected (the link does "
                                                   "not allow a new account)")

@@ -280,4 +280,5 @@ def test_a_different_account_is_refused_and_its_tokens_revoked(
         "state": begin(victim, link(settings, new_account=True))["state"], "code": "c3"})
     assert accepted.status_code == 200
     assert runtime.store.token("drive")["access_token"] == "at-bob"
-    assert runtime.store.load("drive").account == {"sub": "bob", "email": "bob@example.com"}
+    assert runtime.store.load("drive").account == {"iss": "https://idp.example", "sub": "bob",
+                                                   "email": "bob@example.com"}

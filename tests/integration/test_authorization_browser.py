@@ -140,7 +140,7 @@ def test_reauthorizing_with_another_account_is_refused_unless_the_link_allows_it
                       settings.public_url, user="bob", provider=provider)
     assert heading == "Connected", browser.page_source
     assert holder() == "bob"
-    assert account() == {"sub": SUBJECTS["bob"], "email": "bob@example.com", "name": "Bob"}
+    assert account() == {"iss": provider.base_url, "sub": SUBJECTS["bob"], "email": "bob@example.com", "name": "Bob"}
     shown = subprocess.run([sys.executable, "-m", "workers.cli", "show", "drive"], cwd=ROOT, env=process_env,
                            capture_output=True, text=True, timeout=60)
     assert json.loads(shown.stdout)["account"]["sub"] == SUBJECTS["bob"]
