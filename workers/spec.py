@@ -156,7 +156,25 @@ def _valid_name(value: str) -> None:
         raise ValidationError("must start with a letter and contain only letters, digits, _ and - (at most 64)")
 
 
-_StringMap = lambda: fields.Dict(keys=fields.String(), values=fields.String())  # noqa: E731
+# Request parameters that carry a credential. In a parameter map they would travel and rest in clear
+# (maps are public fields, shown by `show` and the status page; auth parameters even reach the browser),
+# so a secret smuggled there is refused: each has a sealed field of its own, or is ours to set.
+SECRET_PARAMETERS = frozenset({
+    "client_secret", "client_assertion", "refresh_token", "access_token", "id_token", "code", "code_verifier",
+    "password", "assertion", "subject_token", "actor_token", "device_code", "private_key", "client_key",
+})
+
+
+def _no_secret_parameters(value: Mapping[str, str]) -> None:
+    smuggled = sorted(key for key in value if key.strip().lower() in SECRET_PARAMETERS)
+    if smuggled:
+        raise ValidationError(f"{', '.join(smuggled)} would travel and be stored in clear here; secrets go in "
+                              "their own (sealed) spec fields")
+
+
+def _string_map() -> fields.Dict:
+    return fields.Dict(keys=fields.String(), values=fields.String(), validate=_no_secret_parameters)
+
 
 
 class SpecSchema(Schema):
@@ -183,10 +201,10 @@ class SpecSchema(Schema):
     scopes = _Scopes()
     auth_method = fields.String(validate=validate.OneOf(AUTH_METHODS))
     pkce = _StrictBoolean()
-    extra_auth_params = _StringMap()
-    extra_token_params = _StringMap()
+    extra_auth_params = _string_map()
+    extra_token_params = _string_map()
     provider = fields.String()
-    provider_params = _StringMap()
+    provider_params = _string_map()
     issuer = _Url()
     revocation_url = _Url()
 
