@@ -8,11 +8,12 @@ finds them here, so it needs no variables; a variable that is set always wins.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
 
-from config.settings import Settings, variable_name
+from config.settings import Settings, SettingsError, variable_name
 
 # Files standalone writes into the data directory.
 SERVICE_PASSWORD_FILE = "redis-tokenkeeper.password"  # noqa: S105 -- a file name, not a password
@@ -46,7 +47,20 @@ def local_environ(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def _read(path: Path) -> str:
+    """The file's text, or '' when there is none; refused when others could have written or read it.
+
+    These files hand out the Redis URL and the secret key: a folder planted in a cloned repository, or
+    one another user can write to, must not decide which Redis we talk to or which key we seal to.
+    """
     try:
-        return path.read_text().strip()
+        status, folder = path.stat(), path.parent.stat()
     except OSError:
         return ""
+    uid = os.getuid()
+    if status.st_uid != uid or folder.st_uid != uid:
+        raise SettingsError(f"{path}: not owned by this user, so it is not trusted; "
+                            "set the TOKENKEEPER_* variables instead, or remove it")
+    if status.st_mode & 0o077 or folder.st_mode & 0o022:
+        raise SettingsError(f"{path}: others may read or change it, so it is not trusted; "
+                            f"chmod 600 {path} and chmod 700 {path.parent}")
+    return path.read_text().strip()
