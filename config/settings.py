@@ -34,6 +34,9 @@ class Settings:
     key_prefix: str = "tokenkeeper:"
     # Comma-separated Fernet keys; the first encrypts, all decrypt (rotation).
     secret_keys: tuple[str, ...] = field(default=(), repr=False)
+    # The public key producers without the secret key seal to (what `tokenkeeper public-key` prints on a
+    # worker host); pinned here because a key read from Redis could have been planted by any Redis login.
+    public_key: str = ""
     public_url: str = "http://127.0.0.1:5000"
     bind: str = "127.0.0.1:5000"
     # Hosts (besides loopback) whose token/auth URLs may use plain http://.
@@ -215,6 +218,21 @@ def _fernet_keys(raw: str) -> tuple[str, ...]:
     return keys
 
 
+def _public_key(raw: str) -> str:
+    import base64
+    import binascii
+
+    # Mirrors workers.sealing.decode_public_key; config imports nothing of ours.
+    key = raw.strip()
+    try:
+        decoded = base64.b64decode(key.encode(), validate=True)
+    except (binascii.Error, ValueError):
+        decoded = b""
+    if len(decoded) != 32:
+        raise ValueError("must be 32 bytes in standard base64 (what `tokenkeeper public-key` prints)")
+    return key
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "redis_url": _redis_url,
     "redis_sentinel_master": _text,
@@ -223,6 +241,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "queue": _text,
     "key_prefix": _text,
     "secret_keys": _fernet_keys,
+    "public_key": _public_key,
     "public_url": _http_url,
     "bind": _text,
     "insecure_http_hosts": _csv,

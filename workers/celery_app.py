@@ -100,29 +100,6 @@ def _require_secret_key(**_: Any) -> None:
         )
 
 
-@signals.worker_init.connect
-@signals.worker_ready.connect
-def _publish_public_key(**_: Any) -> None:
-    """Producers without the secret key seal to the key found in Redis; rotation republishes it.
-
-    Published at init, before the worker takes tasks, and again when it is ready, in
-    case Redis was not reachable at init.
-    """
-    import redis
-
-    from workers.runtime import redis_client
-    from workers.sealing import public_key_for
-    from workers.store import Store
-
-    client = redis_client(settings.redis_url, settings.redis_sentinel_master)
-    try:
-        Store(client, settings.key_prefix).publish_public_key(public_key_for(settings.secret_keys))
-    except redis.RedisError as exc:
-        logging.getLogger(__name__).warning("the public key for sealed secrets is not published yet: %s", exc)
-    finally:
-        client.close()
-
-
 @signals.beat_init.connect
 def _make_data_dir(**_: Any) -> None:
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)

@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run)
         return sub
 
-    pin_help = "seal secrets to this public key instead of the one derived from the secret key or found in Redis"
+    pin_help = "seal secrets to this public key, not the one derived from the secret key or TOKENKEEPER_PUBLIC_KEY"
     sub = command("create", _create, "create an integration from a JSON spec (FILE or - for stdin)")
     sub.add_argument("file")
     sub.add_argument("--timeout", type=float, default=60.0)
@@ -100,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--new-account", action="store_true",
                      help="accept an account other than the one connected before")
     command("genkey", _genkey, "print a new Fernet key for TOKENKEEPER_SECRET_KEY")
-    command("public-key", _public_key, "print the public key (standard base64) that task secrets are sealed to")
+    command("public-key", _public_key,
+            "print the public key (standard base64) that task secrets are sealed to, for TOKENKEEPER_PUBLIC_KEY")
     sub = command("seal", _seal, 'seal a secret read from stdin; prints {"sealed": ...} for a spec field')
     sub.add_argument("--base64", action="store_true", help="print only the box's base64")
     sub.add_argument("--public-key", help=pin_help)

@@ -7,7 +7,9 @@ boxes reach the message headers that Flower and logs display.
 
 The public key to seal to: ``public_key=`` if given; else the one derived from
 ``TOKENKEEPER_SECRET_KEY`` when the producer's settings hold it; else the one
-the workers published in Redis (``tokenkeeper:public-key``) when they started.
+pinned in ``TOKENKEEPER_PUBLIC_KEY``; else none, and sealing is refused. Never
+one read from Redis: every producer logs in to Redis as the same user, so any of
+them could plant its own key there and open the others' secrets on the broker.
 """
 
 from __future__ import annotations
@@ -71,23 +73,15 @@ def _public_key(app: Celery) -> str:
 
 
 def find_public_key(settings: Settings) -> str:
-    """Derived from the secret key when the settings hold it, else the one the workers published."""
+    """Derived from the secret key when the settings hold it, else the pinned ``TOKENKEEPER_PUBLIC_KEY``."""
     if settings.secret_keys:
         return public_key_for(settings.secret_keys)
-    from workers.runtime import redis_client
-    from workers.store import Store
-
-    client = redis_client(settings.redis_url, settings.redis_sentinel_master)
-    try:
-        published = Store(client, settings.key_prefix).public_key()
-    finally:
-        client.close()
-    if not published:
-        raise ConfigurationError(
-            "no public key to seal secrets to: no worker has published one in Redis yet "
-            "(start a worker), or set TOKENKEEPER_SECRET_KEY, or pass the key `tokenkeeper public-key` prints"
-        )
-    return published
+    if settings.public_key:
+        return settings.public_key
+    raise ConfigurationError(
+        "no public key to seal secrets to: set TOKENKEEPER_PUBLIC_KEY to what `tokenkeeper public-key` "
+        "prints on a worker host, or pass --public-key"
+    )
 
 
 def call_many(

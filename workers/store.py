@@ -17,7 +17,6 @@ Keys (``P`` is the configurable prefix, ``tokenkeeper:`` by default):
     P exchange:<id>       string a sealed authorization code waiting for a worker (TTL 2 min)
     P outbox              list   status changes waiting to be sent to the webhook (only when one is set)
     P metrics:*           hashes counters behind /metrics (refresh outcomes, lateness)
-    P public-key          string the public key producers seal secrets to (workers publish it at start)
 
 Writes that belong together are one Lua script, so a reader never sees a new
 access token with an old expiry, and a write is accepted only when the lock is
@@ -323,10 +322,6 @@ class Store:
         return f"{self.prefix}schedule"
 
     @property
-    def public_key_key(self) -> str:
-        return f"{self.prefix}public-key"
-
-    @property
     def inflight_key(self) -> str:
         return f"{self.prefix}inflight"
 
@@ -568,13 +563,6 @@ class Store:
         """Return events that could not be handed on, to the front, in their order."""
         if events:
             self.redis.lpush(self.outbox_key, *[json.dumps(event) for event in reversed(events)])
-
-    def publish_public_key(self, public_key: str) -> None:
-        self.redis.set(self.public_key_key, public_key)
-
-    def public_key(self) -> str | None:
-        raw = self.redis.get(self.public_key_key)
-        return raw.decode() if isinstance(raw, bytes) else raw
 
     def mark_tick(self, now: float) -> None:
         """Record that a scheduling tick ran (beat and a worker are both alive)."""

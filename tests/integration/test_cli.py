@@ -51,9 +51,8 @@ def test_a_day_with_the_cli(token_server: TokenServer, start_processes, process_
 
     deleted = cli(process_env, "delete", "svc")
     assert deleted.returncode == 0 and json.loads(deleted.stdout) == {"name": "svc", "deleted": True}
-    # What is left are the service-wide metrics counters and public key; nothing of the integration.
-    assert [key for key in redis_client.keys("tokenkeeper:*")
-            if not key.startswith("tokenkeeper:metrics:") and key != "tokenkeeper:public-key"] == []
+    # What is left are the service-wide metrics counters; nothing of the integration.
+    assert [key for key in redis_client.keys("tokenkeeper:*") if not key.startswith("tokenkeeper:metrics:")] == []
 
 
 def test_errors_are_one_line_and_non_zero(token_server: TokenServer, start_processes, process_env, tmp_path) -> None:
@@ -170,8 +169,9 @@ def test_public_key_and_seal_make_boxes_the_worker_opens(
     bare = cli(process_env, "seal", "--base64", stdin="client-secret")
     assert json.loads(sealed.stdout).keys() == {"sealed"} and "{" not in bare.stdout
     start_processes("worker")
-    # Without the secret key, the CLI reads the key the worker published, and boxes it makes open too.
+    # Without the secret key, the CLI seals to the key pinned in TOKENKEEPER_PUBLIC_KEY, and its boxes open too.
     no_key = {key: value for key, value in process_env.items() if key != "TOKENKEEPER_SECRET_KEY"}
+    no_key["TOKENKEEPER_PUBLIC_KEY"] = printed.stdout.strip()
     assert cli(no_key, "public-key").stdout == printed.stdout
     by_key = cli(no_key, "seal", "--public-key", printed.stdout.strip(), stdin="client-secret").stdout
     for name, box in (("a", json.loads(sealed.stdout)), ("b", {"sealed": bare.stdout.strip()}),
@@ -183,11 +183,19 @@ def test_public_key_and_seal_make_boxes_the_worker_opens(
     assert updated.returncode == 0, updated.stderr
 
 
-def test_sealing_without_any_key_is_explained(process_env) -> None:
-    """With no secret key and no worker having published a public key, seal and public-key say what to do."""
+def test_sealing_without_any_key_is_explained(process_env, redis_client: redis.Redis) -> None:
+    """With neither the secret key nor a pinned public key, seal and public-key say what to set; Redis is not asked."""
+    from cryptography.fernet import Fernet
+
+    from workers.sealing import public_key_for
+
+    # A key planted where workers used to publish theirs is not a key to seal to.
+    redis_client.set("tokenkeeper:public-key", public_key_for([Fernet.generate_key().decode()]))
     no_key = {key: value for key, value in process_env.items() if key != "TOKENKEEPER_SECRET_KEY"}
     for args in (("public-key",), ("seal",)):
         result = cli(no_key, *args, stdin="x")
-        assert result.returncode == 1 and "start a worker" in result.stderr, result.stderr
+        assert result.returncode == 1 and result.stdout == "", result.stdout
+        assert result.stderr.count("\n") == 1 and "set TOKENKEEPER_PUBLIC_KEY" in result.stderr, result.stderr
+        assert "--public-key" in result.stderr
     empty = cli(process_env, "seal", stdin="")
     assert empty.returncode == 1 and "nothing to seal" in empty.stderr

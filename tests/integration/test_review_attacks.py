@@ -28,7 +28,6 @@ from workers.registry import Registry
 from workers.runtime import build_runtime
 from workers.sealing import Opener, Sealer, public_key_for
 from workers.spec import validate_spec
-from workers.store import Store
 from workers.token_client import TokenClient
 
 PLANTED = "PLANTED-review-secret-3c9a"
@@ -39,11 +38,11 @@ def test_a_public_key_planted_in_redis_does_not_become_the_key_producers_seal_to
     settings: Settings, redis_client: redis.Redis,
 ) -> None:
     """A producer without the secret key never seals to a public key another Redis login holder planted."""
-    store = Store(redis_client, settings.key_prefix)
-    store.publish_public_key(public_key_for(settings.secret_keys))  # what a worker does when it starts
+    # What workers used to publish at start, for producers without the secret key to seal to.
+    redis_client.set(f"{settings.key_prefix}public-key", public_key_for(settings.secret_keys))
     # Every producer logs in as `tokenkeeper`, which may SET tokenkeeper:public-key: one of them swaps in its own.
     attacker_key = Fernet.generate_key().decode()
-    store.publish_public_key(public_key_for([attacker_key]))
+    redis_client.set(f"{settings.key_prefix}public-key", public_key_for([attacker_key]))
     producer = create_celery(dataclasses.replace(settings, secret_keys=()))
     try:
         (sealed,) = seal_arguments(producer, "tokenkeeper.create_integration", ({"client_secret": PLANTED},))

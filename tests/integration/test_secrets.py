@@ -28,7 +28,6 @@ from workers.producer import call, send
 from workers.registry import Registry
 from workers.runtime import build_runtime
 from workers.sealing import Sealer, public_key_for
-from workers.store import Store
 
 pytestmark = pytest.mark.e2e
 
@@ -157,9 +156,9 @@ def test_a_queued_creation_shows_a_broker_reader_only_sealed_boxes(
     send(celery_client, "tokenkeeper.update_integration", "helper", {"client_secret": WRONG_SECRET})
     for _raw, body in broker_messages(redis_client, settings.queue):
         assert CC_SECRET not in body and RT_SECRET not in body and WRONG_SECRET not in body, body
-    # A CLI without the secret key seals to the public key a worker published when it started.
-    Store(redis_client, settings.key_prefix).publish_public_key(public_key_for(settings.secret_keys))
+    # A CLI without the secret key seals to the public key pinned in TOKENKEEPER_PUBLIC_KEY.
     no_key = {key: value for key, value in process_env.items() if key != "TOKENKEEPER_SECRET_KEY"}
+    no_key["TOKENKEEPER_PUBLIC_KEY"] = public_key_for(settings.secret_keys)
     spec = {"name": "ac", "grant_type": "authorization_code", "client_id": "ac-client", "client_secret": AC_SECRET,
             "token_url": token_server.url, "auth_url": "https://idp.example/auth"}
     result = cli(no_key, "create", "-", "--timeout", "1", stdin=json.dumps(spec))
@@ -185,7 +184,7 @@ def test_plain_secrets_from_a_foreign_producer_are_refused_unless_the_operator_a
     with pytest.raises(Exception, match="client_secret") as caught:
         celery_client.send_task("tokenkeeper.create_integration", args=[spec]).get(timeout=20)
     assert "tokenkeeper seal" in str(caught.value) and "crypto_box_seal" in str(caught.value)
-    assert redis_client.keys("tokenkeeper:*") == ["tokenkeeper:public-key"]
+    assert redis_client.keys("tokenkeeper:*") == []
     call(celery_client, "tokenkeeper.create_integration", cc_spec(token_server, "svc"), timeout=20)
     before = redis_client.hgetall("tokenkeeper:integration:svc")
     with pytest.raises(Exception, match="client_secret: is plain text"):

@@ -42,8 +42,7 @@ def test_a_failed_creation_returns_the_providers_error_and_stores_nothing(
         call(celery_client, "tokenkeeper.create_integration",
              cc_spec(token_server, "svc", client_secret="wrong"), timeout=20)
     assert "wrong" not in str(caught.value)
-    # The one key present is service-wide: the public key the worker published at start.
-    assert redis_client.keys("tokenkeeper:*") == ["tokenkeeper:public-key"]
+    assert redis_client.keys("tokenkeeper:*") == []
     with pytest.raises(Exception, match="token_url"):
         call(celery_client, "tokenkeeper.create_integration",
              {**cc_spec(token_server, "svc"), "token_url": "ftp://x"}, timeout=20)

@@ -142,3 +142,15 @@ def test_every_sentinel_password_is_hidden_from_repr() -> None:
     })
     assert "pw-" not in repr(settings)
     assert "sentinel://:***@h1:26379;sentinel://:***@h2:26379/0" in repr(settings)
+
+
+def test_a_pinned_public_key_must_be_32_bytes_of_standard_base64() -> None:
+    """TOKENKEEPER_PUBLIC_KEY keeps a 32-byte standard-base64 key and refuses anything else by name."""
+    import base64
+
+    key = base64.b64encode(bytes(range(32))).decode()
+    assert load_settings({"TOKENKEEPER_PUBLIC_KEY": f" {key}\n"}).public_key == key
+    assert load_settings({}).public_key == ""
+    for bad in ("", "c2hvcnQ=", base64.urlsafe_b64encode(b"\xff" * 32).decode(), key[:-1]):
+        with pytest.raises(SettingsError, match="TOKENKEEPER_PUBLIC_KEY: must be 32 bytes in standard base64"):
+            load_settings({"TOKENKEEPER_PUBLIC_KEY": bad})
