@@ -93,8 +93,9 @@ class Process:
     def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = log
         self.handle = open(log, "wb")  # noqa: SIM115 -- closed in stop()
-        self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.handle, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        self.popen = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=self.handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     @property
     def pid(self) -> int:
@@ -114,8 +115,20 @@ class Process:
 def token_server(port: int, log_dir: Path, low: float = 600, high: float = 1200) -> Process:
     import urllib.request
 
-    process = Process([sys.executable, "-m", "bench.token_server", "--port", str(port),
-                       "--min-lifetime", str(low), "--max-lifetime", str(high)], log_dir / "token_server.log")
+    process = Process(
+        [
+            sys.executable,
+            "-m",
+            "bench.token_server",
+            "--port",
+            str(port),
+            "--min-lifetime",
+            str(low),
+            "--max-lifetime",
+            str(high),
+        ],
+        log_dir / "token_server.log",
+    )
 
     def up() -> bool:
         try:
@@ -137,18 +150,33 @@ def token_stats(port: int) -> dict[str, int]:
 
 
 def celery(role: str, env: dict[str, str], log_dir: Path, *extra: str) -> Process:
-    return Process([sys.executable, "-m", "celery", "-A", "workers.celery_app", role, *extra],
-                   log_dir / f"{role}.log", env)
+    return Process(
+        [sys.executable, "-m", "celery", "-A", "workers.celery_app", role, *extra], log_dir / f"{role}.log", env
+    )
 
 
 def worker(env: dict[str, str], log_dir: Path, pool: str = "prefork", processes: int = 2) -> Process:
     """A Celery worker as the benchmarks measure it: quiet logs, no start-up chatter between workers."""
-    return celery("worker", env, log_dir, "-Q", "tokenkeeper", "--pool", pool, "--concurrency", str(processes),
-                  "--loglevel", "WARNING", "--without-mingle", "--without-gossip")
+    return celery(
+        "worker",
+        env,
+        log_dir,
+        "-Q",
+        "tokenkeeper",
+        "--pool",
+        pool,
+        "--concurrency",
+        str(processes),
+        "--loglevel",
+        "WARNING",
+        "--without-mingle",
+        "--without-gossip",
+    )
 
 
-def seed(redis_url: str, secret_key: str, token_url: str, count: int, *, first_due: float, spread: float,
-         prefix: str = "b") -> None:
+def seed(
+    redis_url: str, secret_key: str, token_url: str, count: int, *, first_due: float, spread: float, prefix: str = "b"
+) -> None:
     """Store ``count`` client_credentials integrations directly, their first refreshes spread over ``spread`` s.
 
     The benchmark's subject is keeping integrations fresh, not creating them
@@ -168,17 +196,43 @@ def seed(redis_url: str, secret_key: str, token_url: str, count: int, *, first_d
     pipe = client.pipeline(transaction=False)
     for i in range(count):
         name = f"{prefix}{i}"
-        spec = validate_spec({"name": name, "grant_type": "client_credentials", "client_id": name,
-                              "client_secret": "s", "token_url": token_url})
+        spec = validate_spec(
+            {
+                "name": name,
+                "grant_type": "client_credentials",
+                "client_id": name,
+                "client_secret": "s",
+                "token_url": token_url,
+            }
+        )
         due = first_due + spread * (i / max(count, 1))
-        pipe.hset(f"tokenkeeper:integration:{name}", mapping={
-            "grant_type": "client_credentials", "spec": json.dumps(spec.public_fields()),
-            "secrets": box.seal(spec.secrets()), "status": "active", "reason": "seeded", "status_at": repr(now),
-            "created_at": repr(now), "refresh_at": repr(due), "attempts": 0, "version": 1,
-            "expires_at": str(int(due + 60))})
-        pipe.hset(f"tokenkeeper:token:{name}", mapping={
-            "access_token": "seeded", "token_type": "Bearer", "expires_at": str(int(due + 60)), "scope": "",
-            "status": "active", "updated_at": str(int(now))})
+        pipe.hset(
+            f"tokenkeeper:integration:{name}",
+            mapping={
+                "grant_type": "client_credentials",
+                "spec": json.dumps(spec.public_fields()),
+                "secrets": box.seal(spec.secrets()),
+                "status": "active",
+                "reason": "seeded",
+                "status_at": repr(now),
+                "created_at": repr(now),
+                "refresh_at": repr(due),
+                "attempts": 0,
+                "version": 1,
+                "expires_at": str(int(due + 60)),
+            },
+        )
+        pipe.hset(
+            f"tokenkeeper:token:{name}",
+            mapping={
+                "access_token": "seeded",
+                "token_type": "Bearer",
+                "expires_at": str(int(due + 60)),
+                "scope": "",
+                "status": "active",
+                "updated_at": str(int(now)),
+            },
+        )
         pipe.sadd("tokenkeeper:names", name)
         pipe.zadd("tokenkeeper:schedule", {name: due})
         if i % 2000 == 1999:

@@ -27,8 +27,13 @@ from workers.secretbox import generate_key
 
 
 def spec(name: str, token_url: str) -> dict[str, str]:
-    return {"name": name, "grant_type": "client_credentials", "client_id": name, "client_secret": "s",
-            "token_url": token_url}
+    return {
+        "name": name,
+        "grant_type": "client_credentials",
+        "client_id": name,
+        "client_secret": "s",
+        "token_url": token_url,
+    }
 
 
 def main() -> None:
@@ -41,8 +46,13 @@ def main() -> None:
         port = free_port()
         server = token_server(port, log_dir)
         token_url = f"http://127.0.0.1:{port}/token"
-        env = {**os.environ, **LOCAL_NETWORKS, "TOKENKEEPER_REDIS_URL": url, "TOKENKEEPER_SECRET_KEY": generate_key(),
-               "TOKENKEEPER_DATA_DIR": tmp}
+        env = {
+            **os.environ,
+            **LOCAL_NETWORKS,
+            "TOKENKEEPER_REDIS_URL": url,
+            "TOKENKEEPER_SECRET_KEY": generate_key(),
+            "TOKENKEEPER_DATA_DIR": tmp,
+        }
         service = worker(env, log_dir)
         app = create_celery(load_settings({k: v for k, v in env.items() if k.startswith("TOKENKEEPER_")}))
         try:
@@ -52,20 +62,29 @@ def main() -> None:
                 start = time.perf_counter()
                 send(app, "tokenkeeper.create_integration", spec(f"l{i}", token_url)).get(timeout=60)
                 samples.append((time.perf_counter() - start) * 1000)
-            print(f"create -> first token stored, {args.latency} sequential creates: p50 {median(samples):.1f} ms, "
-                  f"p99 {percentile(samples, 99):.1f} ms")
+            print(
+                f"create -> first token stored, {args.latency} sequential creates: p50 {median(samples):.1f} ms, "
+                f"p99 {percentile(samples, 99):.1f} ms"
+            )
             specs = log_dir / "specs.jsonl"
             with specs.open("w") as handle:
                 for i in range(args.bulk):
                     handle.write(json.dumps(spec(f"k{i}", token_url)) + "\n")
             start = time.perf_counter()
-            result = subprocess.run([sys.executable, "-m", "workers.cli", "create", str(specs)], cwd=ROOT, env=env,
-                                    capture_output=True, text=True)
+            result = subprocess.run(
+                [sys.executable, "-m", "workers.cli", "create", str(specs)],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             elapsed = time.perf_counter() - start
             summary = json.loads(result.stdout or "{}")
-            print(f"bulk: `tokenkeeper create specs.jsonl` with {args.bulk} specs: exit {result.returncode}, "
-                  f"created {summary.get('created')}, failed {summary.get('failed')}, {elapsed:.0f} s, "
-                  f"{args.bulk / elapsed:.0f} integrations/s")
+            print(
+                f"bulk: `tokenkeeper create specs.jsonl` with {args.bulk} specs: exit {result.returncode}, "
+                f"created {summary.get('created')}, failed {summary.get('failed')}, {elapsed:.0f} s, "
+                f"{args.bulk / elapsed:.0f} integrations/s"
+            )
             print("progress bar, last lines:", *result.stderr.strip().splitlines()[-2:], sep="\n  ")
         finally:
             service.stop()

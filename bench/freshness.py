@@ -42,8 +42,14 @@ from workers.secretbox import generate_key
 
 
 def run_service(redis_url: str, key: str, log_dir: Path, rate: float) -> tuple:
-    env = {**os.environ, **LOCAL_NETWORKS, "TOKENKEEPER_REDIS_URL": redis_url, "TOKENKEEPER_SECRET_KEY": key,
-           "TOKENKEEPER_DATA_DIR": str(log_dir), "TOKENKEEPER_MAX_REFRESH_RATE": str(rate)}
+    env = {
+        **os.environ,
+        **LOCAL_NETWORKS,
+        "TOKENKEEPER_REDIS_URL": redis_url,
+        "TOKENKEEPER_SECRET_KEY": key,
+        "TOKENKEEPER_DATA_DIR": str(log_dir),
+        "TOKENKEEPER_MAX_REFRESH_RATE": str(rate),
+    }
     service = worker(env, log_dir)
     beat = celery("beat", env, log_dir, "--loglevel", "WARNING", "-s", str(log_dir / "beat-schedule"))
     return service, beat
@@ -103,14 +109,27 @@ def main() -> None:
                 per_integration = (int(client.info("memory")["used_memory"]) - empty) / n
                 redis_pid = int(client.info("server")["process_id"])
                 worker, beat = run_service(url, key, log_dir, args.rate)
-                report(args, n, client, port, worker, beat, server, redis_pid, seeded_in, per_integration,
-                       small_worker, small_beat)
+                report(
+                    args,
+                    n,
+                    client,
+                    port,
+                    worker,
+                    beat,
+                    server,
+                    redis_pid,
+                    seeded_in,
+                    per_integration,
+                    small_worker,
+                    small_beat,
+                )
         finally:
             server.stop()
 
 
-def report(args, n, client, port, worker, beat, server, redis_pid, seeded_in, per_integration,
-           small_worker, small_beat) -> None:
+def report(
+    args, n, client, port, worker, beat, server, redis_pid, seeded_in, per_integration, small_worker, small_beat
+) -> None:
     names = [f"b{i}" for i in range(n)]
     reads = expired = 0
     worst_headroom = float("inf")
@@ -118,8 +137,15 @@ def report(args, n, client, port, worker, beat, server, redis_pid, seeded_in, pe
     try:
         time.sleep(25)  # let workers start before the clock runs
         start_stats = token_stats(port)
-        cpu_start = {label: tree_cpu(pid) for label, pid in
-                     (("worker", worker.pid), ("beat", beat.pid), ("redis", redis_pid), ("token server", server.pid))}
+        cpu_start = {
+            label: tree_cpu(pid)
+            for label, pid in (
+                ("worker", worker.pid),
+                ("beat", beat.pid),
+                ("redis", redis_pid),
+                ("token server", server.pid),
+            )
+        }
         started = time.monotonic()
         deadline = started + args.minutes * 60
         next_rss = started
@@ -142,8 +168,15 @@ def report(args, n, client, port, worker, beat, server, redis_pid, seeded_in, pe
             time.sleep(0.1)  # the reader's sampling period
         elapsed = time.monotonic() - started
         end_stats = token_stats(port)
-        cpu = {label: tree_cpu(pid) - cpu_start[label] for label, pid in
-               (("worker", worker.pid), ("beat", beat.pid), ("redis", redis_pid), ("token server", server.pid))}
+        cpu = {
+            label: tree_cpu(pid) - cpu_start[label]
+            for label, pid in (
+                ("worker", worker.pid),
+                ("beat", beat.pid),
+                ("redis", redis_pid),
+                ("token server", server.pid),
+            )
+        }
         pipe = client.pipeline(transaction=False)
         for name in names:
             pipe.hget(f"tokenkeeper:integration:{name}", "lateness")
@@ -156,13 +189,22 @@ def report(args, n, client, port, worker, beat, server, redis_pid, seeded_in, pe
     print(f"ran {elapsed / 60:.1f} min: {refreshes} refreshes, {refreshes / elapsed:.1f} refreshes/s")
     print(f"reader: {reads} sampled reads, {expired} expired or not active, worst headroom {worst_headroom:.1f} s")
     print(f"refreshes before half a lifetime (token server's count): {end_stats['early']}")
-    print(f"lateness against plan, last refresh of {len(lateness)} integrations: p50 {median(lateness):.3f} s, "
-          f"p90 {percentile(lateness, 90):.3f} s, p99 {percentile(lateness, 99):.3f} s, max {max(lateness):.3f} s")
+    print(
+        f"lateness against plan, last refresh of {len(lateness)} integrations: p50 {median(lateness):.3f} s, "
+        f"p90 {percentile(lateness, 90):.3f} s, p99 {percentile(lateness, 99):.3f} s, max {max(lateness):.3f} s"
+    )
     total = sum(cpu.values())
-    print("CPU over the run: " + ", ".join(f"{label} {seconds:.0f} s ({seconds / elapsed * 100:.0f}% of a core)"
-                                          for label, seconds in cpu.items()) + f"; total {total / elapsed:.2f} cores")
-    print(f"RSS worker (all processes): {args.baseline_integrations} integrations {small_worker:.0f} MiB, "
-          f"{n}: {peak_worker:.0f} MiB, ratio {peak_worker / small_worker:.2f} (target <= 1.3)")
+    print(
+        "CPU over the run: "
+        + ", ".join(
+            f"{label} {seconds:.0f} s ({seconds / elapsed * 100:.0f}% of a core)" for label, seconds in cpu.items()
+        )
+        + f"; total {total / elapsed:.2f} cores"
+    )
+    print(
+        f"RSS worker (all processes): {args.baseline_integrations} integrations {small_worker:.0f} MiB, "
+        f"{n}: {peak_worker:.0f} MiB, ratio {peak_worker / small_worker:.2f} (target <= 1.3)"
+    )
     print(f"RSS beat: {small_beat:.0f} MiB vs {peak_beat:.0f} MiB, ratio {peak_beat / small_beat:.2f}")
     print(f"Redis: {per_integration:.0f} bytes per integration")
 

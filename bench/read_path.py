@@ -18,8 +18,10 @@ from bench.common import median, own_redis, percentile
 from workers.consumer import TokenReader
 from workers.templates import render
 
-TEMPLATE = ("Authorization: {{ $.integrations.alpha.token_type }} {{ $.integrations.alpha.access_token }} "
-            "X-Other: {{ $.integrations[\"beta-2\"].access_token }}")
+TEMPLATE = (
+    "Authorization: {{ $.integrations.alpha.token_type }} {{ $.integrations.alpha.access_token }} "
+    'X-Other: {{ $.integrations["beta-2"].access_token }}'
+)
 
 
 class CountingConnection(redis.Connection):
@@ -47,8 +49,14 @@ def main() -> None:
     args = parser.parse_args()
     with own_redis() as url:
         client = redis.Redis.from_url(url)
-        fields = {"access_token": "at-" + "x" * 40, "token_type": "Bearer", "expires_at": str(int(time.time()) + 3600),
-                  "scope": "read write", "status": "active", "updated_at": str(int(time.time()))}
+        fields = {
+            "access_token": "at-" + "x" * 40,
+            "token_type": "Bearer",
+            "expires_at": str(int(time.time()) + 3600),
+            "scope": "read write",
+            "status": "active",
+            "updated_at": str(int(time.time())),
+        }
         for name in ("alpha", "beta-2"):
             client.hset(f"tokenkeeper:token:{name}", mapping=fields)
         reader = TokenReader(client)
@@ -65,11 +73,15 @@ def main() -> None:
 
         print(f"redis-py {redis.__version__}, parser: {'hiredis' if redis.utils.HIREDIS_AVAILABLE else 'python'}")
         print(f"raw HGETALL          p50 {median(raw):7.1f} us   p99 {percentile(raw, 99):7.1f} us")
-        print(f"TokenReader.read     p50 {median(ours):7.1f} us   p99 {percentile(ours, 99):7.1f} us   "
-              f"ratio p50 {median(ours) / median(raw):.2f} (target <= 1.25)")
-        print(f"render (3 placeholders, 2 integrations) p50 {median(rendered):7.1f} us   "
-              f"p99 {percentile(rendered, 99):7.1f} us   "
-              f"ratio p50 {median(rendered) / median(raw):.2f} (target <= 1.5)")
+        print(
+            f"TokenReader.read     p50 {median(ours):7.1f} us   p99 {percentile(ours, 99):7.1f} us   "
+            f"ratio p50 {median(ours) / median(raw):.2f} (target <= 1.25)"
+        )
+        print(
+            f"render (3 placeholders, 2 integrations) p50 {median(rendered):7.1f} us   "
+            f"p99 {percentile(rendered, 99):7.1f} us   "
+            f"ratio p50 {median(rendered) / median(raw):.2f} (target <= 1.5)"
+        )
         print(f"round trips per render: {CountingConnection.sends} (target 1)")
 
 

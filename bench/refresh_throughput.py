@@ -61,9 +61,16 @@ def baseline(url: str, processes: int, seconds: float) -> float:
 def pipeline(redis_url: str, url: str, port: int, count: int, processes: int, pool: str, log_dir: Path) -> float:
     key = generate_key()
     seed(redis_url, key, url, count, first_due=time.time() + 3600, spread=0)
-    env = {**os.environ, **LOCAL_NETWORKS, "TOKENKEEPER_REDIS_URL": redis_url, "TOKENKEEPER_SECRET_KEY": key,
-           "TOKENKEEPER_DATA_DIR": str(log_dir), "TOKENKEEPER_MAX_REFRESH_RATE": "0",
-           "TOKENKEEPER_SCHEDULE_INTERVAL": "0.5", "TOKENKEEPER_INSECURE_HTTP_HOSTS": ""}
+    env = {
+        **os.environ,
+        **LOCAL_NETWORKS,
+        "TOKENKEEPER_REDIS_URL": redis_url,
+        "TOKENKEEPER_SECRET_KEY": key,
+        "TOKENKEEPER_DATA_DIR": str(log_dir),
+        "TOKENKEEPER_MAX_REFRESH_RATE": "0",
+        "TOKENKEEPER_SCHEDULE_INTERVAL": "0.5",
+        "TOKENKEEPER_INSECURE_HTTP_HOSTS": "",
+    }
     service = worker(env, log_dir, pool, processes)
     client = redis.Redis.from_url(redis_url)
     try:

@@ -35,8 +35,9 @@ def main() -> None:
     key = Fernet.generate_key().decode()
     with own_redis() as url:
         seed(url, key, "https://idp.example/token", args.integrations, first_due=time.time() + 3600, spread=600)
-        settings = load_settings({"TOKENKEEPER_REDIS_URL": url, "TOKENKEEPER_SECRET_KEY": key,
-                                  "TOKENKEEPER_OPERATOR_PASSWORD": "bench"})
+        settings = load_settings(
+            {"TOKENKEEPER_REDIS_URL": url, "TOKENKEEPER_SECRET_KEY": key, "TOKENKEEPER_OPERATOR_PASSWORD": "bench"}
+        )
         client = create_app(settings).test_client()
         auth = {"Authorization": "Basic " + base64.b64encode(b"admin:bench").decode()}
         raw = redis.Redis.from_url(url)
@@ -63,10 +64,14 @@ def main() -> None:
         base = median(results["raw"])
         print(f"{args.integrations} integrations, median of {args.rounds}")
         print(f"raw reads (SMEMBERS + 2 HGETALL each, pipelined)  {base * 1000:8.1f} ms")
-        print(f"GET /status (first 500 rows rendered)              {median(results['status']) * 1000:8.1f} ms"
-              f"   ratio {median(results['status']) / base:.2f}")
-        print(f"GET /metrics                                       {median(results['metrics']) * 1000:8.1f} ms"
-              f"   ratio {median(results['metrics']) / base:.2f}")
+        print(
+            f"GET /status (first 500 rows rendered)              {median(results['status']) * 1000:8.1f} ms"
+            f"   ratio {median(results['status']) / base:.2f}"
+        )
+        print(
+            f"GET /metrics                                       {median(results['metrics']) * 1000:8.1f} ms"
+            f"   ratio {median(results['metrics']) / base:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -58,14 +58,14 @@ def serve(port: int, low: float, high: float) -> None:
                     stats.early += 1
                 stats.last[client] = (now, lifetime)
                 count = stats.requests
-            body = json.dumps({"access_token": f"at-{count}", "token_type": "bearer",
-                               "expires_in": lifetime}).encode()
+            body = json.dumps({"access_token": f"at-{count}", "token_type": "bearer", "expires_in": lifetime}).encode()
             self._send(body)
 
         def do_GET(self) -> None:
             with stats.lock:
-                body = json.dumps({"requests": stats.requests, "early": stats.early,
-                                   "clients": len(stats.last)}).encode()
+                body = json.dumps(
+                    {"requests": stats.requests, "early": stats.early, "clients": len(stats.last)}
+                ).encode()
             self._send(body)
 
         def _send(self, body: bytes) -> None:

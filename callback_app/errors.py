@@ -53,9 +53,9 @@ def _page(status: int, title: str, message: str) -> tuple[str, int]:
 # Provider errors by kind: their text can carry what the provider (or someone posing as it) wrote.
 _PROVIDER_MESSAGES = {
     PermanentProviderError: "The provider refused the request. Nothing was changed; the details are in the "
-                            "integration's status history.",
+    "integration's status history.",
     TransientProviderError: "The provider did not answer properly. Nothing was changed; try again from the "
-                            "link in a few minutes.",
+    "link in a few minutes.",
 }
 
 
@@ -71,8 +71,12 @@ def _ours(error: TokenkeeperError) -> Any:
 
 
 def _still_working(error: CeleryTimeout) -> Any:
-    return _page(202, "Still finishing", "The provider accepted, and tokenkeeper is still completing the "
-                 "connection. Check its status in a minute; there is no need to authorize again.")
+    return _page(
+        202,
+        "Still finishing",
+        "The provider accepted, and tokenkeeper is still completing the "
+        "connection. Check its status in a minute; there is no need to authorize again.",
+    )
 
 
 def _http(error: HTTPException) -> Any:

@@ -11,8 +11,7 @@ from config import Settings, load_settings, local_environ
 
 # No scripts at all; styles only from our own static file.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 # Request bodies: the status page's forms carry one token.
 MAX_REQUEST_BODY = 16 * 1024
@@ -26,10 +25,14 @@ def create_app(settings: Settings | None = None, *, runtime: Any = None, celery:
     app = Flask(__name__)
     https = settings.public_url.startswith("https://")
     app.config.update(
-        SESSION_COOKIE_SECURE=https, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=https,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
         PREFERRED_URL_SCHEME="https" if https else "http",
         # No page takes more than a one-field form: anything bigger is a 413, never read into memory.
-        MAX_CONTENT_LENGTH=MAX_REQUEST_BODY, MAX_FORM_MEMORY_SIZE=MAX_REQUEST_BODY, MAX_FORM_PARTS=20,
+        MAX_CONTENT_LENGTH=MAX_REQUEST_BODY,
+        MAX_FORM_MEMORY_SIZE=MAX_REQUEST_BODY,
+        MAX_FORM_PARTS=20,
     )
     app.extensions["tokenkeeper"] = {
         "settings": settings,

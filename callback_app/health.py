@@ -125,5 +125,10 @@ def _probe() -> HealthProbe:
 @blueprint.get("/healthz")
 def healthz() -> Any:
     probe = _probe().current()
-    return jsonify({"status": "ok" if probe.healthy else "unavailable", "checks": probe.checks,
-                    "age": round(time.monotonic() - probe.at, 1)}), 200 if probe.healthy else 503
+    return jsonify(
+        {
+            "status": "ok" if probe.healthy else "unavailable",
+            "checks": probe.checks,
+            "age": round(time.monotonic() - probe.at, 1),
+        }
+    ), 200 if probe.healthy else 503

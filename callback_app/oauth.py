@@ -38,8 +38,9 @@ def authorize(name: str) -> Any:
     binding = present if _BINDING.fullmatch(present) else secrets.token_urlsafe(32)
     url = Authorizations(parts.runtime()).begin(name, request.args.get("t"), binding)
     response = redirect(url, code=302)
-    response.set_cookie(cookie_name(), binding, max_age=STATE_TTL, path="/", secure=_https(), httponly=True,
-                        samesite="Lax")
+    response.set_cookie(
+        cookie_name(), binding, max_age=STATE_TTL, path="/", secure=_https(), httponly=True, samesite="Lax"
+    )
     return response
 
 

@@ -40,8 +40,11 @@ def _require_operator() -> Any:
     user_ok = hmac.compare_digest(user, settings.operator_user.encode())
     password_ok = hmac.compare_digest(password, settings.operator_password.encode())
     if not (user_ok and password_ok):
-        return Response("Operator credentials required.", 401,
-                        {"WWW-Authenticate": 'Basic realm="tokenkeeper status", charset="UTF-8"'})
+        return Response(
+            "Operator credentials required.",
+            401,
+            {"WWW-Authenticate": 'Basic realm="tokenkeeper status", charset="UTF-8"'},
+        )
     return None
 
 
@@ -69,8 +72,15 @@ def page() -> Any:
     wanted = request.args.get("status", "")
     shown = [row for row in rows if row.status == wanted] if wanted else rows
     return render_template(
-        "status.html", rows=shown[:PAGE_ROWS], total=len(rows), matching=len(shown), wanted=wanted,
-        counts=counts, duration=duration, form_token=_form_token(), queued=request.args.get("queued", ""),
+        "status.html",
+        rows=shown[:PAGE_ROWS],
+        total=len(rows),
+        matching=len(shown),
+        wanted=wanted,
+        counts=counts,
+        duration=duration,
+        form_token=_form_token(),
+        queued=request.args.get("queued", ""),
         connect_links=_connect_links(shown[:PAGE_ROWS]),
     )
 
@@ -78,8 +88,11 @@ def page() -> Any:
 def _connect_links(rows: list[IntegrationRow]) -> dict[str, str]:
     """A fresh signed link per authorization code row (made on each view; nothing is stored)."""
     settings, now = parts.settings(), time.time()
-    return {row.name: url_for("oauth.authorize", name=row.name, t=link_token(settings, row.name, now=now))
-            for row in rows if row.can_authorize}
+    return {
+        row.name: url_for("oauth.authorize", name=row.name, t=link_token(settings, row.name, now=now))
+        for row in rows
+        if row.can_authorize
+    }
 
 
 @blueprint.post("/status/refresh/<name>")
@@ -100,5 +113,6 @@ def metrics() -> Any:
 
 def _form_token() -> str:
     settings = parts.settings()
-    return hmac.new(settings.operator_password.encode(), b"status-page-form:" + settings.operator_user.encode(),
-                    hashlib.sha256).hexdigest()
+    return hmac.new(
+        settings.operator_password.encode(), b"status-page-form:" + settings.operator_user.encode(), hashlib.sha256
+    ).hexdigest()

@@ -58,9 +58,12 @@ def _read(path: Path) -> str:
         return ""
     uid = os.getuid()
     if status.st_uid != uid or folder.st_uid != uid:
-        raise SettingsError(f"{path}: not owned by this user, so it is not trusted; "
-                            "set the TOKENKEEPER_* variables instead, or remove it")
+        raise SettingsError(
+            f"{path}: not owned by this user, so it is not trusted; "
+            "set the TOKENKEEPER_* variables instead, or remove it"
+        )
     if status.st_mode & 0o077 or folder.st_mode & 0o022:
-        raise SettingsError(f"{path}: others may read or change it, so it is not trusted; "
-                            f"chmod 600 {path} and chmod 700 {path.parent}")
+        raise SettingsError(
+            f"{path}: others may read or change it, so it is not trusted; chmod 600 {path} and chmod 700 {path.parent}"
+        )
     return path.read_text().strip()

@@ -96,8 +96,7 @@ class Settings:
 
     def __repr__(self) -> str:
         # URLs may carry a password (redis://user:password@host): shown masked, like the secret fields hidden.
-        shown = (f"{item.name}={_masked(getattr(self, item.name))!r}"
-                 for item in dataclasses.fields(self) if item.repr)
+        shown = (f"{item.name}={_masked(getattr(self, item.name))!r}" for item in dataclasses.fields(self) if item.repr)
         return f"Settings({', '.join(shown)})"
 
     @property
@@ -318,17 +317,25 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             f"{variable_name('lock_ttl')}: must exceed {variable_name('http_connect_timeout')} + "
             f"{variable_name('http_read_timeout')}"
         )
-    sentinel = [variable_name(name) for name in ("redis_url", "broker_url", "result_backend")
-                if getattr(settings, name).startswith("sentinel://")]
+    sentinel = [
+        variable_name(name)
+        for name in ("redis_url", "broker_url", "result_backend")
+        if getattr(settings, name).startswith("sentinel://")
+    ]
     if sentinel and not settings.redis_sentinel_master:
-        problems.append(f"{variable_name('redis_sentinel_master')}: required when {', '.join(sentinel)} "
-                        "lists sentinels")
+        problems.append(
+            f"{variable_name('redis_sentinel_master')}: required when {', '.join(sentinel)} lists sentinels"
+        )
     if settings.redis_sentinel_master and not settings.redis_url.startswith("sentinel://"):
-        problems.append(f"{variable_name('redis_url')}: must list the sentinels (sentinel://host:26379;"
-                        f"sentinel://host2:26379/0) when {variable_name('redis_sentinel_master')} is set")
+        problems.append(
+            f"{variable_name('redis_url')}: must list the sentinels (sentinel://host:26379;"
+            f"sentinel://host2:26379/0) when {variable_name('redis_sentinel_master')} is set"
+        )
     if settings.webhook_url and not settings.webhook_secret:
-        problems.append(f"{variable_name('webhook_secret')}: required with {variable_name('webhook_url')}, "
-                        "so receivers can tell our events from forgeries")
+        problems.append(
+            f"{variable_name('webhook_secret')}: required with {variable_name('webhook_url')}, "
+            "so receivers can tell our events from forgeries"
+        )
     if problems:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
     return settings

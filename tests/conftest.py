@@ -45,8 +45,13 @@ def redis_port() -> int:
 def redis_server(redis_users: RedisUsers, redis_data_dir: Path, redis_port: int) -> Iterator[str]:
     """The session's Redis, as production runs it: AOF every second, ACL users only; its service URL."""
     # Values stored as they are (no LZF, no RDB preamble), so a test can grep the files for a secret.
-    process = start_server(redis_port, redis_data_dir, persistent=True, users=redis_users,
-                           extra_config=["rdbcompression no", "aof-use-rdb-preamble no"])
+    process = start_server(
+        redis_port,
+        redis_data_dir,
+        persistent=True,
+        users=redis_users,
+        extra_config=["rdbcompression no", "aof-use-rdb-preamble no"],
+    )
     url = redis_users.service_url(redis_port)
     try:
         wait_ready(url, process)
@@ -128,11 +133,23 @@ def token_server() -> Iterator[TokenServer]:
 
 
 def cc_spec(server: TokenServer, name: str = "svc", **extra: object) -> dict[str, object]:
-    return {"name": name, "grant_type": "client_credentials", "client_id": "client-id",
-            "client_secret": "client-secret", "token_url": server.url, **extra}
+    return {
+        "name": name,
+        "grant_type": "client_credentials",
+        "client_id": "client-id",
+        "client_secret": "client-secret",
+        "token_url": server.url,
+        **extra,
+    }
 
 
 def rt_spec(server: TokenServer, name: str = "user", **extra: object) -> dict[str, object]:
-    return {"name": name, "grant_type": "refresh_token", "client_id": "client-id",
-            "client_secret": "client-secret", "refresh_url": server.url,
-            "refresh_token": server.new_refresh_token(), **extra}
+    return {
+        "name": name,
+        "grant_type": "refresh_token",
+        "client_id": "client-id",
+        "client_secret": "client-secret",
+        "refresh_url": server.url,
+        "refresh_token": server.new_refresh_token(),
+        **extra,
+    }

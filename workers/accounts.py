@@ -26,14 +26,18 @@ def account_from_id_token(id_token: str | None, client_id: str) -> dict[str, str
         return None
     claims = _payload(id_token)
     if claims is None or not isinstance(claims.get("sub"), str) or not claims["sub"]:
-        raise ConsentError("The provider's answer says who signed in, but not in a form tokenkeeper can read; "
-                           "nothing was changed.")
+        raise ConsentError(
+            "The provider's answer says who signed in, but not in a form tokenkeeper can read; nothing was changed."
+        )
     audience = claims.get("aud")
     audiences = audience if isinstance(audience, list) else [audience]
     if client_id not in audiences:
         raise ConsentError("The provider's answer names an account for another application; nothing was changed.")
-    return {key: str(claims[key])[:FIELD_LIMIT] for key in ACCOUNT_FIELDS
-            if isinstance(claims.get(key), str) and claims[key]}
+    return {
+        key: str(claims[key])[:FIELD_LIMIT]
+        for key in ACCOUNT_FIELDS
+        if isinstance(claims.get(key), str) and claims[key]
+    }
 
 
 def same_account(one: dict[str, str], other: dict[str, str]) -> bool:

@@ -82,15 +82,22 @@ class AddressPolicy:
         if address.is_multicast or address.is_unspecified:
             return f"{address} is a multicast or unspecified address"
         if address.is_loopback:
-            return None if self.allow_private else (
-                f"{address} is a loopback address (allow it with TOKENKEEPER_ALLOW_PRIVATE_NETWORKS=true)")
-        if address.is_private or address.is_reserved or (
-            isinstance(address, ipaddress.IPv4Address) and address in SHARED
+            return (
+                None
+                if self.allow_private
+                else (f"{address} is a loopback address (allow it with TOKENKEEPER_ALLOW_PRIVATE_NETWORKS=true)")
+            )
+        if (
+            address.is_private
+            or address.is_reserved
+            or (isinstance(address, ipaddress.IPv4Address) and address in SHARED)
         ):
             if self.allow_private and not address.is_reserved:
                 return None
-            return (f"{address} is in a private or reserved range (allow it with "
-                    "TOKENKEEPER_ALLOWED_NETWORKS or TOKENKEEPER_ALLOW_PRIVATE_NETWORKS=true)")
+            return (
+                f"{address} is in a private or reserved range (allow it with "
+                "TOKENKEEPER_ALLOWED_NETWORKS or TOKENKEEPER_ALLOW_PRIVATE_NETWORKS=true)"
+            )
         return None
 
     def check_host(self, host: str) -> str | None:

@@ -140,13 +140,21 @@ class Authorizations:
         verifier, challenge = pkce_pair() if spec.pkce else (None, None)
         sealed = self.rt.box.seal({"code_verifier": verifier} if verifier else {})
         # The token request must repeat the exact redirect_uri of this request (RFC 6749 §4.1.3).
-        value = {"name": name, "sealed": sealed, "redirect_uri": self.redirect_uri,
-                 "link_expires": link.expires_at, "new_account": link.new_account}
-        stored = self.rt.store.put_state(_state_id(state, binding), value, STATE_TTL, link_id=link.id,
-                                         now=self.rt.clock(), most=MAX_STATES_PER_LINK)
+        value = {
+            "name": name,
+            "sealed": sealed,
+            "redirect_uri": self.redirect_uri,
+            "link_expires": link.expires_at,
+            "new_account": link.new_account,
+        }
+        stored = self.rt.store.put_state(
+            _state_id(state, binding), value, STATE_TTL, link_id=link.id, now=self.rt.clock(), most=MAX_STATES_PER_LINK
+        )
         if stored < 0:
-            raise LinkError("This authorization link was already used to connect the integration. "
-                            "Ask the person who sent it for a new link.")
+            raise LinkError(
+                "This authorization link was already used to connect the integration. "
+                "Ask the person who sent it for a new link."
+            )
         if stored == 0:
             raise TooManyStatesError(
                 f"This link already has {MAX_STATES_PER_LINK} authorizations under way. Finish one of them, "
@@ -176,8 +184,7 @@ class Authorizations:
         error = params.get("error")
         if error:
             detail = params.get("error_description", "")
-            self._note(name, f"authorization failed at the provider: {error[:80]}"
-                             f"{': ' + detail if detail else ''}")
+            self._note(name, f"authorization failed at the provider: {error[:80]}{': ' + detail if detail else ''}")
             raise ConsentError(_shown(error, CONSENT_ERRORS))
         record = self._load(name)
         spec = spec_from_stored(record.public, {"client_secret": ""})
@@ -194,15 +201,25 @@ class Authorizations:
         if not code:
             raise ConsentError("The provider sent neither a code nor an error.")
         if self.rt.store.link_spent(parked["link"]):
-            raise LinkError("This authorization link was already used to connect the integration. "
-                            "Ask the person who sent it for a new link.")
+            raise LinkError(
+                "This authorization link was already used to connect the integration. "
+                "Ask the person who sent it for a new link."
+            )
         exchange_id = secrets.token_urlsafe(16)
         verifier = self.rt.box.open(parked["sealed"]).get("code_verifier")
         payload = {"code": code, **({"code_verifier": verifier} if verifier else {})}
-        self.rt.store.put_exchange(exchange_id, {
-            "name": name, "sealed": self.rt.box.seal(payload), "redirect_uri": parked["redirect_uri"],
-            "link": parked["link"], "link_expires": parked["link_expires"], "new_account": parked["new_account"],
-        }, EXCHANGE_TTL)
+        self.rt.store.put_exchange(
+            exchange_id,
+            {
+                "name": name,
+                "sealed": self.rt.box.seal(payload),
+                "redirect_uri": parked["redirect_uri"],
+                "link": parked["link"],
+                "link_expires": parked["link_expires"],
+                "new_account": parked["new_account"],
+            },
+            EXCHANGE_TTL,
+        )
         return name, exchange_id
 
     def exchange(self, exchange_id: str) -> dict[str, Any]:
@@ -216,19 +233,23 @@ class Authorizations:
         try:
             record = self._load(name)
             if self.rt.store.link_spent(parked["link"]):
-                raise LinkError("This authorization link was already used to connect the integration. "
-                                "Ask the person who sent it for a new link.")
+                raise LinkError(
+                    "This authorization link was already used to connect the integration. "
+                    "Ask the person who sent it for a new link."
+                )
             stored = self.rt.box.open(record.sealed_secrets)
             spec = spec_from_stored(record.public, stored)
             try:
-                response = self.rt.client.exchange_code(spec, payload["code"], parked["redirect_uri"],
-                                                        payload.get("code_verifier"))
+                response = self.rt.client.exchange_code(
+                    spec, payload["code"], parked["redirect_uri"], payload.get("code_verifier")
+                )
             except ProviderError as error:
                 # The provider's text is for operators only (it is scrubbed of our secrets by the client).
                 self._note(name, f"the authorization code was not accepted: {error}", record=record)
                 if error.retryable:
                     raise TransientProviderError(
-                        "provider_unavailable", "the provider did not complete the token request") from None
+                        "provider_unavailable", "the provider did not complete the token request"
+                    ) from None
                 raise ConsentError(_shown(error.error, EXCHANGE_ERRORS)) from None
             account = self._check_account(spec, record, response, new_account=bool(parked["new_account"]))
             refresh_token = response.refresh_token or stored.get("refresh_token")
@@ -236,8 +257,13 @@ class Authorizations:
             now = self.rt.clock()
             reason = f"authorized by {describe(account)}" if account else "authorized"
             change = token_obtained(
-                response, sealed_secrets=self.rt.box.seal(kept), requested_scopes=spec.scopes,
-                policy=self.rt.policy, now=now, reason=reason, holds_refresh_token=bool(refresh_token),
+                response,
+                sealed_secrets=self.rt.box.seal(kept),
+                requested_scopes=spec.scopes,
+                policy=self.rt.policy,
+                now=now,
+                reason=reason,
+                holds_refresh_token=bool(refresh_token),
             )
             change = dataclasses.replace(change, fields={**change.fields, "account": account or ""})
             note = ""
@@ -246,27 +272,35 @@ class Authorizations:
                     note = "The provider issued no refresh token and no expiry: the token does not expire."
                     change = dataclasses.replace(change, due=None, fields={**change.fields, "refresh_at": ""})
                 else:
-                    note = ("The provider issued no refresh token, so this token cannot be renewed: authorize "
-                            "again before it expires (Google, for one, needs access_type=offline and "
-                            "prompt=consent in extra_auth_params).")
-                    change = dataclasses.replace(change, due=response.expires_at,
-                                                 fields={**change.fields, "refresh_at": response.expires_at})
+                    note = (
+                        "The provider issued no refresh token, so this token cannot be renewed: authorize "
+                        "again before it expires (Google, for one, needs access_type=offline and "
+                        "prompt=consent in extra_auth_params)."
+                    )
+                    change = dataclasses.replace(
+                        change, due=response.expires_at, fields={**change.fields, "refresh_at": response.expires_at}
+                    )
             # The link is spent in the same step that stores the tokens: one success per link.
             spent = (self.rt.store.link_spent_key(parked["link"]), "1", max(1.0, parked["link_expires"] - now))
-            version = self.rt.store.write(lock, record.version, change.fields, change.token, change.history,
-                                          change.due, marks=[spent])
+            version = self.rt.store.write(
+                lock, record.version, change.fields, change.token, change.history, change.due, marks=[spent]
+            )
             if version < 0:
                 raise StateError(f"integration {name!r} changed during authorization; authorize again")
             return {
-                "name": name, "status": change.fields["status"], "expires_at": change.token["expires_at"],
-                "scope": change.token["scope"], "refresh_token_issued": bool(response.refresh_token),
+                "name": name,
+                "status": change.fields["status"],
+                "expires_at": change.token["expires_at"],
+                "scope": change.token["scope"],
+                "refresh_token_issued": bool(response.refresh_token),
                 "note": note,
             }
         finally:
             self.rt.store.release(lock)
 
-    def _check_account(self, spec: IntegrationSpec, record: IntegrationRecord, response: Any, *,
-                       new_account: bool) -> dict[str, str] | None:
+    def _check_account(
+        self, spec: IntegrationSpec, record: IntegrationRecord, response: Any, *, new_account: bool
+    ) -> dict[str, str] | None:
         """The account that consented; refuses (revoking the new tokens) one other than the connected one."""
         try:
             account = account_from_id_token(response.id_token, spec.client_id)
@@ -277,18 +311,32 @@ class Authorizations:
         if not before or new_account:
             return account
         if account is None:
-            self._discard(spec, record, response, f"tokens refused: the provider did not say which account "
-                                                  f"consented, and {describe(record.account)} is connected")
-            raise ConsentError("The provider did not say which account you signed in with, so this could not be "
-                               "checked against the connected account and was refused; nothing was changed. "
-                               "To connect another account, ask for a link made for a new account.")
+            self._discard(
+                spec,
+                record,
+                response,
+                f"tokens refused: the provider did not say which account "
+                f"consented, and {describe(record.account)} is connected",
+            )
+            raise ConsentError(
+                "The provider did not say which account you signed in with, so this could not be "
+                "checked against the connected account and was refused; nothing was changed. "
+                "To connect another account, ask for a link made for a new account."
+            )
         if not same_account(account, record.account):
-            self._discard(spec, record, response, f"tokens refused: {describe(account)} signed in, but "
-                                                  f"{describe(record.account)} is connected (the link does "
-                                                  "not allow a new account)")
-            raise ConsentError("You signed in with a different account than the one connected before, so this "
-                               "was refused and nothing was changed. To connect another account, ask for a link "
-                               "made for a new account.")
+            self._discard(
+                spec,
+                record,
+                response,
+                f"tokens refused: {describe(account)} signed in, but "
+                f"{describe(record.account)} is connected (the link does "
+                "not allow a new account)",
+            )
+            raise ConsentError(
+                "You signed in with a different account than the one connected before, so this "
+                "was refused and nothing was changed. To connect another account, ask for a link "
+                "made for a new account."
+            )
         return account
 
     def _discard(self, spec: IntegrationSpec, record: IntegrationRecord, response: Any, reason: str) -> None:

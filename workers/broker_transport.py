@@ -26,8 +26,11 @@ class QoS(kombu_redis.QoS):
             return super().restore_unacked_once(stderr)
         except (AttributeError, redis.ConnectionError, redis.TimeoutError) as exc:
             self._delivered.clear()
-            log.warning("could not hand back waiting messages while the broker is down (%s); "
-                        "they return after the visibility timeout, refreshes sooner", type(exc).__name__)
+            log.warning(
+                "could not hand back waiting messages while the broker is down (%s); "
+                "they return after the visibility timeout, refreshes sooner",
+                type(exc).__name__,
+            )
             return None
 
 

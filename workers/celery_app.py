@@ -78,8 +78,9 @@ def create_celery(settings: Settings) -> Celery:
 
 
 @signals.before_task_publish.connect
-def _redact_published_arguments(sender: str | None = None, headers: dict[str, Any] | None = None,
-                                body: Any = None, **_: Any) -> None:
+def _redact_published_arguments(
+    sender: str | None = None, headers: dict[str, Any] | None = None, body: Any = None, **_: Any
+) -> None:
     """Messages of ours sent by any client built here carry a secret-free argsrepr."""
     if not sender or not sender.startswith("tokenkeeper.") or headers is None:
         return

@@ -45,8 +45,11 @@ def _describe_unexpected(exc: Exception) -> str:
     if isinstance(exc, CeleryTimeout):
         return "no worker answered in time: is a worker running (tokenkeeper standalone)?"
     # Without TOKENKEEPER_REDIS_URL we looked for standalone's Redis on this machine.
-    hint = ("" if "TOKENKEEPER_REDIS_URL" in os.environ
-            else " (is `tokenkeeper standalone` running? or set TOKENKEEPER_REDIS_URL)")
+    hint = (
+        ""
+        if "TOKENKEEPER_REDIS_URL" in os.environ
+        else " (is `tokenkeeper standalone` running? or set TOKENKEEPER_REDIS_URL)"
+    )
     if isinstance(exc, OperationalError):
         return f"cannot reach the broker: {exc}{hint}"
     import redis
@@ -87,21 +90,30 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("name")
     sub = command("token", _token, "print an integration's access token")
     sub.add_argument("name")
-    sub.add_argument("--min-valid", type=float, default=0.0,
-                     help="refresh first if the token expires within this many seconds")
+    sub.add_argument(
+        "--min-valid", type=float, default=0.0, help="refresh first if the token expires within this many seconds"
+    )
     sub = command("render", _render, "fill {{ $.integrations.NAME.FIELD }} placeholders (TEMPLATE text or -)")
     sub.add_argument("template")
-    sub = command("authorize-url", _authorize_url,
-                  "print a signed, expiring, single-use link that lets a person authorize an integration")
+    sub = command(
+        "authorize-url",
+        _authorize_url,
+        "print a signed, expiring, single-use link that lets a person authorize an integration",
+    )
     sub.add_argument("name")
-    sub.add_argument("--expires", metavar="DURATION",
-                     help="how long the link stays valid: 90s, 30m, 24h, 7d or seconds "
-                          "(default TOKENKEEPER_AUTHORIZE_LINK_TTL, 24h)")
-    sub.add_argument("--new-account", action="store_true",
-                     help="accept an account other than the one connected before")
+    sub.add_argument(
+        "--expires",
+        metavar="DURATION",
+        help="how long the link stays valid: 90s, 30m, 24h, 7d or seconds "
+        "(default TOKENKEEPER_AUTHORIZE_LINK_TTL, 24h)",
+    )
+    sub.add_argument("--new-account", action="store_true", help="accept an account other than the one connected before")
     command("genkey", _genkey, "print a new Fernet key for TOKENKEEPER_SECRET_KEY")
-    command("public-key", _public_key,
-            "print the public key (standard base64) that task secrets are sealed to, for TOKENKEEPER_PUBLIC_KEY")
+    command(
+        "public-key",
+        _public_key,
+        "print the public key (standard base64) that task secrets are sealed to, for TOKENKEEPER_PUBLIC_KEY",
+    )
     sub = command("seal", _seal, 'seal a secret read from stdin; prints {"sealed": ...} for a spec field')
     sub.add_argument("--base64", action="store_true", help="print only the box's base64")
     sub.add_argument("--public-key", help=pin_help)
@@ -138,8 +150,13 @@ def _create(settings: Settings, options: argparse.Namespace) -> int:
     spec = _read_specs(options.file)
     if isinstance(spec, list):
         return _create_many(settings, spec, options.public_key)
-    result = call(_celery(settings), "tokenkeeper.create_integration", spec, timeout=options.timeout,
-                  public_key=options.public_key)
+    result = call(
+        _celery(settings),
+        "tokenkeeper.create_integration",
+        spec,
+        timeout=options.timeout,
+        public_key=options.public_key,
+    )
     _print_json(result)
     if result.get("authorization_url"):
         print(f"\nRegister this redirect URI at the provider: {settings.callback_url}", file=sys.stderr)
@@ -190,13 +207,17 @@ def _create_many(settings: Settings, specs: list[Any], public_key: str | None = 
             last_line[0] = percent // 5
             print(line, file=sys.stderr, flush=True)
 
-    succeeded, failures = call_many(_celery(settings), "tokenkeeper.create_integration",
-                                    ((spec,) for spec in specs), on_result=progress, public_key=public_key)
+    succeeded, failures = call_many(
+        _celery(settings),
+        "tokenkeeper.create_integration",
+        ((spec,) for spec in specs),
+        on_result=progress,
+        public_key=public_key,
+    )
     for index, message in failures[:20]:
         name = specs[index].get("name", f"#{index + 1}") if isinstance(specs[index], dict) else f"#{index + 1}"
         print(f"  {name}: {message}", file=sys.stderr)
-    _print_json({"created": succeeded, "failed": len(failures),
-                 "seconds": round(time.monotonic() - started, 1)})
+    _print_json({"created": succeeded, "failed": len(failures), "seconds": round(time.monotonic() - started, 1)})
     if failures:
         raise TokenkeeperError(f"{len(failures)} of {total} integrations were not created")
     return 0
@@ -206,8 +227,16 @@ def _update(settings: Settings, options: argparse.Namespace) -> int:
     from workers.producer import call
 
     changes = _read_json(options.file)
-    _print_json(call(_celery(settings), "tokenkeeper.update_integration", options.name, changes,
-                     timeout=options.timeout, public_key=options.public_key))
+    _print_json(
+        call(
+            _celery(settings),
+            "tokenkeeper.update_integration",
+            options.name,
+            changes,
+            timeout=options.timeout,
+            public_key=options.public_key,
+        )
+    )
     return 0
 
 
@@ -250,19 +279,21 @@ def _show(settings: Settings, options: argparse.Namespace) -> int:
     if record is None:
         raise TokenkeeperError(f"no integration named {options.name!r}")
     token = store.token(options.name)
-    _print_json({
-        "name": record.name,
-        "grant_type": record.grant_type,
-        "status": record.status,
-        "reason": record.reason,
-        "spec": dict(record.public),
-        "expires_at": token.get("expires_at", ""),
-        "scope": token.get("scope", ""),
-        "account": dict(record.account),
-        "refreshed_at": record.refreshed_at,
-        "next_refresh_at": record.refresh_at,
-        "history": store.history(options.name),
-    })
+    _print_json(
+        {
+            "name": record.name,
+            "grant_type": record.grant_type,
+            "status": record.status,
+            "reason": record.reason,
+            "spec": dict(record.public),
+            "expires_at": token.get("expires_at", ""),
+            "scope": token.get("scope", ""),
+            "account": dict(record.account),
+            "refreshed_at": record.refreshed_at,
+            "next_refresh_at": record.refresh_at,
+            "history": store.history(options.name),
+        }
+    )
     return 0
 
 
@@ -273,7 +304,8 @@ def _reader(settings: Settings) -> Any:
 
     app = _celery(settings)
     return TokenReader(
-        redis_client(settings.redis_url, settings.redis_sentinel_master), settings.key_prefix,
+        redis_client(settings.redis_url, settings.redis_sentinel_master),
+        settings.key_prefix,
         request_refresh=lambda name: send(app, "tokenkeeper.refresh_integration", name),
     )
 
@@ -302,8 +334,9 @@ def _authorize_url(settings: Settings, options: argparse.Namespace) -> int:
     except ValueError as exc:
         raise TokenkeeperError(f"--expires: {exc}") from None
     if not settings.secret_keys:
-        raise TokenkeeperError("TOKENKEEPER_SECRET_KEY is not set: authorize-url signs the link with it; "
-                               "run with the service's settings")
+        raise TokenkeeperError(
+            "TOKENKEEPER_SECRET_KEY is not set: authorize-url signs the link with it; run with the service's settings"
+        )
     record = _runtime(settings).store.load(options.name)
     if record is None:
         raise TokenkeeperError(f"no integration named {options.name!r}")

@@ -78,8 +78,10 @@ class TokenReader:
 
     def read_many(self, names: Iterable[str]) -> dict[str, Token | None]:
         """Several tokens in one round trip; ``None`` for a name that does not exist."""
-        return {name: Token.from_hash(name, raw) if raw is not None else None
-                for name, raw in self.read_raw_many(names).items()}
+        return {
+            name: Token.from_hash(name, raw) if raw is not None else None
+            for name, raw in self.read_raw_many(names).items()
+        }
 
     def read_raw_many(self, names: Iterable[str]) -> dict[str, dict[str, str] | None]:
         """The consumer hashes of ``names`` as stored, in one round trip (a single HGETALL for one name)."""
@@ -108,8 +110,9 @@ class TokenReader:
             raise
         finally:
             pool.release(connection)
-        return [reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=True))
-                for reply in replies]
+        return [
+            reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=True)) for reply in replies
+        ]
 
     def get(self, name: str, min_valid: float = 0.0, timeout: float = 10.0) -> Token:
         """A token valid for more than ``min_valid`` seconds, refreshing now and waiting if needed."""
@@ -148,6 +151,5 @@ def _raise_if_stopped(token: Token) -> None:
 
 def _decode(raw: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
     return {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in raw.items()
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()
     }

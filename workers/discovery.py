@@ -47,11 +47,7 @@ def endpoints_from(metadata: Mapping[str, Any], issuer: str) -> dict[str, str]:
     claimed = metadata.get("issuer")
     if claimed != issuer:
         raise SpecError({"issuer": [f"the metadata names issuer {claimed!r}, not {issuer!r}; refused"]})
-    found = {
-        field: value for field, key in ENDPOINTS.items()
-        if isinstance(value := metadata.get(key), str) and value
-    }
+    found = {field: value for field, key in ENDPOINTS.items() if isinstance(value := metadata.get(key), str) and value}
     if "token_url" not in found:
         raise SpecError({"issuer": ["the metadata has no token_endpoint"]})
     return found
-

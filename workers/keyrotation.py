@@ -100,8 +100,11 @@ def wait_idle(client: redis.Redis, timeout: float = 300.0, poll: float = 0.1) ->
     deadline = time.monotonic() + timeout
     while True:
         info = client.info("persistence")
-        busy = (int(info.get("aof_rewrite_in_progress", 0)) or int(info.get("aof_rewrite_scheduled", 0))
-                or int(info.get("rdb_bgsave_in_progress", 0)))
+        busy = (
+            int(info.get("aof_rewrite_in_progress", 0))
+            or int(info.get("aof_rewrite_scheduled", 0))
+            or int(info.get("rdb_bgsave_in_progress", 0))
+        )
         if not busy:
             return
         if time.monotonic() > deadline:

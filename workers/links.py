@@ -47,12 +47,14 @@ class LinkSigner:
             raise ConfigurationError(
                 "TOKENKEEPER_SECRET_KEY is not set: authorization links are signed with a key derived from it"
             )
-        self._keys = [hmac.new(base64.urlsafe_b64decode(key.encode()), LABEL, hashlib.sha256).digest()
-                      for key in keys]
+        self._keys = [hmac.new(base64.urlsafe_b64decode(key.encode()), LABEL, hashlib.sha256).digest() for key in keys]
 
     def issue(self, name: str, expires_at: float, *, new_account: bool = False) -> str:
-        payload = json.dumps({"n": name, "e": int(expires_at), "a": new_account, "i": secrets.token_urlsafe(12)},
-                             separators=(",", ":"), sort_keys=True).encode()
+        payload = json.dumps(
+            {"n": name, "e": int(expires_at), "a": new_account, "i": secrets.token_urlsafe(12)},
+            separators=(",", ":"),
+            sort_keys=True,
+        ).encode()
         body = _b64(payload)
         return f"{body}.{_b64(self._mac(self._keys[0], body))}"
 
@@ -81,15 +83,17 @@ class LinkSigner:
         return hmac.new(key, body.encode("ascii"), hashlib.sha256).digest()
 
 
-def link_token(settings: Settings, name: str, *, now: float, ttl: float | None = None,
-               new_account: bool = False) -> str:
+def link_token(
+    settings: Settings, name: str, *, now: float, ttl: float | None = None, new_account: bool = False
+) -> str:
     """A signed link token for ``name``, valid ``ttl`` seconds (default: the configured link lifetime)."""
     lifetime = settings.authorize_link_ttl if ttl is None else ttl
     return LinkSigner(settings.secret_keys).issue(name, now + lifetime, new_account=new_account)
 
 
-def authorization_link(settings: Settings, name: str, *, now: float, ttl: float | None = None,
-                       new_account: bool = False) -> str:
+def authorization_link(
+    settings: Settings, name: str, *, now: float, ttl: float | None = None, new_account: bool = False
+) -> str:
     """The full URL a person opens to connect ``name``."""
     token = link_token(settings, name, now=now, ttl=ttl, new_account=new_account)
     return f"{settings.public_url.rstrip('/')}/oauth/authorize/{quote(name, safe='')}?{urlencode({'t': token})}"

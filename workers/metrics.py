@@ -81,16 +81,24 @@ class StoreCollector(Collector):
             pipe.hgetall(self.refresh.key(metric))
         outcomes, duration, lateness = (_text_map(raw) for raw in pipe.execute())
 
-        counter = CounterMetricFamily("tokenkeeper_refreshes", "Refreshes by outcome, all workers together.",
-                                      labels=["outcome"])
+        counter = CounterMetricFamily(
+            "tokenkeeper_refreshes", "Refreshes by outcome, all workers together.", labels=["outcome"]
+        )
         for outcome, count in sorted(outcomes.items()):
             counter.add_metric([outcome], float(count))
         yield counter
-        yield _histogram("tokenkeeper_refresh_duration_seconds", "Time from token request to stored answer.",
-                         DURATION_BUCKETS, duration)
-        yield _histogram("tokenkeeper_refresh_lateness_seconds",
-                         "How late a scheduled refresh's request went out against its plan.",
-                         LATENESS_BUCKETS, lateness)
+        yield _histogram(
+            "tokenkeeper_refresh_duration_seconds",
+            "Time from token request to stored answer.",
+            DURATION_BUCKETS,
+            duration,
+        )
+        yield _histogram(
+            "tokenkeeper_refresh_lateness_seconds",
+            "How late a scheduled refresh's request went out against its plan.",
+            LATENESS_BUCKETS,
+            lateness,
+        )
 
         names = self.store.names()
         statuses = self.store.statuses(names)
@@ -110,8 +118,9 @@ def _histogram(name: str, documentation: str, buckets: Iterable[float], raw: dic
 
 
 def _text_map(raw: dict[bytes | str, bytes | str]) -> dict[str, str]:
-    return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in raw.items()}
+    return {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()
+    }
 
 
 def exposition(store: Store) -> bytes:

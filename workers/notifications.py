@@ -73,8 +73,9 @@ class Webhook:
             EVENT_ID_HEADER: str(event.get("id", "")),
         }
         try:
-            with self.session.post(self.url, data=body, headers=headers, timeout=self.timeout,
-                                   allow_redirects=False, stream=True) as response:
+            with self.session.post(
+                self.url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False, stream=True
+            ) as response:
                 status = response.status_code
                 _drain(response, self.max_bytes)
         except ForbiddenAddressError as exc:
@@ -84,8 +85,11 @@ class Webhook:
         if 200 <= status < 300:
             return
         retryable = status >= 500 or status in TRANSIENT_STATUSES
-        raise WebhookError(f"webhook answered HTTP {status}", retryable=retryable,
-                           retry_after=retry_after_seconds(response.headers, self.clock()))
+        raise WebhookError(
+            f"webhook answered HTTP {status}",
+            retryable=retryable,
+            retry_after=retry_after_seconds(response.headers, self.clock()),
+        )
 
 
 def _drain(response: requests.Response, limit: int) -> None:

@@ -84,8 +84,10 @@ def request_failed(
         status = STATUS_NEEDS_REAUTH
         fields = {"attempts": attempts + 1, "refresh_at": ""}
         if error.error == "invalid_grant" and last_error in LOST_RESPONSE_ERRORS:
-            reason += (f" after an unanswered refresh ({last_error}): the provider probably rotated the "
-                       "refresh token in the answer that was lost; authorize again or paste a new refresh token")
+            reason += (
+                f" after an unanswered refresh ({last_error}): the provider probably rotated the "
+                "refresh token in the answer that was lost; authorize again or paste a new refresh token"
+            )
     fields.update({"status": status, "reason": reason, "status_at": now, "last_error": error.error})
     return Change(
         fields=fields,

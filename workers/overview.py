@@ -46,18 +46,20 @@ def overview(store: Store, now: float) -> list[IntegrationRow]:
     for record, token in store.load_many(store.names()):
         provider = record.public.get("provider") or ""
         expires_at = token.get("expires_at")
-        rows.append(IntegrationRow(
-            name=record.name,
-            grant_type=record.grant_type,
-            provider=known[provider].title if provider in known else "",
-            status=record.status,
-            reason=record.reason,
-            expires_in=float(expires_at) - now if expires_at else None,
-            last_refresh_ago=None if record.refreshed_at is None else now - record.refreshed_at,
-            next_refresh_in=None if record.refresh_at is None else record.refresh_at - now,
-            has_token=bool(token.get("access_token")),
-            account=describe(record.account),
-        ))
+        rows.append(
+            IntegrationRow(
+                name=record.name,
+                grant_type=record.grant_type,
+                provider=known[provider].title if provider in known else "",
+                status=record.status,
+                reason=record.reason,
+                expires_in=float(expires_at) - now if expires_at else None,
+                last_refresh_ago=None if record.refreshed_at is None else now - record.refreshed_at,
+                next_refresh_in=None if record.refresh_at is None else record.refresh_at - now,
+                has_token=bool(token.get("access_token")),
+                account=describe(record.account),
+            )
+        )
     return rows
 
 

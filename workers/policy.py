@@ -30,7 +30,11 @@ class RefreshPolicy:
     keepalive: float = 3600.0
 
     def next_refresh(
-        self, issued_at: float, expires_at: float | None, rand: Random = random.random, *,
+        self,
+        issued_at: float,
+        expires_at: float | None,
+        rand: Random = random.random,
+        *,
         refresh_token: bool = False,
     ) -> float | None:
         """When to refresh a token issued at ``issued_at``; None: never (nothing would keep it alive)."""

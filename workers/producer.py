@@ -38,8 +38,11 @@ def send(app: Celery, task: str, *args: Any, queue: str | None = None, public_ke
     args = seal_arguments(app, task, args, public_key)
     argsrepr, kwargsrepr = args_repr(args, {})
     return app.send_task(
-        task, args=list(args), queue=queue or app.conf.task_default_queue,
-        argsrepr=argsrepr, kwargsrepr=kwargsrepr,
+        task,
+        args=list(args),
+        queue=queue or app.conf.task_default_queue,
+        argsrepr=argsrepr,
+        kwargsrepr=kwargsrepr,
     )
 
 
@@ -54,7 +57,7 @@ def seal_arguments(app: Celery, task: str, args: tuple[Any, ...], public_key: st
     if position is None or len(args) <= position or not isinstance(args[position], Mapping):
         return args
     sealer = Sealer(public_key) if public_key else sealer_for(app)
-    return (*args[:position], sealer.seal_fields(args[position]), *args[position + 1:])
+    return (*args[:position], sealer.seal_fields(args[position]), *args[position + 1 :])
 
 
 def sealer_for(app: Celery) -> Sealer:

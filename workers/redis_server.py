@@ -54,6 +54,7 @@ class RedisUsers:
 
 def acl_rules(users: RedisUsers, key_prefix: str = "tokenkeeper:") -> list[str]:
     """``user`` lines for a Redis config: default off, the service with everything, the runner read-only."""
+
     def digest(password: str) -> str:
         return "#" + hashlib.sha256(password.encode()).hexdigest()
 
@@ -96,16 +97,27 @@ def make_private_dir(path: Path) -> Path:
     return path
 
 
-def start_server(port: int, data_dir: Path, *, persistent: bool, users: RedisUsers,
-                 key_prefix: str = "tokenkeeper:", binary: str | None = None,
-                 extra_config: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+def start_server(
+    port: int,
+    data_dir: Path,
+    *,
+    persistent: bool,
+    users: RedisUsers,
+    key_prefix: str = "tokenkeeper:",
+    binary: str | None = None,
+    extra_config: Sequence[str] = (),
+) -> subprocess.Popen[bytes]:
     """Start a server on 127.0.0.1:``port`` answering only ``users``; ``persistent`` keeps an AOF in ``data_dir``.
 
     ``extra_config``: more redis.conf lines (tests use it to keep the files greppable).
     """
     make_private_dir(data_dir)
     lines = [
-        f"port {port}", "bind 127.0.0.1", f"dir {data_dir.resolve()}", 'save ""', "daemonize no",
+        f"port {port}",
+        "bind 127.0.0.1",
+        f"dir {data_dir.resolve()}",
+        'save ""',
+        "daemonize no",
         f"logfile {(data_dir / 'redis.log').resolve()}",
     ]
     if persistent:
@@ -120,8 +132,12 @@ def start_server(port: int, data_dir: Path, *, persistent: bool, users: RedisUse
     descriptor = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write("\n".join([*lines, *acl_rules(users, key_prefix)]) + "\n")
-    return subprocess.Popen([binary or find_server_binary(), str(config.resolve())],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, umask=0o077)
+    return subprocess.Popen(
+        [binary or find_server_binary(), str(config.resolve())],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        umask=0o077,
+    )
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 10.0) -> None:

@@ -79,11 +79,20 @@ class Refresher:
         late = "" if result.lateness is None else f", {result.lateness:.3f}s late"
         level = logging.INFO if result.outcome == "refreshed" else logging.WARNING
         log.log(
-            level, "refresh %s: %s in %.3fs%s%s", result.name, result.outcome, result.duration, late,
+            level,
+            "refresh %s: %s in %.3fs%s%s",
+            result.name,
+            result.outcome,
+            result.duration,
+            late,
             f" ({result.detail})" if result.detail and result.outcome != "refreshed" else "",
-            extra={"integration": result.name, "outcome": result.outcome, "status": result.status,
-                   "duration": round(result.duration, 4),
-                   "lateness": None if result.lateness is None else round(result.lateness, 4)},
+            extra={
+                "integration": result.name,
+                "outcome": result.outcome,
+                "status": result.status,
+                "duration": round(result.duration, 4),
+                "lateness": None if result.lateness is None else round(result.lateness, 4),
+            },
         )
 
     def _refresh(self, name: str, planned_at: float | None) -> RefreshResult:
@@ -125,8 +134,9 @@ class Refresher:
                     return self._no_refresh_token(lock, record)
                 response = rt.client.refresh(spec, refresh_token)
         except ProviderError as error:
-            change = request_failed(error, attempts=record.attempts, policy=rt.policy, now=rt.clock(),
-                                    last_error=record.last_error)
+            change = request_failed(
+                error, attempts=record.attempts, policy=rt.policy, now=rt.clock(), last_error=record.last_error
+            )
             return self._commit(lock, record, change, failed=error, timing=_Timing(now, self.rt.clock(), planned_at))
         if response.refresh_token and response.refresh_token != secrets.get("refresh_token"):
             secrets = {**secrets, "refresh_token": response.refresh_token}
@@ -135,8 +145,13 @@ class Refresher:
             sealed = record.sealed_secrets
         done = rt.clock()
         change = token_obtained(
-            response, sealed_secrets=sealed, requested_scopes=spec.scopes, policy=rt.policy,
-            now=done, reason="refreshed", holds_refresh_token=bool(secrets.get("refresh_token")),
+            response,
+            sealed_secrets=sealed,
+            requested_scopes=spec.scopes,
+            policy=rt.policy,
+            now=done,
+            reason="refreshed",
+            holds_refresh_token=bool(secrets.get("refresh_token")),
         )
         if planned_at is not None:
             # How late against the plan the request went out (negative: early): the scheduler's accuracy.
@@ -149,7 +164,11 @@ class Refresher:
         return self._commit(lock, record, change, failed=error)
 
     def _commit(
-        self, lock: Lock, record: IntegrationRecord, change: Change, failed: ProviderError | None = None,
+        self,
+        lock: Lock,
+        record: IntegrationRecord,
+        change: Change,
+        failed: ProviderError | None = None,
         timing: _Timing | None = None,
     ) -> RefreshResult:
         rotated = change.fields.get("secrets", record.sealed_secrets) != record.sealed_secrets
@@ -158,20 +177,34 @@ class Refresher:
         duration = None if timing is None else max(0.0, timing.done - timing.started)
         lateness = None if timing is None or timing.planned_at is None else timing.started - timing.planned_at
         version = self.rt.store.write(
-            lock, record.version, change.fields, change.token, change.history, change.due,
+            lock,
+            record.version,
+            change.fields,
+            change.token,
+            change.history,
+            change.due,
             # A new refresh token exists only in this process until written: outlast a Redis restart.
-            patience=min(10.0, self.rt.settings.lock_ttl / 2), durable=rotated, release=True,
+            patience=min(10.0, self.rt.settings.lock_ttl / 2),
+            durable=rotated,
+            release=True,
             # Counted in the same step as the write: no extra round trip per refresh.
             counters=self.metrics.increments(outcome, duration, lateness),
         )
         if version < 0:
             # Someone else changed it since we read it (our lock ran out): theirs stands.
             why = "lock expired" if version == WRITE_LOST_LOCK else "changed meanwhile"
-            return RefreshResult(record.name, "superseded", record.status, detail=why, duration=duration,
-                                 lateness=lateness)
+            return RefreshResult(
+                record.name, "superseded", record.status, detail=why, duration=duration, lateness=lateness
+            )
         return RefreshResult(
-            record.name, outcome, status, expires_at="" if failed else change.token["expires_at"],
-            detail=change.fields["reason"] if failed else "", written=True, duration=duration, lateness=lateness,
+            record.name,
+            outcome,
+            status,
+            expires_at="" if failed else change.token["expires_at"],
+            detail=change.fields["reason"] if failed else "",
+            written=True,
+            duration=duration,
+            lateness=lateness,
         )
 
 

@@ -46,8 +46,9 @@ class Registry:
         return authorization_link(self.rt.settings, name, now=self.rt.clock())
 
     def validate(self, data: Any) -> IntegrationSpec:
-        return validate_spec(self.resolve(data), insecure_hosts=self.rt.settings.insecure_http_hosts,
-                             addresses=self.rt.client.addresses)
+        return validate_spec(
+            self.resolve(data), insecure_hosts=self.rt.settings.insecure_http_hosts, addresses=self.rt.client.addresses
+        )
 
     def resolve(self, data: Any) -> Any:
         """The spec with its provider preset and, for an ``issuer`` alone, discovered endpoints filled in."""
@@ -61,12 +62,19 @@ class Registry:
             name: ("refresh_url" if name == "token_url" and grant == "refresh_token" else name)
             for name in ("auth_url", "token_url", "revocation_url")
         }
-        wanted = {source: target for source, target in wanted.items()
-                  if grant in FIELD_GRANTS.get(target, GRANT_TYPES) and target not in spec}
+        wanted = {
+            source: target
+            for source, target in wanted.items()
+            if grant in FIELD_GRANTS.get(target, GRANT_TYPES) and target not in spec
+        }
         if not wanted.keys() - {"revocation_url"}:
             return spec
-        issuer = check_url("issuer", spec["issuer"], insecure_hosts=self.rt.settings.insecure_http_hosts,
-                           addresses=self.rt.client.addresses)
+        issuer = check_url(
+            "issuer",
+            spec["issuer"],
+            insecure_hosts=self.rt.settings.insecure_http_hosts,
+            addresses=self.rt.client.addresses,
+        )
         for source, value in discover(self.rt.client, issuer).items():
             if source in wanted:
                 spec[wanted[source]] = value
@@ -91,11 +99,21 @@ class Registry:
         base = {"grant_type": spec.grant_type, "spec": spec.public_fields(), "created_at": now}
         if spec.grant_type == "authorization_code":
             fields = {
-                **base, "secrets": rt.box.seal(spec.secrets()), "status": STATUS_PENDING,
-                "reason": "waiting for the user to authorize", "status_at": now, "attempts": 0,
+                **base,
+                "secrets": rt.box.seal(spec.secrets()),
+                "status": STATUS_PENDING,
+                "reason": "waiting for the user to authorize",
+                "status_at": now,
+                "attempts": 0,
             }
-            token = {"access_token": "", "token_type": "", "expires_at": "", "scope": "",
-                     "status": STATUS_PENDING, "updated_at": str(int(now))}
+            token = {
+                "access_token": "",
+                "token_type": "",
+                "expires_at": "",
+                "scope": "",
+                "status": STATUS_PENDING,
+                "updated_at": str(int(now)),
+            }
             history = history_entry(now, STATUS_PENDING, "created")
             if not rt.store.create(spec.name, fields, token, history, None):
                 raise ConflictError(f"an integration named {spec.name!r} already exists")
@@ -118,8 +136,12 @@ class Registry:
             # A rotated refresh token replaces the one given; it is sealed with the rest.
             secrets["refresh_token"] = response.refresh_token
         return token_obtained(
-            response, sealed_secrets=rt.box.seal(secrets), requested_scopes=spec.scopes,
-            policy=rt.policy, now=rt.clock(), reason=reason,
+            response,
+            sealed_secrets=rt.box.seal(secrets),
+            requested_scopes=spec.scopes,
+            policy=rt.policy,
+            now=rt.clock(),
+            reason=reason,
             holds_refresh_token=bool(secrets.get("refresh_token")),
         )
 
@@ -137,12 +159,14 @@ class Registry:
             base = {"spec": spec.public_fields()}
             if spec.grant_type == "authorization_code":
                 fields = {**base, "secrets": rt.box.seal(spec.secrets())}
-                rt.store.write(lock, record.version, fields, {}, history_entry(now, record.status, "updated"),
-                               KEEP_SCHEDULE)
+                rt.store.write(
+                    lock, record.version, fields, {}, history_entry(now, record.status, "updated"), KEEP_SCHEDULE
+                )
                 return summary(name, record.status, authorization_url=self.authorization_url(name))
             change = self._first_token(spec, reason="updated")
-            version = rt.store.write(lock, record.version, {**base, **change.fields}, change.token,
-                                     change.history, change.due)
+            version = rt.store.write(
+                lock, record.version, {**base, **change.fields}, change.token, change.history, change.due
+            )
             if version < 0:
                 raise StateError(f"integration {name!r} changed during the update; try again")
             return summary(name, change.fields["status"], expires_at=change.token["expires_at"])

@@ -49,8 +49,12 @@ class Runtime:
 
 
 # Bounded timeouts: a Redis that went away must fail a task, not hang it.
-_CLIENT_OPTIONS = {"socket_connect_timeout": 5, "socket_timeout": 30, "health_check_interval": 30,
-                   "retry_on_timeout": True}
+_CLIENT_OPTIONS = {
+    "socket_connect_timeout": 5,
+    "socket_timeout": 30,
+    "health_check_interval": 30,
+    "retry_on_timeout": True,
+}
 
 
 def redis_client(url: str, sentinel_master: str = "") -> redis.Redis:
@@ -100,8 +104,11 @@ def build_runtime(
     http = session or token_session(policy)
     return Runtime(
         settings=settings,
-        store=Store(client or redis_client(settings.redis_url, settings.redis_sentinel_master), settings.key_prefix,
-                    outbox=bool(settings.webhook_url)),
+        store=Store(
+            client or redis_client(settings.redis_url, settings.redis_sentinel_master),
+            settings.key_prefix,
+            outbox=bool(settings.webhook_url),
+        ),
         client=TokenClient(
             session=http,
             clock=clock,
@@ -121,8 +128,14 @@ def build_runtime(
         clock=clock,
         _secret_keys=settings.secret_keys,
         webhook=Webhook(
-            settings.webhook_url, settings.webhook_secret, http, clock,
-            (settings.http_connect_timeout, settings.http_read_timeout), settings.max_response_bytes,
+            settings.webhook_url,
+            settings.webhook_secret,
+            http,
+            clock,
+            (settings.http_connect_timeout, settings.http_read_timeout),
+            settings.max_response_bytes,
             addresses=policy,
-        ) if settings.webhook_url else None,
+        )
+        if settings.webhook_url
+        else None,
     )

@@ -76,8 +76,10 @@ class Sealer:
 
     def seal_fields(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """``data`` with every plain-text secret field sealed; boxes and other values as they are."""
-        return {key: self.seal(value) if key in SEALED_FIELDS and isinstance(value, str) else value
-                for key, value in data.items()}
+        return {
+            key: self.seal(value) if key in SEALED_FIELDS and isinstance(value, str) else value
+            for key, value in data.items()
+        }
 
 
 class Opener:
@@ -116,10 +118,14 @@ class Opener:
                 return plain.decode()
             except UnicodeDecodeError:
                 raise SpecError({field: ["the sealed secret is not UTF-8 text"]}) from None
-        raise SpecError({field: [
-            "the sealed box does not open with this service's keys (sealed to another key? "
-            "seal again with the key `tokenkeeper public-key` prints)"
-        ]})
+        raise SpecError(
+            {
+                field: [
+                    "the sealed box does not open with this service's keys (sealed to another key? "
+                    "seal again with the key `tokenkeeper public-key` prints)"
+                ]
+            }
+        )
 
     def open_fields(self, data: Any) -> Any:
         """``data`` with every secret field opened; every field that fails is named at once."""

@@ -18,8 +18,7 @@ class SecretBox:
     def __init__(self, keys: Sequence[str]) -> None:
         if not keys:
             raise ConfigurationError(
-                "TOKENKEEPER_SECRET_KEY is not set: give one or more Fernet keys "
-                "(create one with `tokenkeeper genkey`)"
+                "TOKENKEEPER_SECRET_KEY is not set: give one or more Fernet keys (create one with `tokenkeeper genkey`)"
             )
         self._fernet = MultiFernet([Fernet(key.encode()) for key in keys])
 

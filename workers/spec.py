@@ -78,7 +78,8 @@ class IntegrationSpec:
             data.pop(name)
         data["scopes"] = list(self.scopes)
         return {
-            key: value for key, value in data.items()
+            key: value
+            for key, value in data.items()
             if value is not None and self.grant_type in FIELD_GRANTS.get(key, GRANT_TYPES)
         }
 
@@ -159,22 +160,37 @@ def _valid_name(value: str) -> None:
 # Request parameters that carry a credential. In a parameter map they would travel and rest in clear
 # (maps are public fields, shown by `show` and the status page; auth parameters even reach the browser),
 # so a secret smuggled there is refused: each has a sealed field of its own, or is ours to set.
-SECRET_PARAMETERS = frozenset({
-    "client_secret", "client_assertion", "refresh_token", "access_token", "id_token", "code", "code_verifier",
-    "password", "assertion", "subject_token", "actor_token", "device_code", "private_key", "client_key",
-})
+SECRET_PARAMETERS = frozenset(
+    {
+        "client_secret",
+        "client_assertion",
+        "refresh_token",
+        "access_token",
+        "id_token",
+        "code",
+        "code_verifier",
+        "password",
+        "assertion",
+        "subject_token",
+        "actor_token",
+        "device_code",
+        "private_key",
+        "client_key",
+    }
+)
 
 
 def _no_secret_parameters(value: Mapping[str, str]) -> None:
     smuggled = sorted(key for key in value if key.strip().lower() in SECRET_PARAMETERS)
     if smuggled:
-        raise ValidationError(f"{', '.join(smuggled)} would travel and be stored in clear here; secrets go in "
-                              "their own (sealed) spec fields")
+        raise ValidationError(
+            f"{', '.join(smuggled)} would travel and be stored in clear here; secrets go in "
+            "their own (sealed) spec fields"
+        )
 
 
 def _string_map() -> fields.Dict:
     return fields.Dict(keys=fields.String(), values=fields.String(), validate=_no_secret_parameters)
-
 
 
 class SpecSchema(Schema):

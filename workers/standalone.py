@@ -90,12 +90,16 @@ def local_redis(settings: Settings, env: dict[str, str]) -> subprocess.Popen[byt
         print(f"redis        using the one already running on 127.0.0.1:{port}, data in {data}")
         return None
     if answers_anonymously("127.0.0.1", port) or _port_taken(port):
-        raise ConfigurationError(f"127.0.0.1:{port} is taken by another server: set TOKENKEEPER_REDIS_PORT "
-                                 "to a free port, or TOKENKEEPER_REDIS_URL to use that Redis")
+        raise ConfigurationError(
+            f"127.0.0.1:{port} is taken by another server: set TOKENKEEPER_REDIS_PORT "
+            "to a free port, or TOKENKEEPER_REDIS_URL to use that Redis"
+        )
     process = start_server(port, data, persistent=True, users=users, key_prefix=settings.key_prefix)
     wait_ready(url, process)
-    print(f"redis        started on 127.0.0.1:{port}, data in {data}; "
-          f"runners log in as user runner, password in {Path(settings.data_dir) / RUNNER_PASSWORD_FILE}")
+    print(
+        f"redis        started on 127.0.0.1:{port}, data in {data}; "
+        f"runners log in as user runner, password in {Path(settings.data_dir) / RUNNER_PASSWORD_FILE}"
+    )
     return process
 
 
@@ -126,10 +130,17 @@ def child_commands(settings: Settings) -> dict[str, list[str]]:
     level = settings.log_level
     return {
         "worker": [*celery, "worker", "-Q", settings.queue, "-n", "tokenkeeper@%h", "--loglevel", level],
-        "beat": [*celery, "beat", "--loglevel", level,
-                 "-s", str(Path(settings.data_dir) / "celerybeat-schedule")],
-        "callback app": [sys.executable, "-m", "gunicorn", "--bind", settings.bind,
-                         "-c", "python:callback_app.gunicorn_conf", "callback_app:create_app()"],
+        "beat": [*celery, "beat", "--loglevel", level, "-s", str(Path(settings.data_dir) / "celerybeat-schedule")],
+        "callback app": [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            settings.bind,
+            "-c",
+            "python:callback_app.gunicorn_conf",
+            "callback_app:create_app()",
+        ],
         # Credentials reach Flower through its environment (FLOWER_BASIC_AUTH), not argv, which ps shows.
         "flower": [*celery, "flower", "--address=127.0.0.1", f"--port={settings.flower_port}"],
     }
@@ -152,8 +163,9 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
     else:
         refuse_open_redis(settings)
         if not is_up(settings.redis_url):
-            raise ConfigurationError(f"Redis at {describe(settings.redis_url)} does not answer with the "
-                                     "credentials in TOKENKEEPER_REDIS_URL")
+            raise ConfigurationError(
+                f"Redis at {describe(settings.redis_url)} does not answer with the credentials in TOKENKEEPER_REDIS_URL"
+            )
         print(f"redis        using {describe(settings.redis_url)}")
     if key_file:
         print(f"secret key   {key_file} (set TOKENKEEPER_SECRET_KEY to use your own)")
@@ -168,8 +180,10 @@ def run(settings: Settings, environ: Mapping[str, str]) -> int:
         print(f"worker       pid {children['worker'].pid}, queue {settings.queue}")
         print(f"beat         pid {children['beat'].pid}, tick every {settings.schedule_interval:g}s")
         print(f"callback app pid {children['callback app'].pid}, {settings.public_url}/oauth/callback")
-        credentials = (f"user {settings.operator_user}, password "
-                       f"{'in ' + password_file if password_file else 'from TOKENKEEPER_OPERATOR_PASSWORD'}")
+        credentials = (
+            f"user {settings.operator_user}, password "
+            f"{'in ' + password_file if password_file else 'from TOKENKEEPER_OPERATOR_PASSWORD'}"
+        )
         print(f"flower       pid {children['flower'].pid}, http://127.0.0.1:{settings.flower_port} ({credentials})")
         print(f"status page  {settings.public_url}/status ({credentials}); metrics at {settings.public_url}/metrics")
         print("Ctrl-C stops everything.", flush=True)

@@ -381,15 +381,30 @@ class Store:
         self.redis.delete(self.reserve_key(name))
 
     def create(
-        self, name: str, fields: Mapping[str, Any], token: Mapping[str, Any], history: Mapping[str, Any],
+        self,
+        name: str,
+        fields: Mapping[str, Any],
+        token: Mapping[str, Any],
+        history: Mapping[str, Any],
         due: float | None,
     ) -> bool:
         keys = [
-            self.integration_key(name), self.token_key(name), self.history_key(name),
-            self.names_key, self.schedule_key, self.reserve_key(name), self.outbox_key,
+            self.integration_key(name),
+            self.token_key(name),
+            self.history_key(name),
+            self.names_key,
+            self.schedule_key,
+            self.reserve_key(name),
+            self.outbox_key,
         ]
-        args = [_json_fields(fields), _json_fields(token), json.dumps(history), name, _score(due),
-                "1" if self.outbox else "0"]
+        args = [
+            _json_fields(fields),
+            _json_fields(token),
+            json.dumps(history),
+            name,
+            _score(due),
+            "1" if self.outbox else "0",
+        ]
         return self._create(keys=keys, args=args) == 1
 
     # -- guarded writes --------------------------------------------------
@@ -420,13 +435,27 @@ class Store:
         """
         name = lock.name
         keys = [
-            self.integration_key(name), self.token_key(name), self.history_key(name),
-            self.schedule_key, self.inflight_key, self.lock_key(name), self.outbox_key,
+            self.integration_key(name),
+            self.token_key(name),
+            self.history_key(name),
+            self.schedule_key,
+            self.inflight_key,
+            self.lock_key(name),
+            self.outbox_key,
         ]
         args = [
-            lock.owner, str(expected_version), name, _json_fields(fields), _json_fields(token),
-            json.dumps(history), _score(due), self.channel(name), HISTORY_LENGTH, "1" if release else "0",
-            "1" if self.outbox else "0", json.dumps([list(counter) for counter in counters]),
+            lock.owner,
+            str(expected_version),
+            name,
+            _json_fields(fields),
+            _json_fields(token),
+            json.dumps(history),
+            _score(due),
+            self.channel(name),
+            HISTORY_LENGTH,
+            "1" if release else "0",
+            "1" if self.outbox else "0",
+            json.dumps([list(counter) for counter in counters]),
             json.dumps([[key, value, max(1, int(ttl * 1000))] for key, value, ttl in marks]),
         ]
         deadline = time.monotonic() + patience
@@ -461,8 +490,13 @@ class Store:
 
     def delete(self, name: str) -> bool:
         pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(self.integration_key(name), self.token_key(name), self.history_key(name),
-                    self.reserve_key(name), self.lock_key(name))
+        pipe.delete(
+            self.integration_key(name),
+            self.token_key(name),
+            self.history_key(name),
+            self.reserve_key(name),
+            self.lock_key(name),
+        )
         pipe.srem(self.names_key, name)
         pipe.zrem(self.schedule_key, name)
         pipe.zrem(self.inflight_key, name)
@@ -480,8 +514,9 @@ class Store:
     def acquire_and_load(self, name: str, ttl: float) -> tuple[Lock | None, IntegrationRecord | None]:
         """Take the lock and read the integration in one round trip; the record comes either way."""
         owner = _secrets.token_hex(16)
-        taken, raw = self._acquire_and_load(keys=[self.lock_key(name), self.integration_key(name)],
-                                            args=[owner, int(ttl * 1000)])
+        taken, raw = self._acquire_and_load(
+            keys=[self.lock_key(name), self.integration_key(name)], args=[owner, int(ttl * 1000)]
+        )
         pairs = [_text(item) for item in raw]
         record = IntegrationRecord.from_hash(name, dict(zip(pairs[::2], pairs[1::2], strict=True))) if pairs else None
         return (Lock(name, owner) if taken else None), record
@@ -521,8 +556,9 @@ class Store:
         self.redis.zadd(self.schedule_key, {name: due})
 
     # -- one-time values (authorization state, parked codes) -------------
-    def put_state(self, state_id: str, value: Mapping[str, Any], ttl: int, *, link_id: str, now: float,
-                  most: int) -> int:
+    def put_state(
+        self, state_id: str, value: Mapping[str, Any], ttl: int, *, link_id: str, now: float, most: int
+    ) -> int:
         """Store a state for the link ``link_id`` unless it is spent (-1) or has ``most`` outstanding (0)."""
         keys = [self.state_key(state_id), self.link_states_key(link_id), self.link_spent_key(link_id)]
         return int(self._put_state(keys=keys, args=[json.dumps({**value, "link": link_id}), ttl, repr(now), most]))

@@ -102,8 +102,12 @@ def schedule_refreshes() -> int:
     if rt.webhook is not None:
         forward_events(rt.store, enqueue_notification)
     return dispatch_due(
-        rt.store, enqueue_refresh, now=rt.clock(), horizon=settings.schedule_horizon,
-        lost_after=settings.lost_after, max_rate=settings.max_refresh_rate,
+        rt.store,
+        enqueue_refresh,
+        now=rt.clock(),
+        horizon=settings.schedule_horizon,
+        lost_after=settings.lost_after,
+        max_rate=settings.max_refresh_rate,
     )
 
 
@@ -132,5 +136,9 @@ def enqueue_refresh(items: list[tuple[str, float]], countdown: float) -> None:
     args = [[[name, planned_at] for name, planned_at in items]]
     argsrepr, kwargsrepr = args_repr(args, {})
     refresh_batch.apply_async(
-        args, countdown=countdown, ignore_result=True, argsrepr=argsrepr, kwargsrepr=kwargsrepr,
+        args,
+        countdown=countdown,
+        ignore_result=True,
+        argsrepr=argsrepr,
+        kwargsrepr=kwargsrepr,
     )

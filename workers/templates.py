@@ -56,13 +56,13 @@ def _compile(template: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...
         text = template[start:end]
         exact = _PLACEHOLDER.fullmatch(text)
         if exact is None:
-            raise TemplateError(f"malformed placeholder {_shown(text)}: "
-                                "use {{ $.integrations.NAME.FIELD }} or {{ $.integrations[\"NAME\"].FIELD }}")
+            raise TemplateError(
+                f"malformed placeholder {_shown(text)}: "
+                'use {{ $.integrations.NAME.FIELD }} or {{ $.integrations["NAME"].FIELD }}'
+            )
         field = exact.group("field")
         if field not in READABLE_FIELDS:
-            raise TemplateError(
-                f"unknown field {field!r} in {_shown(text)}; fields are {', '.join(READABLE_FIELDS)}"
-            )
+            raise TemplateError(f"unknown field {field!r} in {_shown(text)}; fields are {', '.join(READABLE_FIELDS)}")
         literals.append(template[position:start])
         found.append((exact.group("dotted") or exact.group("quoted"), field))
         position = end

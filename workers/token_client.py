@@ -27,10 +27,17 @@ from workers.spec import IntegrationSpec
 from workers.transport import ForbiddenAddressError, guard
 
 # RFC 6749 §5.2 codes: the same request will fail again until a person acts.
-PERMANENT_ERRORS = frozenset({
-    "invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
-    "unsupported_grant_type", "invalid_scope", "access_denied",
-})
+PERMANENT_ERRORS = frozenset(
+    {
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+        "access_denied",
+    }
+)
 # Codes some providers send from the token endpoint for passing trouble.
 TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error", "slow_down"})
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
@@ -88,7 +95,8 @@ class TokenClient:
         known_secrets = (spec.client_secret, spec.refresh_token, *secrets)
         sent_at = self.clock()
         status, response_headers, body = self._post(
-            spec, spec.endpoint, {**spec.extra_token_params, **params}, "token endpoint")
+            spec, spec.endpoint, {**spec.extra_token_params, **params}, "token endpoint"
+        )
         return parse_token_response(
             status, response_headers, body, sent_at=sent_at, secrets=known_secrets, now=self.clock()
         )
@@ -97,7 +105,10 @@ class TokenClient:
         """Revoke ``token`` at the spec's revocation endpoint (RFC 7009 §2.1); raises ProviderError."""
         assert spec.revocation_url is not None  # the caller checks
         status, headers, body = self._post(
-            spec, spec.revocation_url, {"token": token, "token_type_hint": hint}, "revocation endpoint",
+            spec,
+            spec.revocation_url,
+            {"token": token, "token_type_hint": hint},
+            "revocation endpoint",
         )
         if status == 200:
             return  # also for a token the server no longer knows (§2.2)
@@ -105,15 +116,22 @@ class TokenClient:
         if "error" in payload:
             raise _oauth_error(status, headers, payload, (spec.client_secret, token), self.clock())
         cls = TransientProviderError if status >= 500 or status in TRANSIENT_STATUSES else PermanentProviderError
-        raise cls("revocation_failed", f"HTTP {status} from the revocation endpoint", status=status,
-                  retry_after=retry_after_seconds(headers, self.clock()))
+        raise cls(
+            "revocation_failed",
+            f"HTTP {status} from the revocation endpoint",
+            status=status,
+            retry_after=retry_after_seconds(headers, self.clock()),
+        )
 
     def get_json(self, url: str, what: str) -> dict[str, Any]:
         """GET a JSON document (discovery metadata) under the same address policy and size cap."""
         try:
             with self.session.get(
-                url, headers={"Accept": "application/json"}, timeout=(self.connect_timeout, self.read_timeout),
-                allow_redirects=False, stream=True,
+                url,
+                headers={"Accept": "application/json"},
+                timeout=(self.connect_timeout, self.read_timeout),
+                allow_redirects=False,
+                stream=True,
             ) as response:
                 body = self._read_capped(response)
                 status = response.status_code
@@ -164,7 +182,8 @@ class TokenClient:
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
             raise TransientProviderError(
-                "response_too_large", f"body of {declared} bytes is over the {self.max_bytes}-byte cap",
+                "response_too_large",
+                f"body of {declared} bytes is over the {self.max_bytes}-byte cap",
                 status=response.status_code,
             )
         chunks: list[bytes] = []
@@ -173,7 +192,8 @@ class TokenClient:
             size += len(chunk)
             if size > self.max_bytes:
                 raise TransientProviderError(
-                    "response_too_large", f"body is over the {self.max_bytes}-byte cap",
+                    "response_too_large",
+                    f"body is over the {self.max_bytes}-byte cap",
                     status=response.status_code,
                 )
             chunks.append(chunk)
@@ -210,11 +230,11 @@ def parse_token_response(
         cls: type[ProviderError] = (
             TransientProviderError if status >= 500 or status in TRANSIENT_STATUSES else PermanentProviderError
         )
-        raise cls(f"http_{status}", _describe_body(body), status=status,
-                  retry_after=retry_after_seconds(headers, now))
+        raise cls(f"http_{status}", _describe_body(body), status=status, retry_after=retry_after_seconds(headers, now))
     if payload is None:
-        raise TransientProviderError("malformed_response", "the token endpoint sent neither JSON nor a form",
-                                     status=status)
+        raise TransientProviderError(
+            "malformed_response", "the token endpoint sent neither JSON nor a form", status=status
+        )
     access_token = payload.get("access_token")
     if not isinstance(access_token, str) or not access_token:
         raise TransientProviderError("malformed_response", "the answer has no access_token", status=status)
@@ -264,7 +284,10 @@ def _decode_body(content_type: str, body: bytes) -> dict[str, Any] | None:
 
 
 def _oauth_error(
-    status: int, headers: Mapping[str, str], payload: Mapping[str, Any], secrets: tuple[str | None, ...],
+    status: int,
+    headers: Mapping[str, str],
+    payload: Mapping[str, Any],
+    secrets: tuple[str | None, ...],
     now: float,
 ) -> ProviderError:
     code = scrub(str(payload.get("error")), secrets, limit=80)

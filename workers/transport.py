@@ -34,7 +34,11 @@ class GuardedAdapter(HTTPAdapter):
         super().__init__(**kwargs)
 
     def get_connection_with_tls_context(
-        self, request: requests.PreparedRequest, verify: Any, proxies: Any = None, cert: Any = None,
+        self,
+        request: requests.PreparedRequest,
+        verify: Any,
+        proxies: Any = None,
+        cert: Any = None,
     ) -> HTTPConnectionPool:
         parts = urlsplit(request.url or "")
         host = parts.hostname or ""

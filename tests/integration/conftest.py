@@ -69,7 +69,9 @@ def web(process_env: dict[str, str], log_dir: Path) -> Iterator[Gunicorn]:
 
 @pytest.fixture
 def web_factory(
-    process_env: dict[str, str], environ: dict[str, str], log_dir: Path,
+    process_env: dict[str, str],
+    environ: dict[str, str],
+    log_dir: Path,
 ) -> Iterator[Callable[[], Gunicorn]]:
     """Starts the callback app under gunicorn once the test has set its environment."""
     started: list[Gunicorn] = []

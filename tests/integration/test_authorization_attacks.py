@@ -57,9 +57,15 @@ def snapshot(client: redis.Redis) -> tuple[int, dict[bytes, bytes | None]]:
 
 
 def ac_spec(server: TokenServer, name: str = "drive", **extra: object) -> dict[str, object]:
-    return {"name": name, "grant_type": "authorization_code", "client_id": "client-id",
-            "client_secret": "client-secret", "token_url": server.url,
-            "auth_url": "https://idp.example/auth", **extra}
+    return {
+        "name": name,
+        "grant_type": "authorization_code",
+        "client_id": "client-id",
+        "client_secret": "client-secret",
+        "token_url": server.url,
+        "auth_url": "https://idp.example/auth",
+        **extra,
+    }
 
 
 def link(settings, name: str = "drive", **options: object) -> str:
@@ -76,6 +82,7 @@ def begin(client: FlaskClient, token: str, name: str = "drive") -> dict[str, str
 
 def id_token(sub: str, audience: str = "client-id", **claims: object) -> str:
     """An unsigned-looking JWT whose payload names the account (only the payload is read)."""
+
     def part(data: dict[str, object]) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
@@ -84,23 +91,31 @@ def id_token(sub: str, audience: str = "client-id", **claims: object) -> str:
 
 
 def test_a_stranger_without_a_valid_link_gets_403_and_redis_is_untouched(
-    settings, runtime, stranger: FlaskClient, token_server: TokenServer, raw_redis: redis.Redis,
+    settings,
+    runtime,
+    stranger: FlaskClient,
+    token_server: TokenServer,
+    raw_redis: redis.Redis,
 ) -> None:
     """No link, junk, a forged signature, another integration's link, an expired one: 403, no write at all."""
     from workers.links import link_token
 
     Registry(runtime).create(ac_spec(token_server))
     Registry(runtime).create(ac_spec(token_server, name="other"))
-    forged = link_token(settings.__class__(secret_keys=(Fernet.generate_key().decode(),)), "drive",
-                        now=time.time())
+    forged = link_token(settings.__class__(secret_keys=(Fernet.generate_key().decode(),)), "drive", now=time.time())
     genuine = link(settings)
     payload, _, signature = genuine.partition(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    tampered_claims = {**claims, "e": claims["e"] + 10 ** 7}
+    tampered_claims = {**claims, "e": claims["e"] + 10**7}
     tampered = base64.urlsafe_b64encode(json.dumps(tampered_claims).encode()).rstrip(b"=").decode() + "." + signature
     attempts = {
-        "no link": None, "empty": "", "junk": "not-a-link", "forged": forged, "tampered": tampered,
-        "other name": link(settings, "other"), "expired": link_token(settings, "drive", now=time.time() - 90000),
+        "no link": None,
+        "empty": "",
+        "junk": "not-a-link",
+        "forged": forged,
+        "tampered": tampered,
+        "other name": link(settings, "other"),
+        "expired": link_token(settings, "drive", now=time.time() - 90000),
         "overlong": "a" * 5000,
     }
     before = snapshot(raw_redis)
@@ -114,8 +129,13 @@ def test_a_stranger_without_a_valid_link_gets_403_and_redis_is_untouched(
 
 
 def test_a_spent_link_gets_403_and_writes_nothing(
-    settings, runtime, victim: FlaskClient, stranger: FlaskClient, token_server: TokenServer,
-    raw_redis: redis.Redis, start_processes,
+    settings,
+    runtime,
+    victim: FlaskClient,
+    stranger: FlaskClient,
+    token_server: TokenServer,
+    raw_redis: redis.Redis,
+    start_processes,
 ) -> None:
     """Once a flow through a link succeeded, the link is spent: the next visitor gets 403 and no state."""
     start_processes("worker")
@@ -132,8 +152,14 @@ def test_a_spent_link_gets_403_and_writes_nothing(
 
 
 def test_a_state_used_from_another_browser_is_refused_and_changes_nothing(
-    settings, runtime, victim: FlaskClient, stranger: FlaskClient, app, token_server: TokenServer,
-    raw_redis: redis.Redis, start_processes,
+    settings,
+    runtime,
+    victim: FlaskClient,
+    stranger: FlaskClient,
+    app,
+    token_server: TokenServer,
+    raw_redis: redis.Redis,
+    start_processes,
 ) -> None:
     """A victim's state replayed with no cookie or another cookie: 400, no write, no token request;
     the victim's own callback still works afterwards."""
@@ -157,7 +183,12 @@ def test_a_state_used_from_another_browser_is_refused_and_changes_nothing(
 
 
 def test_a_flood_of_bogus_callbacks_reaches_no_provider_and_writes_nothing(
-    settings, runtime, app, token_server: TokenServer, raw_redis: redis.Redis, start_processes,
+    settings,
+    runtime,
+    app,
+    token_server: TokenServer,
+    raw_redis: redis.Redis,
+    start_processes,
 ) -> None:
     """200 rounds of authorize-without-link plus callbacks with made-up codes: no token request, no write."""
     start_processes("worker")
@@ -177,7 +208,11 @@ def test_a_flood_of_bogus_callbacks_reaches_no_provider_and_writes_nothing(
 
 
 def test_outstanding_states_per_link_are_bounded(
-    settings, runtime, victim: FlaskClient, token_server: TokenServer, redis_client: redis.Redis,
+    settings,
+    runtime,
+    victim: FlaskClient,
+    token_server: TokenServer,
+    redis_client: redis.Redis,
 ) -> None:
     """Even a valid link cannot fill Redis: after a few outstanding states the next visit gets 429."""
     from workers.authorization import MAX_STATES_PER_LINK
@@ -191,25 +226,36 @@ def test_outstanding_states_per_link_are_bounded(
 
 
 def test_provider_text_stays_off_the_page_and_goes_to_the_history(
-    settings, runtime, victim: FlaskClient, token_server: TokenServer, start_processes,
+    settings,
+    runtime,
+    victim: FlaskClient,
+    token_server: TokenServer,
+    start_processes,
 ) -> None:
     """error_description from the authorization or the token endpoint is not shown; operators see it in history."""
     start_processes("worker")
     Registry(runtime).create(ac_spec(token_server))
     state = begin(victim, link(settings))["state"]
-    denied = victim.get("/oauth/callback", query_string={
-        "state": state, "error": "access_denied", "error_description": ATTACKER_TEXT,
-        "error_uri": "https://evil.example/help"})
+    denied = victim.get(
+        "/oauth/callback",
+        query_string={
+            "state": state,
+            "error": "access_denied",
+            "error_description": ATTACKER_TEXT,
+            "error_uri": "https://evil.example/help",
+        },
+    )
     assert denied.status_code == 400 and b"declined" in denied.data
     assert b"evil.example" not in denied.data and b"555" not in denied.data
-    odd = victim.get("/oauth/callback", query_string={"state": begin(victim, link(settings))["state"],
-                                                       "error": "call_555_0100_now"})
+    odd = victim.get(
+        "/oauth/callback", query_string={"state": begin(victim, link(settings))["state"], "error": "call_555_0100_now"}
+    )
     assert odd.status_code == 400 and b"555" not in odd.data
 
-    token_server.queue(Canned(400, json.dumps({"error": "invalid_grant", "error_description": ATTACKER_TEXT})
-                              .encode(), JSON))
-    failed = victim.get("/oauth/callback", query_string={"state": begin(victim, link(settings))["state"],
-                                                         "code": "c"})
+    token_server.queue(
+        Canned(400, json.dumps({"error": "invalid_grant", "error_description": ATTACKER_TEXT}).encode(), JSON)
+    )
+    failed = victim.get("/oauth/callback", query_string={"state": begin(victim, link(settings))["state"], "code": "c"})
     assert failed.status_code == 400 and b"invalid_grant" in failed.data
     assert b"evil.example" not in failed.data and b"555" not in failed.data
     reasons = [entry["reason"] for entry in runtime.store.history("drive")]
@@ -219,7 +265,11 @@ def test_provider_text_stays_off_the_page_and_goes_to_the_history(
 
 
 def test_authorize_does_not_decrypt_secrets(
-    settings, runtime, victim: FlaskClient, token_server: TokenServer, redis_client: redis.Redis,
+    settings,
+    runtime,
+    victim: FlaskClient,
+    token_server: TokenServer,
+    redis_client: redis.Redis,
 ) -> None:
     """With the stored secrets corrupted (undecryptable), /oauth/authorize still redirects to the provider."""
     Registry(runtime).create(ac_spec(token_server))
@@ -229,14 +279,19 @@ def test_authorize_does_not_decrypt_secrets(
 
 
 def test_the_binding_cookie_is_httponly_lax_and_host_prefixed_under_https(
-    settings, runtime, celery_client, token_server: TokenServer,
+    settings,
+    runtime,
+    celery_client,
+    token_server: TokenServer,
 ) -> None:
     """Set-Cookie: HttpOnly, SameSite=Lax, Path=/; with an https public URL also __Host- and Secure."""
     import dataclasses
 
     Registry(runtime).create(ac_spec(token_server))
-    for public_url, name, secure in ((settings.public_url, COOKIE, False),
-                                     ("https://tokens.example", "__Host-" + COOKIE, True)):
+    for public_url, name, secure in (
+        (settings.public_url, COOKIE, False),
+        ("https://tokens.example", "__Host-" + COOKIE, True),
+    ):
         changed = dataclasses.replace(settings, public_url=public_url)
         client = create_app(changed, runtime=runtime, celery=celery_client).test_client()
         response = client.get("/oauth/authorize/drive", query_string={"t": link(changed)})
@@ -248,27 +303,48 @@ def test_the_binding_cookie_is_httponly_lax_and_host_prefixed_under_https(
 
 
 def test_a_different_account_is_refused_and_its_tokens_revoked(
-    settings, runtime, victim: FlaskClient, token_server: TokenServer, start_processes,
+    settings,
+    runtime,
+    victim: FlaskClient,
+    token_server: TokenServer,
+    start_processes,
 ) -> None:
     """Connected as alice; a re-authorization that comes back as mallory is refused, revoked, not stored;
     with a --new-account link it is accepted."""
     start_processes("worker")
-    Registry(runtime).create(ac_spec(token_server, revocation_url=token_server.revocation_url,
-                                     scopes=["openid", "email"]))
+    Registry(runtime).create(
+        ac_spec(token_server, revocation_url=token_server.revocation_url, scopes=["openid", "email"])
+    )
 
     def answer(sub: str, access: str) -> Canned:
-        return Canned(200, json.dumps({"access_token": access, "token_type": "bearer", "expires_in": 300,
-                                       "refresh_token": f"rt-{access}", "scope": "openid email",
-                                       "id_token": id_token(sub, email=f"{sub}@example.com")}).encode(), JSON)
+        return Canned(
+            200,
+            json.dumps(
+                {
+                    "access_token": access,
+                    "token_type": "bearer",
+                    "expires_in": 300,
+                    "refresh_token": f"rt-{access}",
+                    "scope": "openid email",
+                    "id_token": id_token(sub, email=f"{sub}@example.com"),
+                }
+            ).encode(),
+            JSON,
+        )
 
     token_server.queue(answer("alice", "at-alice"))
-    assert victim.get("/oauth/callback", query_string={"state": begin(victim, link(settings))["state"],
-                                                       "code": "c1"}).status_code == 200
+    assert (
+        victim.get(
+            "/oauth/callback", query_string={"state": begin(victim, link(settings))["state"], "code": "c1"}
+        ).status_code
+        == 200
+    )
     assert runtime.store.load("drive").account["sub"] == "alice"
 
     token_server.queue(answer("mallory", "at-mallory"))
-    refused = victim.get("/oauth/callback", query_string={"state": begin(victim, link(settings))["state"],
-                                                          "code": "c2"})
+    refused = victim.get(
+        "/oauth/callback", query_string={"state": begin(victim, link(settings))["state"], "code": "c2"}
+    )
     assert refused.status_code == 400 and b"different account" in refused.data
     assert runtime.store.token("drive")["access_token"] == "at-alice"
     assert runtime.box.open(runtime.store.load("drive").sealed_secrets)["refresh_token"] == "rt-at-alice"
@@ -276,9 +352,14 @@ def test_a_different_account_is_refused_and_its_tokens_revoked(
     assert any("mallory" in entry["reason"] for entry in runtime.store.history("drive"))
 
     token_server.queue(answer("bob", "at-bob"))
-    accepted = victim.get("/oauth/callback", query_string={
-        "state": begin(victim, link(settings, new_account=True))["state"], "code": "c3"})
+    accepted = victim.get(
+        "/oauth/callback",
+        query_string={"state": begin(victim, link(settings, new_account=True))["state"], "code": "c3"},
+    )
     assert accepted.status_code == 200
     assert runtime.store.token("drive")["access_token"] == "at-bob"
-    assert runtime.store.load("drive").account == {"iss": "https://idp.example", "sub": "bob",
-                                                   "email": "bob@example.com"}
+    assert runtime.store.load("drive").account == {
+        "iss": "https://idp.example",
+        "sub": "bob",
+        "email": "bob@example.com",
+    }

@@ -28,14 +28,19 @@ def provider() -> Iterator[AuthorizationServerApp]:
     server.stop()
 
 
-def consent(browser, start_url: str, ours: str, allow: bool = True, user: str = USERNAME,
-            provider: AuthorizationServerApp | None = None) -> str:
+def consent(
+    browser,
+    start_url: str,
+    ours: str,
+    allow: bool = True,
+    user: str = USERNAME,
+    provider: AuthorizationServerApp | None = None,
+) -> str:
     """Log in at the provider as ``user`` and answer its consent page; return the heading of our page we land on.
 
     With ``provider``, its session is ended first, so the login form is shown again.
     """
-    wait = WebDriverWait(browser, 20, ignored_exceptions=[StaleElementReferenceException,
-                                                          NoSuchElementException])
+    wait = WebDriverWait(browser, 20, ignored_exceptions=[StaleElementReferenceException, NoSuchElementException])
     if provider is not None:
         browser.get(f"{provider.base_url}/logout")
         wait.until(expected_conditions.presence_of_element_located((By.ID, "signed-out")))
@@ -50,17 +55,33 @@ def consent(browser, start_url: str, ours: str, allow: bool = True, user: str = 
 
 
 def test_a_user_connects_in_a_browser_and_the_token_stays_fresh(
-    provider: AuthorizationServerApp, web: Gunicorn, browser, start_processes, celery_client, settings,
-    redis_client, tmp_path: Path,
+    provider: AuthorizationServerApp,
+    web: Gunicorn,
+    browser,
+    start_processes,
+    celery_client,
+    settings,
+    redis_client,
+    tmp_path: Path,
 ) -> None:
     """Authorize → login → consent → callback → success page; then at least two rotations, no reuse."""
     start_processes("worker")
     start_processes("beat")
     provider.register_client(settings.callback_url)
-    created = call(celery_client, "tokenkeeper.create_integration", {
-        "name": "drive", "grant_type": "authorization_code", "client_id": "tk-client",
-        "client_secret": "tk-secret", "auth_url": f"{provider.base_url}/authorize?prompt=consent",
-        "token_url": f"{provider.base_url}/token", "scopes": "profile"}, timeout=20)
+    created = call(
+        celery_client,
+        "tokenkeeper.create_integration",
+        {
+            "name": "drive",
+            "grant_type": "authorization_code",
+            "client_id": "tk-client",
+            "client_secret": "tk-secret",
+            "auth_url": f"{provider.base_url}/authorize?prompt=consent",
+            "token_url": f"{provider.base_url}/token",
+            "scopes": "profile",
+        },
+        timeout=20,
+    )
     assert created["status"] == "pending_authorization"
 
     heading = consent(browser, created["authorization_url"], settings.public_url)
@@ -83,16 +104,30 @@ def test_a_user_connects_in_a_browser_and_the_token_stays_fresh(
 
 
 def test_declining_consent_is_shown_plainly_and_changes_nothing(
-    provider: AuthorizationServerApp, web: Gunicorn, browser, start_processes, celery_client, settings,
+    provider: AuthorizationServerApp,
+    web: Gunicorn,
+    browser,
+    start_processes,
+    celery_client,
+    settings,
     redis_client,
 ) -> None:
     """Deny at the provider: our page says access was not granted; the integration stays pending."""
     start_processes("worker")
     provider.register_client(settings.callback_url)
-    created = call(celery_client, "tokenkeeper.create_integration", {
-        "name": "drive", "grant_type": "authorization_code", "client_id": "tk-client",
-        "client_secret": "tk-secret", "auth_url": f"{provider.base_url}/authorize",
-        "token_url": f"{provider.base_url}/token"}, timeout=20)
+    created = call(
+        celery_client,
+        "tokenkeeper.create_integration",
+        {
+            "name": "drive",
+            "grant_type": "authorization_code",
+            "client_id": "tk-client",
+            "client_secret": "tk-secret",
+            "auth_url": f"{provider.base_url}/authorize",
+            "token_url": f"{provider.base_url}/token",
+        },
+        timeout=20,
+    )
     heading = consent(browser, created["authorization_url"], settings.public_url, allow=False)
     assert heading == "Authorization did not complete"
     assert "declined" in browser.page_source and "access_denied" in browser.page_source
@@ -100,8 +135,14 @@ def test_declining_consent_is_shown_plainly_and_changes_nothing(
 
 
 def test_reauthorizing_with_another_account_is_refused_unless_the_link_allows_it(
-    provider: AuthorizationServerApp, web: Gunicorn, browser, start_processes, celery_client, settings,
-    redis_client, process_env,
+    provider: AuthorizationServerApp,
+    web: Gunicorn,
+    browser,
+    start_processes,
+    celery_client,
+    settings,
+    redis_client,
+    process_env,
 ) -> None:
     """alice connects; bob consenting through a plain link is refused and alice's tokens stay; a
     --new-account link lets bob connect; the account is recorded and shown by ``show``."""
@@ -114,10 +155,20 @@ def test_reauthorizing_with_another_account_is_refused_unless_the_link_allows_it
 
     start_processes("worker")
     provider.register_client(settings.callback_url)
-    created = call(celery_client, "tokenkeeper.create_integration", {
-        "name": "drive", "grant_type": "authorization_code", "client_id": "tk-client",
-        "client_secret": "tk-secret", "auth_url": f"{provider.base_url}/authorize",
-        "token_url": f"{provider.base_url}/token", "scopes": "openid email"}, timeout=20)
+    created = call(
+        celery_client,
+        "tokenkeeper.create_integration",
+        {
+            "name": "drive",
+            "grant_type": "authorization_code",
+            "client_id": "tk-client",
+            "client_secret": "tk-secret",
+            "auth_url": f"{provider.base_url}/authorize",
+            "token_url": f"{provider.base_url}/token",
+            "scopes": "openid email",
+        },
+        timeout=20,
+    )
 
     def holder() -> str:
         access = redis_client.hget("tokenkeeper:token:drive", "access_token")
@@ -129,20 +180,36 @@ def test_reauthorizing_with_another_account_is_refused_unless_the_link_allows_it
     assert consent(browser, created["authorization_url"], settings.public_url, user="alice") == "Connected"
     assert holder() == "alice" and account()["sub"] == SUBJECTS["alice"]
 
-    heading = consent(browser, authorization_link(settings, "drive", now=time.time()), settings.public_url,
-                      user="bob", provider=provider)
+    heading = consent(
+        browser,
+        authorization_link(settings, "drive", now=time.time()),
+        settings.public_url,
+        user="bob",
+        provider=provider,
+    )
     assert heading == "Authorization did not complete"
     assert "different account" in browser.page_source
     assert holder() == "alice" and account()["sub"] == SUBJECTS["alice"]
     assert provider.state.exchanges == 2
 
-    heading = consent(browser, authorization_link(settings, "drive", now=time.time(), new_account=True),
-                      settings.public_url, user="bob", provider=provider)
+    heading = consent(
+        browser,
+        authorization_link(settings, "drive", now=time.time(), new_account=True),
+        settings.public_url,
+        user="bob",
+        provider=provider,
+    )
     assert heading == "Connected", browser.page_source
     assert holder() == "bob"
     assert account() == {"iss": provider.base_url, "sub": SUBJECTS["bob"], "email": "bob@example.com", "name": "Bob"}
-    shown = subprocess.run([sys.executable, "-m", "workers.cli", "show", "drive"], cwd=ROOT, env=process_env,
-                           capture_output=True, text=True, timeout=60)
+    shown = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "show", "drive"],
+        cwd=ROOT,
+        env=process_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert json.loads(shown.stdout)["account"]["sub"] == SUBJECTS["bob"]
     reasons = " ".join(entry["reason"] for entry in json.loads(shown.stdout)["history"])
     assert SUBJECTS["bob"] in reasons and "refused" in reasons

@@ -29,9 +29,15 @@ def client(settings, celery_client) -> Iterator[FlaskClient]:
 
 
 def ac_spec(server: TokenServer, **extra: object) -> dict[str, object]:
-    return {"name": "drive", "grant_type": "authorization_code", "client_id": "client-id",
-            "client_secret": "client-secret", "token_url": server.url,
-            "auth_url": "https://idp.example/auth", **extra}
+    return {
+        "name": "drive",
+        "grant_type": "authorization_code",
+        "client_id": "client-id",
+        "client_secret": "client-secret",
+        "token_url": server.url,
+        "auth_url": "https://idp.example/auth",
+        **extra,
+    }
 
 
 def authorize_path(client: FlaskClient, name: str = "drive") -> str:
@@ -48,9 +54,14 @@ def begin(client: FlaskClient, name: str = "drive") -> dict[str, str]:
 
 def test_the_redirect_merges_the_query_and_carries_state_and_pkce(runtime, client, token_server, settings) -> None:
     """auth_url's own query stays once, our parameters are added, state is long and one-time, PKCE is S256."""
-    Registry(runtime).create(ac_spec(token_server, auth_url="https://idp.example/auth?access_type=offline&x=1",
-                                     extra_auth_params={"access_type": "offline", "prompt": "consent"},
-                                     scopes=["openid", "email"]))
+    Registry(runtime).create(
+        ac_spec(
+            token_server,
+            auth_url="https://idp.example/auth?access_type=offline&x=1",
+            extra_auth_params={"access_type": "offline", "prompt": "consent"},
+            scopes=["openid", "email"],
+        )
+    )
     location = client.get(authorize_path(client)).headers["Location"]
     parts = urlsplit(location)
     query = parse_qs(parts.query)
@@ -66,8 +77,9 @@ def test_the_redirect_merges_the_query_and_carries_state_and_pkce(runtime, clien
     assert second["state"] != query["state"][0]
 
 
-def test_unknown_expired_and_replayed_states_are_refused(runtime, client, token_server, redis_client,
-                                                         start_processes) -> None:
+def test_unknown_expired_and_replayed_states_are_refused(
+    runtime, client, token_server, redis_client, start_processes
+) -> None:
     """Each gets a clear 400 page and changes nothing; a state works exactly once."""
     start_processes("worker")
     Registry(runtime).create(ac_spec(token_server))
@@ -93,13 +105,15 @@ def test_unknown_expired_and_replayed_states_are_refused(runtime, client, token_
     assert token_server.count("authorization_code") == 1
 
 
-def test_provider_errors_and_a_wrong_issuer_are_shown_and_change_nothing(runtime, client, token_server,
-                                                                         redis_client) -> None:
+def test_provider_errors_and_a_wrong_issuer_are_shown_and_change_nothing(
+    runtime, client, token_server, redis_client
+) -> None:
     """error=access_denied and other codes are explained in our words (the provider's text only in the
     history); an iss from elsewhere is refused (RFC 9207)."""
     Registry(runtime).create(ac_spec(token_server))
-    denied = client.get(f"/oauth/callback?state={begin(client)['state']}&error=access_denied"
-                        "&error_description=User+said+no")
+    denied = client.get(
+        f"/oauth/callback?state={begin(client)['state']}&error=access_denied&error_description=User+said+no"
+    )
     assert denied.status_code == 400 and b"declined" in denied.data and b"User said no" not in denied.data
     odd = client.get(f"/oauth/callback?state={begin(client)['state']}&error=weird_thing")
     assert odd.status_code == 400 and b"weird_thing" not in odd.data and b"status history" in odd.data
@@ -114,15 +128,15 @@ def test_provider_errors_and_a_wrong_issuer_are_shown_and_change_nothing(runtime
 def test_with_an_issuer_the_iss_must_match_exactly(runtime, client, token_server, redis_client) -> None:
     """A spec with ``issuer``: a same-origin but different iss is refused (RFC 9207 §2.4)."""
     Registry(runtime).create(ac_spec(token_server, issuer="https://idp.example/tenant-a"))
-    other_tenant = client.get(f"/oauth/callback?state={begin(client)['state']}&code=c"
-                              "&iss=https://idp.example/tenant-b")
+    other_tenant = client.get(f"/oauth/callback?state={begin(client)['state']}&code=c&iss=https://idp.example/tenant-b")
     assert other_tenant.status_code == 400 and b"RFC 9207" in other_tenant.data
     assert redis_client.hget("tokenkeeper:token:drive", "status") == "pending_authorization"
     assert token_server.count("authorization_code") == 0
 
 
-def test_a_failed_exchange_shows_the_providers_error(runtime, client, token_server, redis_client,
-                                                     start_processes) -> None:
+def test_a_failed_exchange_shows_the_providers_error(
+    runtime, client, token_server, redis_client, start_processes
+) -> None:
     """invalid_grant from the token endpoint: a 400 page naming it (its description only in the history);
     the code is not retried."""
     start_processes("worker")
@@ -171,8 +185,9 @@ def test_pkce_on_and_off(runtime, client, token_server, start_processes, pkce: b
         assert "code_verifier" not in sent
 
 
-def test_a_needs_reauth_integration_is_authorized_again(runtime, client, token_server, redis_client,
-                                                        start_processes) -> None:
+def test_a_needs_reauth_integration_is_authorized_again(
+    runtime, client, token_server, redis_client, start_processes
+) -> None:
     """After invalid_grant, the same link brings it back to active with a new refresh token."""
     start_processes("worker")
     Registry(runtime).create(ac_spec(token_server))
@@ -189,8 +204,13 @@ def test_a_needs_reauth_integration_is_authorized_again(runtime, client, token_s
 def test_pages_carry_security_headers_and_no_secrets(runtime, client, token_server) -> None:
     """Every page: strict CSP, no referrer, nosniff; a 404 is a page of ours, not a stack trace."""
     Registry(runtime).create(ac_spec(token_server))
-    for response in (client.get(authorize_path(client)), client.get(authorize_path(client, "ghost")),
-                     client.get("/oauth/callback?state=x"), client.get("/nope"), client.get("/healthz")):
+    for response in (
+        client.get(authorize_path(client)),
+        client.get(authorize_path(client, "ghost")),
+        client.get("/oauth/callback?state=x"),
+        client.get("/nope"),
+        client.get("/healthz"),
+    ):
         assert response.headers["Referrer-Policy"] == "no-referrer"
         assert "default-src 'none'" in response.headers["Content-Security-Policy"]
         assert response.headers["X-Content-Type-Options"] == "nosniff"

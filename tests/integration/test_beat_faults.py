@@ -20,8 +20,14 @@ def create_many(celery_client, server: TokenServer, count: int) -> list[str]:
     names = [f"c{i}" for i in range(count)]
     for name in names:
         server.clients[name] = "secret-" + name
-    results = [send(celery_client, "tokenkeeper.create_integration",
-                    cc_spec(server, name, client_id=name, client_secret="secret-" + name)) for name in names]
+    results = [
+        send(
+            celery_client,
+            "tokenkeeper.create_integration",
+            cc_spec(server, name, client_id=name, client_secret="secret-" + name),
+        )
+        for name in names
+    ]
     assert all(result.get(timeout=30)["status"] == "active" for result in results)
     return names
 

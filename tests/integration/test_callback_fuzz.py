@@ -11,17 +11,27 @@ from tests.support.token_server import TokenServer
 from workers.registry import Registry
 
 query_values = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60)
-queries = st.dictionaries(st.sampled_from(["state", "code", "error", "error_description", "iss", "scope",
-                                           "t", "x", ""]), query_values, max_size=5)
+queries = st.dictionaries(
+    st.sampled_from(["state", "code", "error", "error_description", "iss", "scope", "t", "x", ""]),
+    query_values,
+    max_size=5,
+)
 paths = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="?#"), max_size=40)
 SUPPRESS = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 
 
 @pytest.fixture
 def client(settings, runtime, token_server: TokenServer):
-    Registry(runtime).create({"name": "drive", "grant_type": "authorization_code", "client_id": "client-id",
-                              "client_secret": "client-secret", "token_url": token_server.url,
-                              "auth_url": "https://idp.example/auth"})
+    Registry(runtime).create(
+        {
+            "name": "drive",
+            "grant_type": "authorization_code",
+            "client_id": "client-id",
+            "client_secret": "client-secret",
+            "token_url": token_server.url,
+            "auth_url": "https://idp.example/auth",
+        }
+    )
     return create_app(settings, runtime=runtime).test_client()
 
 
@@ -65,8 +75,7 @@ def test_authorize_with_a_valid_link_for_any_name(client, settings, name: str) -
 
 
 @settings(suppress_health_check=SUPPRESS, max_examples=150, deadline=None)
-@given(method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]), path=paths,
-       query=queries)
+@given(method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]), path=paths, query=queries)
 def test_any_route_and_method(client, method: str, path: str, query: dict[str, str]) -> None:
     """Fuzzing every route with every method: no request gets a 500."""
     for prefix in ("/", "/oauth/", "/oauth/callback/", "/healthz/"):

@@ -20,8 +20,15 @@ pytestmark = pytest.mark.e2e
 
 
 def cli(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT, env=env, input=stdin,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        cwd=ROOT,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_a_day_with_the_cli(token_server: TokenServer, start_processes, process_env, redis_client: redis.Redis) -> None:
@@ -41,8 +48,11 @@ def test_a_day_with_the_cli(token_server: TokenServer, start_processes, process_
     token = cli(process_env, "token", "svc")
     assert token.stdout.strip() == redis_client.hget("tokenkeeper:token:svc", "access_token")
 
-    rendered = cli(process_env, "render", "Authorization: {{ $.integrations.svc.token_type }} "
-                                          "{{ $.integrations.svc.access_token }}")
+    rendered = cli(
+        process_env,
+        "render",
+        "Authorization: {{ $.integrations.svc.token_type }} {{ $.integrations.svc.access_token }}",
+    )
     assert rendered.stdout.strip() == f"Authorization: Bearer {token.stdout.strip()}"
 
     refreshed = cli(process_env, "refresh", "svc")
@@ -92,14 +102,20 @@ def _link(url: str, settings, name: str = "drive") -> Any:
 
     prefix = f"{settings.public_url}/oauth/authorize/{name}?t="
     assert url.startswith(prefix), url
-    return LinkSigner(settings.secret_keys).verify(unquote(url[len(prefix):]), name, time.time())
+    return LinkSigner(settings.secret_keys).verify(unquote(url[len(prefix) :]), name, time.time())
 
 
 def test_creating_an_authorization_code_integration_prints_what_to_do(start_processes, process_env, settings) -> None:
     """The callback URL to register and the link for the user are printed."""
     start_processes("worker")
-    spec = {"name": "drive", "grant_type": "authorization_code", "client_id": "a", "client_secret": "b",
-            "token_url": "https://idp.example/token", "auth_url": "https://idp.example/auth"}
+    spec = {
+        "name": "drive",
+        "grant_type": "authorization_code",
+        "client_id": "a",
+        "client_secret": "b",
+        "token_url": "https://idp.example/token",
+        "auth_url": "https://idp.example/auth",
+    }
     result = cli(process_env, "create", "-", stdin=json.dumps(spec))
     assert result.returncode == 0, result.stderr
     assert f"{settings.public_url}/oauth/callback" in result.stderr
@@ -116,9 +132,16 @@ def test_authorize_url_takes_a_lifetime_and_new_account(process_env, settings, r
     secret key is one clear line and exit 1."""
     from workers.registry import Registry
 
-    Registry(runtime).create({"name": "drive", "grant_type": "authorization_code", "client_id": "a",
-                              "client_secret": "b", "token_url": "https://idp.example/token",
-                              "auth_url": "https://idp.example/auth"})
+    Registry(runtime).create(
+        {
+            "name": "drive",
+            "grant_type": "authorization_code",
+            "client_id": "a",
+            "client_secret": "b",
+            "token_url": "https://idp.example/token",
+            "auth_url": "https://idp.example/auth",
+        }
+    )
     for given, seconds in (("90s", 90), ("30m", 1800), ("7d", 7 * 86400), ("120", 120)):
         result = cli(process_env, "authorize-url", "drive", "--expires", given, "--new-account")
         assert result.returncode == 0, result.stderr
@@ -134,8 +157,9 @@ def test_authorize_url_takes_a_lifetime_and_new_account(process_env, settings, r
     assert result.returncode == 1 and "TOKENKEEPER_SECRET_KEY" in result.stderr and result.stdout == ""
 
 
-def test_bulk_create_from_json_lines(token_server: TokenServer, start_processes, process_env, tmp_path,
-                                     redis_client: redis.Redis) -> None:
+def test_bulk_create_from_json_lines(
+    token_server: TokenServer, start_processes, process_env, tmp_path, redis_client: redis.Redis
+) -> None:
     """A JSON Lines file of 40 specs, two bad: 38 created, the two named, a progress bar, exit 1."""
     start_processes("worker")
     lines = [json.dumps(cc_spec(token_server, f"svc{i}")) for i in range(38)]
@@ -161,8 +185,9 @@ def test_public_key_and_seal_make_boxes_the_worker_opens(
 
     printed = cli(process_env, "public-key")
     assert printed.returncode == 0 and printed.stdout.strip() == public_key_for([secret_key])
-    rotated = cli({**process_env, "TOKENKEEPER_SECRET_KEY": f"{Fernet.generate_key().decode()},{secret_key}"},
-                  "public-key")
+    rotated = cli(
+        {**process_env, "TOKENKEEPER_SECRET_KEY": f"{Fernet.generate_key().decode()},{secret_key}"}, "public-key"
+    )
     assert rotated.stdout.strip() not in ("", printed.stdout.strip())
     sealed = cli(process_env, "seal", stdin="client-secret\n")
     assert sealed.returncode == 0 and "client-secret" not in sealed.stdout
@@ -174,8 +199,11 @@ def test_public_key_and_seal_make_boxes_the_worker_opens(
     no_key["TOKENKEEPER_PUBLIC_KEY"] = printed.stdout.strip()
     assert cli(no_key, "public-key").stdout == printed.stdout
     by_key = cli(no_key, "seal", "--public-key", printed.stdout.strip(), stdin="client-secret").stdout
-    for name, box in (("a", json.loads(sealed.stdout)), ("b", {"sealed": bare.stdout.strip()}),
-                      ("c", json.loads(by_key))):
+    for name, box in (
+        ("a", json.loads(sealed.stdout)),
+        ("b", {"sealed": bare.stdout.strip()}),
+        ("c", json.loads(by_key)),
+    ):
         spec = {**cc_spec(token_server, name), "client_secret": box}
         created = cli(no_key, "create", "-", stdin=json.dumps(spec))
         assert created.returncode == 0, created.stderr

@@ -75,11 +75,16 @@ def test_a_template_is_filled_in_one_round_trip(runtime, token_server: TokenServ
     counting.ping()
     reader = TokenReader(counting)
     CountingConnection.sends = 0
-    out = render('Bearer {{ $.integrations.svc.access_token }} {{ $.integrations["with-dash"].access_token }} '
-                 '{{ $.integrations.svc.status }}', reader)
+    out = render(
+        'Bearer {{ $.integrations.svc.access_token }} {{ $.integrations["with-dash"].access_token }} '
+        "{{ $.integrations.svc.status }}",
+        reader,
+    )
     plain = redis.Redis.from_url(redis_url, decode_responses=True)
-    assert out == (f"Bearer {plain.hget('tokenkeeper:token:svc', 'access_token')} "
-                   f"{plain.hget('tokenkeeper:token:with-dash', 'access_token')} active")
+    assert out == (
+        f"Bearer {plain.hget('tokenkeeper:token:svc', 'access_token')} "
+        f"{plain.hget('tokenkeeper:token:with-dash', 'access_token')} active"
+    )
     assert CountingConnection.sends == 1
 
 
@@ -87,5 +92,7 @@ def test_an_unknown_integration_in_a_template_is_named(runtime, token_server: To
     """Never an empty string: the missing integration is named in the error."""
     Registry(runtime).create(cc_spec(token_server, "svc"))
     with pytest.raises(TemplateError, match="ghost"):
-        render("{{ $.integrations.svc.access_token }} {{ $.integrations.ghost.access_token }}",
-               TokenReader(redis.Redis.from_url(redis_url)))
+        render(
+            "{{ $.integrations.svc.access_token }} {{ $.integrations.ghost.access_token }}",
+            TokenReader(redis.Redis.from_url(redis_url)),
+        )

@@ -24,8 +24,11 @@ def test_fifty_integrations_stay_fresh_without_refresh_token_reuse(
     start_processes("worker", concurrency=2)
     names = [f"cc{i}" for i in range(25)] + [f"rt{i}" for i in range(25)]
     pending = [
-        send(celery_client, "tokenkeeper.create_integration",
-             cc_spec(token_server, name) if name.startswith("cc") else rt_spec(token_server, name))
+        send(
+            celery_client,
+            "tokenkeeper.create_integration",
+            cc_spec(token_server, name) if name.startswith("cc") else rt_spec(token_server, name),
+        )
         for name in names
     ]
     created = [result.get(timeout=30) for result in pending]
@@ -49,11 +52,11 @@ def test_fifty_integrations_stay_fresh_without_refresh_token_reuse(
         time.sleep(0.05)  # the reader's polling period, not synchronisation
 
     refreshes = token_server.count("refresh_token") + token_server.count("client_credentials") - len(names)
-    lateness = [
-        float(redis_client.hget(f"tokenkeeper:integration:{name}", "lateness") or 0) for name in names
-    ]
-    print(f"\nreads={reads} expired={expired} refreshes={refreshes} min_headroom={min_headroom:.2f}s "
-          f"lateness p50={statistics.median(lateness):.3f}s max={max(lateness):.3f}s")
+    lateness = [float(redis_client.hget(f"tokenkeeper:integration:{name}", "lateness") or 0) for name in names]
+    print(
+        f"\nreads={reads} expired={expired} refreshes={refreshes} min_headroom={min_headroom:.2f}s "
+        f"lateness p50={statistics.median(lateness):.3f}s max={max(lateness):.3f}s"
+    )
     assert expired == 0
     assert token_server.reused == []
     # 5 s tokens refreshed from half their life on: each integration at least 8 times in 30 s.

@@ -121,6 +121,7 @@ def test_oversized_requests_are_refused_with_4xx_not_500(environ, web_factory) -
     assert send("GET", "/healthz", {f"X-Filler-{n}": "x" for n in range(200)}) == 431
     assert send("GET", "/healthz", {"X-Big": "x" * 20_000}) in (400, 431)
     form = b"token=" + b"a" * 2_000_000
-    assert send("POST", "/status/refresh/svc", {**auth, "Content-Type": "application/x-www-form-urlencoded"},
-                form) == 413
+    assert (
+        send("POST", "/status/refresh/svc", {**auth, "Content-Type": "application/x-www-form-urlencoded"}, form) == 413
+    )
     assert "Traceback" not in web.output()

@@ -51,10 +51,18 @@ def test_rotate_keys_command(process_env, runtime, token_server: TokenServer) ->
     from tests.support.processes import ROOT
 
     Registry(runtime).create(rt_spec(token_server, "user"))
-    env = {**process_env,
-           "TOKENKEEPER_SECRET_KEY": f"{Fernet.generate_key().decode()},{process_env['TOKENKEEPER_SECRET_KEY']}"}
-    result = subprocess.run([sys.executable, "-m", "workers.cli", "rotate-keys"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+    env = {
+        **process_env,
+        "TOKENKEEPER_SECRET_KEY": f"{Fernet.generate_key().decode()},{process_env['TOKENKEEPER_SECRET_KEY']}",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "rotate-keys"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert "re-encrypted 1 integration" in result.stdout
 
@@ -64,8 +72,9 @@ def on_disk(folder: Path, text: str) -> bool:
     return any(text.encode() in path.read_bytes() for path in folder.rglob("*") if path.is_file())
 
 
-def test_rotate_keys_takes_the_old_ciphertext_off_the_disk(process_env, runtime, token_server: TokenServer,
-                                                           redis_client, redis_data_dir: Path) -> None:
+def test_rotate_keys_takes_the_old_ciphertext_off_the_disk(
+    process_env, runtime, token_server: TokenServer, redis_client, redis_data_dir: Path
+) -> None:
     """Secrets sealed under the old key are in the AOF before rotate-keys and nowhere on disk after it."""
     import subprocess
     import sys
@@ -75,10 +84,18 @@ def test_rotate_keys_takes_the_old_ciphertext_off_the_disk(process_env, runtime,
     Registry(runtime).create(rt_spec(token_server, "user"))
     old = redis_client.hget("tokenkeeper:integration:user", "secrets")
     wait_until(lambda: on_disk(redis_data_dir, old), 5, "the sealed secrets to reach the AOF")
-    env = {**process_env,
-           "TOKENKEEPER_SECRET_KEY": f"{Fernet.generate_key().decode()},{process_env['TOKENKEEPER_SECRET_KEY']}"}
-    result = subprocess.run([sys.executable, "-m", "workers.cli", "rotate-keys"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
+    env = {
+        **process_env,
+        "TOKENKEEPER_SECRET_KEY": f"{Fernet.generate_key().decode()},{process_env['TOKENKEEPER_SECRET_KEY']}",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "rotate-keys"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     new = redis_client.hget("tokenkeeper:integration:user", "secrets")
     assert new != old

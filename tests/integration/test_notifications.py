@@ -27,7 +27,10 @@ def webhook_env(environ: dict[str, str], receiver: WebhookReceiver) -> None:
 
 
 def test_each_status_change_reaches_the_webhook_signed(
-    webhook_env: None, runtime: Runtime, token_server: TokenServer, receiver: WebhookReceiver,
+    webhook_env: None,
+    runtime: Runtime,
+    token_server: TokenServer,
+    receiver: WebhookReceiver,
     start_processes: Callable[..., CeleryProcess],
 ) -> None:
     """created, retrying, recovered, needs_reauth, recovered again: five events, each signed, none lost."""
@@ -39,24 +42,29 @@ def test_each_status_change_reaches_the_webhook_signed(
     token_server.queue(Canned(status=503, body=b"busy"))
     assert refresher.refresh("crm").outcome == "retrying"
     assert refresher.refresh("crm").outcome == "refreshed"
-    token_server.queue(Canned(status=400, body=b'{"error": "invalid_grant"}',
-                              headers={"Content-Type": "application/json"}))
+    token_server.queue(
+        Canned(status=400, body=b'{"error": "invalid_grant"}', headers={"Content-Type": "application/json"})
+    )
     assert refresher.refresh("crm").outcome == "needs_reauth"
     registry.update("crm", {"refresh_token": token_server.new_refresh_token()})
 
     deliveries = sorted(receiver.take(5, timeout=60), key=lambda d: d.event["at"])
     transitions = [(d.event["old_status"], d.event["new_status"]) for d in deliveries]
     assert transitions == [
-        (None, "active"), ("active", "retrying"), ("retrying", "active"),
-        ("active", "needs_reauth"), ("needs_reauth", "active"),
+        (None, "active"),
+        ("active", "retrying"),
+        ("retrying", "active"),
+        ("active", "needs_reauth"),
+        ("needs_reauth", "active"),
     ]
     assert {d.event["name"] for d in deliveries} == {"crm"}
     assert "invalid_grant" in deliveries[3].event["reason"]
     for delivery in deliveries:
         headers = delivery.headers
         assert verify(SECRET, headers[TIMESTAMP_HEADER], delivery.body, headers[SIGNATURE_HEADER], time.time())
-        assert not verify("other-secret", headers[TIMESTAMP_HEADER], delivery.body, headers[SIGNATURE_HEADER],
-                          time.time())
+        assert not verify(
+            "other-secret", headers[TIMESTAMP_HEADER], delivery.body, headers[SIGNATURE_HEADER], time.time()
+        )
         assert headers[EVENT_ID_HEADER] == delivery.event["id"]
     assert len({d.event["id"] for d in deliveries}) == 5
     assert len(receiver.refused) == 1 and receiver.refused[0].event in [d.event for d in deliveries]
@@ -73,7 +81,9 @@ def test_no_webhook_no_outbox(runtime: Runtime, token_server: TokenServer) -> No
 
 
 def test_event_ids_stay_unique_when_a_name_is_used_again(
-    webhook_env: None, runtime: Runtime, token_server: TokenServer,
+    webhook_env: None,
+    runtime: Runtime,
+    token_server: TokenServer,
 ) -> None:
     """Delete and create again under the same name: the two creation events have different ids."""
     registry = Registry(runtime)
@@ -86,7 +96,8 @@ def test_event_ids_stay_unique_when_a_name_is_used_again(
 
 
 def test_a_webhook_on_loopback_is_refused_unless_private_networks_are_allowed(
-    environ: dict[str, str], receiver: WebhookReceiver,
+    environ: dict[str, str],
+    receiver: WebhookReceiver,
 ) -> None:
     """The webhook URL passes the same address checks as token URLs: loopback only with the setting."""
     from config import load_settings
@@ -135,8 +146,13 @@ def test_a_webhook_answering_ten_megabytes_is_read_only_up_to_the_cap(environ: d
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Flood)
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    environ.update({"TOKENKEEPER_WEBHOOK_URL": f"http://127.0.0.1:{httpd.server_address[1]}/hook",
-                    "TOKENKEEPER_WEBHOOK_SECRET": SECRET, "TOKENKEEPER_MAX_RESPONSE_BYTES": "262144"})
+    environ.update(
+        {
+            "TOKENKEEPER_WEBHOOK_URL": f"http://127.0.0.1:{httpd.server_address[1]}/hook",
+            "TOKENKEEPER_WEBHOOK_SECRET": SECRET,
+            "TOKENKEEPER_MAX_RESPONSE_BYTES": "262144",
+        }
+    )
     webhook = build_runtime(load_settings(environ)).webhook
     assert webhook is not None
     try:

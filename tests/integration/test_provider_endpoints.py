@@ -17,16 +17,25 @@ from workers.runtime import Runtime, build_runtime
 
 
 def _metadata(server: TokenServer, issuer: str) -> dict[str, str]:
-    return {"issuer": issuer, "token_endpoint": server.url, "authorization_endpoint": f"{server.base}/authorize",
-            "revocation_endpoint": server.revocation_url}
+    return {
+        "issuer": issuer,
+        "token_endpoint": server.url,
+        "authorization_endpoint": f"{server.base}/authorize",
+        "revocation_endpoint": server.revocation_url,
+    }
 
 
 def test_an_issuer_alone_gives_the_endpoints(runtime: Runtime, token_server: TokenServer) -> None:
     """RFC 8414 metadata at the well-known path inserted before the issuer's path fills in the URLs."""
     issuer = f"{token_server.base}/tenant-a"
     token_server.documents["/.well-known/oauth-authorization-server/tenant-a"] = _metadata(token_server, issuer)
-    spec = {"name": "disc", "grant_type": "client_credentials", "client_id": "client-id",
-            "client_secret": "client-secret", "issuer": issuer}
+    spec = {
+        "name": "disc",
+        "grant_type": "client_credentials",
+        "client_id": "client-id",
+        "client_secret": "client-secret",
+        "issuer": issuer,
+    }
     assert Registry(runtime).create(spec)["status"] == "active"
     record = runtime.store.load("disc")
     assert record is not None
@@ -38,8 +47,15 @@ def test_openid_configuration_is_the_fallback(runtime: Runtime, token_server: To
     """Without RFC 8414 metadata, /.well-known/openid-configuration under the issuer is read."""
     issuer = f"{token_server.base}/realms/x"
     token_server.documents["/realms/x/.well-known/openid-configuration"] = _metadata(token_server, issuer)
-    result = Registry(runtime).create({"name": "oidc", "grant_type": "authorization_code", "client_id": "client-id",
-                                       "client_secret": "client-secret", "issuer": issuer})
+    result = Registry(runtime).create(
+        {
+            "name": "oidc",
+            "grant_type": "authorization_code",
+            "client_id": "client-id",
+            "client_secret": "client-secret",
+            "issuer": issuer,
+        }
+    )
     assert result["status"] == "pending_authorization"
     record = runtime.store.load("oidc")
     assert record is not None and record.public["auth_url"] == f"{token_server.base}/authorize"
@@ -51,10 +67,18 @@ def test_metadata_naming_another_issuer_is_refused(
     """A mismatching issuer in the metadata is an error naming ``issuer``, and nothing is stored."""
     issuer = f"{token_server.base}/good"
     token_server.documents["/.well-known/oauth-authorization-server/good"] = _metadata(
-        token_server, f"{token_server.base}/evil")
+        token_server, f"{token_server.base}/evil"
+    )
     with pytest.raises(SpecError) as caught:
-        Registry(runtime).create({"name": "disc", "grant_type": "client_credentials", "client_id": "client-id",
-                                  "client_secret": "client-secret", "issuer": issuer})
+        Registry(runtime).create(
+            {
+                "name": "disc",
+                "grant_type": "client_credentials",
+                "client_id": "client-id",
+                "client_secret": "client-secret",
+                "issuer": issuer,
+            }
+        )
     assert "refused" in caught.value.errors["issuer"][0]
     assert redis_client.keys("*") == []
 
@@ -62,16 +86,30 @@ def test_metadata_naming_another_issuer_is_refused(
 def test_an_issuer_without_metadata_is_named(runtime: Runtime, token_server: TokenServer) -> None:
     """No metadata anywhere: the error names the issuer and says what was tried."""
     with pytest.raises(SpecError) as caught:
-        Registry(runtime).create({"name": "disc", "grant_type": "client_credentials", "client_id": "client-id",
-                                  "client_secret": "client-secret", "issuer": f"{token_server.base}/none"})
+        Registry(runtime).create(
+            {
+                "name": "disc",
+                "grant_type": "client_credentials",
+                "client_id": "client-id",
+                "client_secret": "client-secret",
+                "issuer": f"{token_server.base}/none",
+            }
+        )
     assert "HTTP 404" in caught.value.errors["issuer"][0]
 
 
 def test_an_unsafe_issuer_is_not_fetched(runtime: Runtime, token_server: TokenServer) -> None:
     """A plain-http issuer on a non-loopback host is rejected before any request."""
     with pytest.raises(SpecError) as caught:
-        Registry(runtime).create({"name": "disc", "grant_type": "client_credentials", "client_id": "client-id",
-                                  "client_secret": "client-secret", "issuer": "http://idp.example.com"})
+        Registry(runtime).create(
+            {
+                "name": "disc",
+                "grant_type": "client_credentials",
+                "client_id": "client-id",
+                "client_secret": "client-secret",
+                "issuer": "http://idp.example.com",
+            }
+        )
     assert "https" in caught.value.errors["issuer"][0]
 
 

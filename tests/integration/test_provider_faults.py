@@ -22,25 +22,28 @@ JSON = {"Content-Type": "application/json"}
 def fast_runtime(settings) -> Runtime:
     """Short read timeout and small body cap, so the slow and the huge cases take no time."""
     # accept_plain_secrets: the test hands the domain plain specs in-process (see the runtime fixture).
-    return build_runtime(dataclasses.replace(settings, http_read_timeout=0.5, max_response_bytes=100_000,
-                                             accept_plain_secrets=True))
+    return build_runtime(
+        dataclasses.replace(settings, http_read_timeout=0.5, max_response_bytes=100_000, accept_plain_secrets=True)
+    )
 
 
 FAULTS = {
     "500": (Canned(500, b"", {}), "http_500"),
-    "502 with an HTML page": (Canned(502, b"<html><body><h1>502 Bad Gateway</h1></body></html>", HTML),
-                              "HTML page"),
+    "502 with an HTML page": (Canned(502, b"<html><body><h1>502 Bad Gateway</h1></body></html>", HTML), "HTML page"),
     "read timeout": (Canned(200, b"{}", JSON, delay=1.5), "timeout"),
     "429 with Retry-After": (Canned(429, b"", {"Retry-After": "7"}), "http_429"),
-    "200 with garbage": (Canned(200, b"\x00\xffnot a token", {"Content-Type": "application/octet-stream"}),
-                         "malformed_response"),
+    "200 with garbage": (
+        Canned(200, b"\x00\xffnot a token", {"Content-Type": "application/octet-stream"}),
+        "malformed_response",
+    ),
     "a 10 MB body": (Canned(200, b"{" + b" " * 10_000_000 + b"}", JSON), "response_too_large"),
 }
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
-def test_a_transient_fault_keeps_the_token_and_retries(fault: str, fast_runtime: Runtime,
-                                                       token_server: TokenServer, redis_client: redis.Redis) -> None:
+def test_a_transient_fault_keeps_the_token_and_retries(
+    fault: str, fast_runtime: Runtime, token_server: TokenServer, redis_client: redis.Redis
+) -> None:
     """The refresh answers (never raises), status retrying with the reason, token unchanged, retry planned."""
     Registry(fast_runtime).create(cc_spec(token_server, "svc"))
     before = redis_client.hgetall("tokenkeeper:token:svc")
@@ -81,8 +84,9 @@ def test_a_redirect_to_another_host_is_not_followed(runtime: Runtime, token_serv
         elsewhere.stop()
 
 
-def test_backoff_stays_bounded_over_many_failures(runtime: Runtime, token_server: TokenServer,
-                                                  redis_client: redis.Redis) -> None:
+def test_backoff_stays_bounded_over_many_failures(
+    runtime: Runtime, token_server: TokenServer, redis_client: redis.Redis
+) -> None:
     """Twenty failures in a row: the planned retry is never further than backoff_max away."""
     Registry(runtime).create(cc_spec(token_server, "svc"))
     for _ in range(20):
@@ -115,8 +119,13 @@ def test_an_unreachable_port_is_refused_quickly(runtime: Runtime) -> None:
     """Creation against a closed port fails with the transient reason and stores nothing."""
     from workers.errors import TransientProviderError
 
-    spec = {"name": "svc", "grant_type": "client_credentials", "client_id": "a", "client_secret": "b",
-            "token_url": f"http://127.0.0.1:{free_port()}/token"}
+    spec = {
+        "name": "svc",
+        "grant_type": "client_credentials",
+        "client_id": "a",
+        "client_secret": "b",
+        "token_url": f"http://127.0.0.1:{free_port()}/token",
+    }
     with pytest.raises(TransientProviderError, match="connection_error"):
         Registry(runtime).create(spec)
     assert not runtime.store.exists("svc")

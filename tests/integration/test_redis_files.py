@@ -12,12 +12,12 @@ from workers.keyrotation import wait_idle
 
 def modes(folder: Path) -> dict[str, int]:
     """Permission bits of ``folder`` and everything under it, by path relative to it."""
-    return {str(path.relative_to(folder)): stat.S_IMODE(path.stat().st_mode)
-            for path in [folder, *folder.rglob("*")]}
+    return {str(path.relative_to(folder)): stat.S_IMODE(path.stat().st_mode) for path in [folder, *folder.rglob("*")]}
 
 
-def test_the_aof_and_snapshot_are_readable_by_the_redis_user_only(redis_client: redis.Redis,
-                                                                  redis_data_dir: Path) -> None:
+def test_the_aof_and_snapshot_are_readable_by_the_redis_user_only(
+    redis_client: redis.Redis, redis_data_dir: Path
+) -> None:
     """After a write, BGREWRITEAOF and BGSAVE, the data folder is 0700 and every file in it (AOF, RDB, log) 0600."""
     redis_client.set("tokenkeeper:probe", "on disk")
     wait_idle(redis_client)

@@ -64,15 +64,21 @@ def healthy(url: str) -> bool:
 
 
 def test_a_redis_restart_under_load_loses_nothing(
-    aof_redis: AofRedis, token_server: TokenServer, start_processes, celery_client, process_env, log_dir,
+    aof_redis: AofRedis,
+    token_server: TokenServer,
+    start_processes,
+    celery_client,
+    process_env,
+    log_dir,
 ) -> None:
     """20 rotating integrations on 5 s tokens; Redis restarts; all stay active, no refresh token is lost."""
     start_processes("worker")
     start_processes("beat")
     web = Gunicorn(process_env, log_dir)
     try:
-        results = [send(celery_client, "tokenkeeper.create_integration", rt_spec(token_server, f"i{i}"))
-                   for i in range(COUNT)]
+        results = [
+            send(celery_client, "tokenkeeper.create_integration", rt_spec(token_server, f"i{i}")) for i in range(COUNT)
+        ]
         assert all(result.get(timeout=30)["status"] == "active" for result in results)
         wait_until(lambda: healthy(web.url), 30, "the callback app to report healthy", 0.2)
         wait_until(lambda: token_server.count("refresh_token") >= 3 * COUNT, 30, "refreshes under way", 0.1)
@@ -83,8 +89,14 @@ def test_a_redis_restart_under_load_loses_nothing(
 
         client = redis.Redis.from_url(aof_redis.url, decode_responses=True)
         assert len(client.smembers("tokenkeeper:names")) == COUNT
-        wait_until(lambda: all(float(client.hget(f"tokenkeeper:token:i{i}", "updated_at") or 0) > restarted
-                               for i in range(COUNT)), 30, "every integration refreshed after the restart", 0.2)
+        wait_until(
+            lambda: all(
+                float(client.hget(f"tokenkeeper:token:i{i}", "updated_at") or 0) > restarted for i in range(COUNT)
+            ),
+            30,
+            "every integration refreshed after the restart",
+            0.2,
+        )
         wait_until(lambda: healthy(web.url), 30, "healthz after the restart", 0.2)
         statuses = {client.hget(f"tokenkeeper:token:i{i}", "status") for i in range(COUNT)}
         assert statuses == {"active"}

@@ -60,8 +60,7 @@ def test_waitaof_makes_a_rotation_durable_where_the_server_can(tmp_path: Path) -
     users = RedisUsers.generate()
     for persistent, confirmed in ((True, True), (False, False)):
         port = free_port()
-        process = start_server(port, tmp_path / f"aof-{persistent}", persistent=persistent, binary=binary,
-                               users=users)
+        process = start_server(port, tmp_path / f"aof-{persistent}", persistent=persistent, binary=binary, users=users)
         try:
             url = users.service_url(port)
             wait_ready(url, process)

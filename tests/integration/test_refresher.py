@@ -33,8 +33,9 @@ def test_concurrent_refreshes_are_single_flight(runtime: Runtime, token_server: 
     Registry(runtime).create(rt_spec(token_server, "user"))
     token_server.release.clear()  # hold the provider's answer so all eight overlap
     results: list[str] = []
-    threads = [threading.Thread(target=lambda: results.append(Refresher(runtime).refresh("user").outcome))
-               for _ in range(8)]
+    threads = [
+        threading.Thread(target=lambda: results.append(Refresher(runtime).refresh("user").outcome)) for _ in range(8)
+    ]
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + 5
@@ -99,8 +100,7 @@ def test_server_errors_retry_with_backoff_and_keep_the_token(
     """A 503 sets retrying, keeps the valid old token, and plans the retry after the backoff."""
     Registry(runtime).create(cc_spec(token_server, "svc"))
     old_token = redis_client.hget("tokenkeeper:token:svc", "access_token")
-    token_server.queue(Canned(503, b"<html>down</html>", {"Content-Type": "text/html"}),
-                       Canned(503, b"", {}))
+    token_server.queue(Canned(503, b"<html>down</html>", {"Content-Type": "text/html"}), Canned(503, b"", {}))
     before = time.time()
     first = Refresher(runtime).refresh("svc")
     second = Refresher(runtime).refresh("svc")
@@ -120,8 +120,9 @@ def test_server_errors_retry_with_backoff_and_keep_the_token(
 def test_retry_after_is_honoured(runtime: Runtime, token_server: TokenServer, redis_client: redis.Redis) -> None:
     """429 with Retry-After: 40 plans the next attempt no sooner than 40 s on."""
     Registry(runtime).create(cc_spec(token_server, "svc"))
-    token_server.queue(Canned(429, b'{"error": "slow_down"}', {"Retry-After": "40",
-                                                                "Content-Type": "application/json"}))
+    token_server.queue(
+        Canned(429, b'{"error": "slow_down"}', {"Retry-After": "40", "Content-Type": "application/json"})
+    )
     before = time.time()
     assert Refresher(runtime).refresh("svc").status == "retrying"
     assert redis_client.zscore("tokenkeeper:schedule", "svc") >= before + 40

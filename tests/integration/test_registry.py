@@ -39,8 +39,15 @@ def test_a_failed_first_request_stores_nothing(
 def test_a_rejected_spec_stores_nothing(runtime: Runtime, redis_client: redis.Redis) -> None:
     """A spec error names the field and writes nothing."""
     with pytest.raises(SpecError, match="token_url"):
-        Registry(runtime).create({"name": "svc", "grant_type": "client_credentials", "client_id": "a",
-                                  "client_secret": "b", "token_url": "gopher://x"})
+        Registry(runtime).create(
+            {
+                "name": "svc",
+                "grant_type": "client_credentials",
+                "client_id": "a",
+                "client_secret": "b",
+                "token_url": "gopher://x",
+            }
+        )
     assert redis_client.keys("*") == []
 
 
@@ -68,9 +75,16 @@ def test_a_rotated_refresh_token_from_creation_is_kept(runtime: Runtime, token_s
 
 def test_authorization_code_starts_pending_with_a_link(runtime: Runtime, redis_client: redis.Redis) -> None:
     """An authorization_code integration waits for consent and says where to send the user."""
-    result = Registry(runtime).create({
-        "name": "drive", "grant_type": "authorization_code", "client_id": "a", "client_secret": "b",
-        "token_url": "https://idp.example/token", "auth_url": "https://idp.example/auth"})
+    result = Registry(runtime).create(
+        {
+            "name": "drive",
+            "grant_type": "authorization_code",
+            "client_id": "a",
+            "client_secret": "b",
+            "token_url": "https://idp.example/token",
+            "auth_url": "https://idp.example/auth",
+        }
+    )
     # The link is signed and single-use (tests/integration/test_authorization_attacks.py pins the rest).
     assert result.pop("authorization_url").startswith(f"{runtime.settings.public_url}/oauth/authorize/drive?t=")
     assert result == {"name": "drive", "status": "pending_authorization"}

@@ -35,7 +35,8 @@ LOCAL = AddressPolicy(allow_private=True)
 
 
 def test_a_public_key_planted_in_redis_does_not_become_the_key_producers_seal_to(
-    settings: Settings, redis_client: redis.Redis,
+    settings: Settings,
+    redis_client: redis.Redis,
 ) -> None:
     """A producer without the secret key never seals to a public key another Redis login holder planted."""
     # What workers used to publish at start, for producers without the secret key to seal to.
@@ -53,22 +54,34 @@ def test_a_public_key_planted_in_redis_does_not_become_the_key_producers_seal_to
         Opener([attacker_key]).open_fields(sealed)
 
 
-@pytest.mark.parametrize(("field", "parameter"), [
-    ("extra_token_params", "client_secret"),
-    ("extra_token_params", "refresh_token"),
-    ("extra_token_params", "client_assertion"),
-    ("extra_token_params", "password"),
-    ("extra_auth_params", "client_secret"),
-])
+@pytest.mark.parametrize(
+    ("field", "parameter"),
+    [
+        ("extra_token_params", "client_secret"),
+        ("extra_token_params", "refresh_token"),
+        ("extra_token_params", "client_assertion"),
+        ("extra_token_params", "password"),
+        ("extra_auth_params", "client_secret"),
+    ],
+)
 def test_a_secret_parameter_smuggled_into_a_parameter_map_is_refused(
-    field: str, parameter: str, settings: Settings, redis_url: str,
+    field: str,
+    parameter: str,
+    settings: Settings,
+    redis_url: str,
 ) -> None:
     """A secret-named parameter in extra_token_params / extra_auth_params is refused, never stored in clear."""
     strict = build_runtime(dataclasses.replace(settings, accept_plain_secrets=False))
     sealer = Sealer(public_key_for(settings.secret_keys))
-    spec = {"name": "smuggled", "grant_type": "authorization_code", "client_id": "client-id",
-            "client_secret": sealer.seal("client-secret"), "token_url": "http://127.0.0.1:9/token",
-            "auth_url": "http://127.0.0.1:9/auth", field: {parameter: PLANTED}}
+    spec = {
+        "name": "smuggled",
+        "grant_type": "authorization_code",
+        "client_id": "client-id",
+        "client_secret": sealer.seal("client-secret"),
+        "token_url": "http://127.0.0.1:9/token",
+        "auth_url": "http://127.0.0.1:9/auth",
+        field: {parameter: PLANTED},
+    }
     with pytest.raises(SpecError, match=field):
         Registry(strict).create(spec)
     assert PLANTED not in all_redis_text(redis_url)
@@ -103,10 +116,19 @@ def dripping_server() -> Iterator[str]:
 
 def test_a_token_endpoint_dripping_its_answer_cannot_hold_a_worker_past_the_timeouts(dripping_server: str) -> None:
     """A body trickled a byte at a time ends the request within a few timeouts, not when the server chooses."""
-    client = TokenClient(session=requests.Session(), clock=time.time, connect_timeout=1.0, read_timeout=1.0,
-                         addresses=LOCAL)
-    spec = validate_spec({"name": "drip", "grant_type": "client_credentials", "client_id": "client-id",
-                          "client_secret": "client-secret", "token_url": dripping_server}, addresses=LOCAL)
+    client = TokenClient(
+        session=requests.Session(), clock=time.time, connect_timeout=1.0, read_timeout=1.0, addresses=LOCAL
+    )
+    spec = validate_spec(
+        {
+            "name": "drip",
+            "grant_type": "client_credentials",
+            "client_id": "client-id",
+            "client_secret": "client-secret",
+            "token_url": dripping_server,
+        },
+        addresses=LOCAL,
+    )
     started = time.monotonic()
     with pytest.raises(TransientProviderError):
         client.client_credentials(spec)
@@ -122,22 +144,41 @@ def victim(settings, runtime, celery_client) -> FlaskClient:
 
 @pytest.mark.e2e
 def test_the_same_sub_from_another_issuer_is_not_taken_for_the_connected_account(
-    settings, runtime, victim, token_server, start_processes,
+    settings,
+    runtime,
+    victim,
+    token_server,
+    start_processes,
 ) -> None:
     """Re-authorization compares the account as (iss, sub): OpenID's sub is unique only within one issuer."""
     start_processes("worker")
     Registry(runtime).create(ac_spec(token_server, scopes=["openid"]))
 
     def answer(access: str, issuer: str) -> Canned:
-        return Canned(200, json.dumps({"access_token": access, "token_type": "bearer", "expires_in": 300,
-                                       "id_token": id_token("1001", iss=issuer)}).encode(), JSON)
+        return Canned(
+            200,
+            json.dumps(
+                {
+                    "access_token": access,
+                    "token_type": "bearer",
+                    "expires_in": 300,
+                    "id_token": id_token("1001", iss=issuer),
+                }
+            ).encode(),
+            JSON,
+        )
 
     token_server.queue(answer("at-tenant-a", "https://idp.example/tenant-a"))
-    assert victim.get("/oauth/callback", query_string={"state": begin(victim, link(settings))["state"],
-                                                       "code": "c1"}).status_code == 200
+    assert (
+        victim.get(
+            "/oauth/callback", query_string={"state": begin(victim, link(settings))["state"], "code": "c1"}
+        ).status_code
+        == 200
+    )
     # A multi-tenant endpoint: another tenant's user 1001 consents through a plain (not --new-account) link.
     token_server.queue(answer("at-tenant-b", "https://idp.example/tenant-b"))
-    refused = victim.get("/oauth/callback", query_string={"state": begin(victim, link(settings))["state"],
-                                                          "code": "c2"})
+    refused = victim.get(
+        "/oauth/callback", query_string={"state": begin(victim, link(settings))["state"], "code": "c2"}
+    )
     assert refused.status_code == 400
     assert runtime.store.token("drive")["access_token"] == "at-tenant-a"

@@ -57,8 +57,9 @@ def assert_only_our_users_get_in(port: int, runner_url: str, name: str = "svc") 
             attempt()
 
 
-def test_the_runner_user_reads_tokens_only(runtime, token_server: TokenServer, runner_url: str,
-                                           redis_client: redis.Redis) -> None:
+def test_the_runner_user_reads_tokens_only(
+    runtime, token_server: TokenServer, runner_url: str, redis_client: redis.Redis
+) -> None:
     """It can HGETALL a token hash and render templates; it cannot read secrets, list keys, read queues or write."""
     Registry(runtime).create(cc_spec(token_server, "svc"))
     redis_client.lpush("tokenkeeper", "a queued task message")
@@ -71,8 +72,9 @@ def test_the_runner_user_reads_tokens_only(runtime, token_server: TokenServer, r
     assert redis_client.llen("tokenkeeper") == 1
 
 
-def test_no_client_gets_in_without_a_password(runtime, token_server: TokenServer, redis_port: int,
-                                              runner_url: str) -> None:
+def test_no_client_gets_in_without_a_password(
+    runtime, token_server: TokenServer, redis_port: int, runner_url: str
+) -> None:
     """The test Redis runs as production does: PING, GET, LPUSH without login get NOAUTH; `AUTH default ""` fails."""
     Registry(runtime).create(cc_spec(token_server, "svc"))
     assert_only_our_users_get_in(redis_port, runner_url)

@@ -11,8 +11,9 @@ from workers.scheduler import dispatch_due
 from workers.store import Store
 
 
-def collect(store: Store, now: float, horizon: float = 10, lost_after: float = 30,
-            max_rate: float = 0.0) -> list[tuple[str, float, float]]:
+def collect(
+    store: Store, now: float, horizon: float = 10, lost_after: float = 30, max_rate: float = 0.0
+) -> list[tuple[str, float, float]]:
     """(name, plan, countdown) of everything one tick queues, whatever batches it travels in."""
     queued: list[tuple[str, float, float]] = []
 
@@ -71,8 +72,7 @@ def test_two_schedulers_never_queue_the_same_refresh(runtime, redis_url: str) ->
 
     def tick(index: int) -> None:
         other = Store(redis.Redis.from_url(redis_url))
-        dispatch_due(other, lambda items, countdown: results[index].extend(items), now=200, horizon=10,
-                     lost_after=30)
+        dispatch_due(other, lambda items, countdown: results[index].extend(items), now=200, horizon=10, lost_after=30)
 
     threads = [threading.Thread(target=tick, args=(i,)) for i in range(2)]
     for thread in threads:

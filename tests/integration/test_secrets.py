@@ -65,13 +65,25 @@ def fetch(url: str, cookie: str = "") -> tuple[int, dict[str, str], str]:
 @pytest.fixture
 def ops_env(environ: dict[str, str], receiver: WebhookReceiver) -> None:
     # The status page, and status changes sent to a webhook: both must show reasons, never secrets.
-    environ.update({"TOKENKEEPER_OPERATOR_PASSWORD": "ops-pw", "TOKENKEEPER_WEBHOOK_URL": receiver.url,
-                    "TOKENKEEPER_WEBHOOK_SECRET": "hook-secret"})
+    environ.update(
+        {
+            "TOKENKEEPER_OPERATOR_PASSWORD": "ops-pw",
+            "TOKENKEEPER_WEBHOOK_URL": receiver.url,
+            "TOKENKEEPER_WEBHOOK_SECRET": "hook-secret",
+        }
+    )
 
 
 def test_planted_secrets_are_found_nowhere(
-    ops_env: None, receiver: WebhookReceiver, token_server: TokenServer, start_processes, celery_client,
-    web: Gunicorn, redis_url: str, redis_client: redis.Redis, redis_data_dir: Path,
+    ops_env: None,
+    receiver: WebhookReceiver,
+    token_server: TokenServer,
+    start_processes,
+    celery_client,
+    web: Gunicorn,
+    redis_url: str,
+    redis_client: redis.Redis,
+    redis_data_dir: Path,
 ) -> None:
     """Create, refresh, authorize, callback, and failures; then search everything that was written or shown,
     Redis's AOF and RDB files included."""
@@ -81,15 +93,34 @@ def test_planted_secrets_are_found_nowhere(
     first_refresh_token = token_server.new_refresh_token("rt-client")
     shown: list[str] = []
     with EventLog(celery_client) as events:
-        call(celery_client, "tokenkeeper.create_integration",
-             cc_spec(token_server, "cc", client_id="cc-client", client_secret=CC_SECRET), timeout=20)
-        call(celery_client, "tokenkeeper.create_integration",
-             {**rt_spec(token_server, "rt", client_id="rt-client", client_secret=RT_SECRET),
-              "refresh_token": first_refresh_token}, timeout=20)
-        created = call(celery_client, "tokenkeeper.create_integration", {
-            "name": "ac", "grant_type": "authorization_code", "client_id": "ac-client",
-            "client_secret": AC_SECRET, "token_url": token_server.url,
-            "auth_url": "https://idp.example/auth?access_type=offline"}, timeout=20)
+        call(
+            celery_client,
+            "tokenkeeper.create_integration",
+            cc_spec(token_server, "cc", client_id="cc-client", client_secret=CC_SECRET),
+            timeout=20,
+        )
+        call(
+            celery_client,
+            "tokenkeeper.create_integration",
+            {
+                **rt_spec(token_server, "rt", client_id="rt-client", client_secret=RT_SECRET),
+                "refresh_token": first_refresh_token,
+            },
+            timeout=20,
+        )
+        created = call(
+            celery_client,
+            "tokenkeeper.create_integration",
+            {
+                "name": "ac",
+                "grant_type": "authorization_code",
+                "client_id": "ac-client",
+                "client_secret": AC_SECRET,
+                "token_url": token_server.url,
+                "auth_url": "https://idp.example/auth?access_type=offline",
+            },
+            timeout=20,
+        )
 
         status, headers, body = fetch(created["authorization_url"])
         assert status == 302
@@ -106,10 +137,17 @@ def test_planted_secrets_are_found_nowhere(
 
         call(celery_client, "tokenkeeper.refresh_integration", "rt", timeout=20)
         # A provider that quotes our secret back in its error; and a wrong secret on update.
-        token_server.queue(Canned(400, f'{{"error": "invalid_client", "error_description": "bad {CC_SECRET}"}}'
-                                  .encode(), {"Content-Type": "application/json"}))
-        failures = [send(celery_client, "tokenkeeper.refresh_integration", "cc"),
-                    send(celery_client, "tokenkeeper.update_integration", "rt", {"client_secret": WRONG_SECRET})]
+        token_server.queue(
+            Canned(
+                400,
+                f'{{"error": "invalid_client", "error_description": "bad {CC_SECRET}"}}'.encode(),
+                {"Content-Type": "application/json"},
+            )
+        )
+        failures = [
+            send(celery_client, "tokenkeeper.refresh_integration", "cc"),
+            send(celery_client, "tokenkeeper.update_integration", "rt", {"client_secret": WRONG_SECRET}),
+        ]
         for result in failures:
             try:
                 shown.append(repr(result.get(timeout=20, propagate=False)))
@@ -127,8 +165,11 @@ def test_planted_secrets_are_found_nowhere(
     access_tokens = list(token_server.access)
     never_anywhere = [CC_SECRET, RT_SECRET, AC_SECRET, WRONG_SECRET, CODE, code_verifier, *refresh_tokens]
     places = {
-        "worker log": worker.output(), "beat log": beat.output(), "gunicorn log": web.output(),
-        "task events": repr(events.events), "pages, headers, results, tracebacks": "\n".join(shown),
+        "worker log": worker.output(),
+        "beat log": beat.output(),
+        "gunicorn log": web.output(),
+        "task events": repr(events.events),
+        "pages, headers, results, tracebacks": "\n".join(shown),
     }
     stored = all_redis_text(redis_url)
     for secret in never_anywhere:
@@ -147,20 +188,33 @@ def test_planted_secrets_are_found_nowhere(
 
 
 def test_a_queued_creation_shows_a_broker_reader_only_sealed_boxes(
-    token_server: TokenServer, celery_client: Celery, redis_client: redis.Redis, process_env: dict[str, str],
-    settings: Settings, redis_url: str,
+    token_server: TokenServer,
+    celery_client: Celery,
+    redis_client: redis.Redis,
+    process_env: dict[str, str],
+    settings: Settings,
+    redis_url: str,
 ) -> None:
     """With no worker to take them, tasks sent by the producer helper and the CLI sit in Redis holding no secret."""
-    send(celery_client, "tokenkeeper.create_integration",
-         rt_spec(token_server, "helper", client_secret=CC_SECRET, refresh_token=RT_SECRET))
+    send(
+        celery_client,
+        "tokenkeeper.create_integration",
+        rt_spec(token_server, "helper", client_secret=CC_SECRET, refresh_token=RT_SECRET),
+    )
     send(celery_client, "tokenkeeper.update_integration", "helper", {"client_secret": WRONG_SECRET})
     for _raw, body in broker_messages(redis_client, settings.queue):
         assert CC_SECRET not in body and RT_SECRET not in body and WRONG_SECRET not in body, body
     # A CLI without the secret key seals to the public key pinned in TOKENKEEPER_PUBLIC_KEY.
     no_key = {key: value for key, value in process_env.items() if key != "TOKENKEEPER_SECRET_KEY"}
     no_key["TOKENKEEPER_PUBLIC_KEY"] = public_key_for(settings.secret_keys)
-    spec = {"name": "ac", "grant_type": "authorization_code", "client_id": "ac-client", "client_secret": AC_SECRET,
-            "token_url": token_server.url, "auth_url": "https://idp.example/auth"}
+    spec = {
+        "name": "ac",
+        "grant_type": "authorization_code",
+        "client_id": "ac-client",
+        "client_secret": AC_SECRET,
+        "token_url": token_server.url,
+        "auth_url": "https://idp.example/auth",
+    }
     result = cli(no_key, "create", "-", "--timeout", "1", stdin=json.dumps(spec))
     assert result.returncode == 1 and "no worker answered" in result.stderr
     messages = broker_messages(redis_client, settings.queue)
@@ -175,7 +229,10 @@ def test_a_queued_creation_shows_a_broker_reader_only_sealed_boxes(
 
 
 def test_plain_secrets_from_a_foreign_producer_are_refused_unless_the_operator_accepts_them(
-    token_server: TokenServer, start_processes, celery_client: Celery, redis_client: redis.Redis,
+    token_server: TokenServer,
+    start_processes,
+    celery_client: Celery,
+    redis_client: redis.Redis,
     process_env: dict[str, str],
 ) -> None:
     """A plain secret sent raw is refused naming the field and how to seal, storing nothing; the opt-in accepts it."""
@@ -188,8 +245,9 @@ def test_plain_secrets_from_a_foreign_producer_are_refused_unless_the_operator_a
     call(celery_client, "tokenkeeper.create_integration", cc_spec(token_server, "svc"), timeout=20)
     before = redis_client.hgetall("tokenkeeper:integration:svc")
     with pytest.raises(Exception, match="client_secret: is plain text"):
-        celery_client.send_task("tokenkeeper.update_integration",
-                                args=["svc", {"client_secret": "client-secret"}]).get(timeout=20)
+        celery_client.send_task("tokenkeeper.update_integration", args=["svc", {"client_secret": "client-secret"}]).get(
+            timeout=20
+        )
     assert redis_client.hgetall("tokenkeeper:integration:svc") == before
     worker.stop()
     process_env["TOKENKEEPER_ACCEPT_PLAIN_SECRETS"] = "true"
@@ -198,8 +256,9 @@ def test_plain_secrets_from_a_foreign_producer_are_refused_unless_the_operator_a
     assert created["status"] == "active"
 
 
-def test_a_box_sealed_to_another_key_is_refused(token_server: TokenServer, settings: Settings,
-                                               redis_client: redis.Redis) -> None:
+def test_a_box_sealed_to_another_key_is_refused(
+    token_server: TokenServer, settings: Settings, redis_client: redis.Redis
+) -> None:
     """A box this service's keys cannot open is refused naming the field, and nothing is stored."""
     strict = build_runtime(dataclasses.replace(settings, accept_plain_secrets=False))
     stranger = Sealer(public_key_for([Fernet.generate_key().decode()]))
@@ -207,8 +266,9 @@ def test_a_box_sealed_to_another_key_is_refused(token_server: TokenServer, setti
     with pytest.raises(SpecError, match=r"client_secret: the sealed box does not open .*sealed to another key"):
         Registry(strict).create(spec)
     assert redis_client.keys("tokenkeeper:*") == []
-    Registry(strict).create({**spec, "client_secret": Sealer(public_key_for(settings.secret_keys))
-                             .seal("client-secret")})
+    Registry(strict).create(
+        {**spec, "client_secret": Sealer(public_key_for(settings.secret_keys)).seal("client-secret")}
+    )
     with pytest.raises(SpecError, match="client_secret: the sealed box does not open"):
         Registry(strict).update("svc", {"client_secret": stranger.seal("client-secret")})
 

@@ -31,7 +31,9 @@ def sentinels(tmp_path: Path) -> Iterator[SentinelSet]:
 
 
 def test_tokens_stay_fresh_through_a_failover(
-    sentinels: SentinelSet, environ: dict[str, str], tmp_path: Path,
+    sentinels: SentinelSet,
+    environ: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     """Create through the broker on Sentinel, fail the master over to the replica, and refreshes
     carry on against the new master: the token read afterwards is newer and valid, no refresh
@@ -80,5 +82,3 @@ def test_sentinel_urls_need_the_master_name(environ: dict[str, str]) -> None:
         load_settings({**environ, "TOKENKEEPER_REDIS_URL": "sentinel://127.0.0.1:26379/0"})
     with pytest.raises(SettingsError, match="must list the sentinels"):
         load_settings({**environ, "TOKENKEEPER_REDIS_SENTINEL_MASTER": "mymaster"})
-
-

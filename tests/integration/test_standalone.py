@@ -74,19 +74,22 @@ def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path, 
     redis_port, app_port, flower_port = free_port(), free_port(), free_port()
     data = tmp_path / "data"
     env = {key: value for key, value in os.environ.items() if not key.startswith("TOKENKEEPER_")}
-    env.update({
-        "TOKENKEEPER_REDIS_PORT": str(redis_port),
-        "TOKENKEEPER_BIND": f"127.0.0.1:{app_port}",
-        "TOKENKEEPER_PUBLIC_URL": f"http://127.0.0.1:{app_port}",
-        "TOKENKEEPER_FLOWER_PORT": str(flower_port),
-        "TOKENKEEPER_DATA_DIR": str(tmp_path / "data"),
-        "TOKENKEEPER_SCHEDULE_INTERVAL": "1",
-        "TOKENKEEPER_ALLOW_PRIVATE_NETWORKS": "true",  # the token server listens on 127.0.0.1
-    })
+    env.update(
+        {
+            "TOKENKEEPER_REDIS_PORT": str(redis_port),
+            "TOKENKEEPER_BIND": f"127.0.0.1:{app_port}",
+            "TOKENKEEPER_PUBLIC_URL": f"http://127.0.0.1:{app_port}",
+            "TOKENKEEPER_FLOWER_PORT": str(flower_port),
+            "TOKENKEEPER_DATA_DIR": str(tmp_path / "data"),
+            "TOKENKEEPER_SCHEDULE_INTERVAL": "1",
+            "TOKENKEEPER_ALLOW_PRIVATE_NETWORKS": "true",  # the token server listens on 127.0.0.1
+        }
+    )
     assert not is_up(f"redis://127.0.0.1:{redis_port}/0")
     log = open(tmp_path / "standalone.log", "wb")  # noqa: SIM115 -- closed below
-    process = subprocess.Popen([sys.executable, "-m", "workers.cli", "standalone"], cwd=ROOT, env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "standalone"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         wait_until(lambda: health(app_port)[0] == 200, 90, "healthz to report every part alive", 0.5)
         status, body = health(app_port)
@@ -96,8 +99,10 @@ def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path, 
         for part in (" worker ", " beat ", "gunicorn", " flower "):
             assert part in commands, commands
         assert (tmp_path / "data" / "secret.key").stat().st_mode & 0o777 == 0o600
-        users = RedisUsers((data / "redis-tokenkeeper.password").read_text().strip(),
-                           (data / "redis-runner.password").read_text().strip())
+        users = RedisUsers(
+            (data / "redis-tokenkeeper.password").read_text().strip(),
+            (data / "redis-runner.password").read_text().strip(),
+        )
         redis_url = users.service_url(redis_port)
         assert list((tmp_path / "data" / "redis").glob("appendonly*")), "AOF persistence is on"
         flower = f"http://127.0.0.1:{flower_port}/"
@@ -106,21 +111,31 @@ def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path, 
         assert refused.value.code == 401
         password = (tmp_path / "data" / "operator.password").read_text().strip()
         assert password not in commands
-        authorized = urllib.request.Request(flower, headers={
-            "Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()})
+        authorized = urllib.request.Request(
+            flower, headers={"Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()}
+        )
         with urllib.request.urlopen(authorized, timeout=5) as response:
             assert response.status == 200
-        created = subprocess.run([sys.executable, "-m", "workers.cli", "create", "-"], cwd=ROOT, env=env,
-                                 input=json.dumps(cc_spec(token_server, "billing_api")), capture_output=True,
-                                 text=True, timeout=60)
+        created = subprocess.run(
+            [sys.executable, "-m", "workers.cli", "create", "-"],
+            cwd=ROOT,
+            env=env,
+            input=json.dumps(cc_spec(token_server, "billing_api")),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert created.returncode == 0, created.stderr
         tasks_url = urllib.request.Request(f"{flower}api/tasks", headers=dict(authorized.headers))
 
         def flower_tasks() -> dict:
             with urllib.request.urlopen(tasks_url, timeout=5) as response:
                 tasks = json.load(response)
-            return {task["name"]: task for task in tasks.values()
-                    if task.get("name") == "tokenkeeper.create_integration" and task.get("state") == "SUCCESS"}
+            return {
+                task["name"]: task
+                for task in tasks.values()
+                if task.get("name") == "tokenkeeper.create_integration" and task.get("state") == "SUCCESS"
+            }
 
         shown = wait_until(flower_tasks, 30, "Flower to list the creation", 0.5)["tokenkeeper.create_integration"]
         assert "'name': 'billing_api'" in shown["args"] and "<redacted>" in shown["args"]
@@ -135,12 +150,17 @@ def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path, 
         wait_idle(service)
         files = modes(data)
         assert files["."] == 0o700 and files["redis"] == 0o700, files
-        for name in ("redis-tokenkeeper.password", "redis-runner.password", "operator.password", "secret.key",
-                     "redis/redis.conf", "redis/dump.rdb"):
+        for name in (
+            "redis-tokenkeeper.password",
+            "redis-runner.password",
+            "operator.password",
+            "secret.key",
+            "redis/redis.conf",
+            "redis/dump.rdb",
+        ):
             assert files[name] == 0o600, (name, files)
         assert all(mode == 0o600 for name, mode in files.items() if name.startswith("redis/appendonlydir/")), files
-        secrets_ = [users.service_password, users.runner_password, password,
-                    (data / "secret.key").read_text().strip()]
+        secrets_ = [users.service_password, users.runner_password, password, (data / "secret.key").read_text().strip()]
         processes = {pid: argv_of(pid) for pid in descendants(process.pid)}
         assert any("redis-server" in argv for argv in processes.values()), processes
         assert len(processes) >= 6, processes
@@ -164,17 +184,43 @@ def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path, 
 def test_standalone_refuses_a_redis_that_lets_anyone_in(tmp_path: Path) -> None:
     """TOKENKEEPER_REDIS_URL naming a Redis whose default user needs no password: a one-line error, nothing started."""
     port = free_port()
-    open_redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                   "--appendonly", "no", "--dir", str(tmp_path)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    open_redis = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_until(lambda: is_up(f"redis://127.0.0.1:{port}/0"), 10, "the open Redis to answer")
         env = {key: value for key, value in os.environ.items() if not key.startswith("TOKENKEEPER_")}
-        env.update({"TOKENKEEPER_REDIS_URL": f"redis://127.0.0.1:{port}/0", "TOKENKEEPER_DATA_DIR": str(tmp_path / "d"),
-                    "TOKENKEEPER_BIND": f"127.0.0.1:{free_port()}", "TOKENKEEPER_FLOWER_PORT": str(free_port())})
+        env.update(
+            {
+                "TOKENKEEPER_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+                "TOKENKEEPER_DATA_DIR": str(tmp_path / "d"),
+                "TOKENKEEPER_BIND": f"127.0.0.1:{free_port()}",
+                "TOKENKEEPER_FLOWER_PORT": str(free_port()),
+            }
+        )
         try:
-            result = subprocess.run([sys.executable, "-m", "workers.cli", "standalone"], cwd=ROOT, env=env,
-                                    capture_output=True, text=True, timeout=30)
+            result = subprocess.run(
+                [sys.executable, "-m", "workers.cli", "standalone"],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
         except subprocess.TimeoutExpired:
             pytest.fail("standalone ran against a Redis anyone can use")
         assert result.returncode != 0

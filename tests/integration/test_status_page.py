@@ -30,8 +30,12 @@ pytestmark = pytest.mark.e2e
 
 OPERATOR = ("ops", "correct-horse-battery")
 # The badge colours of style.css: each must show up in the screenshot.
-BADGES = {"active": (0x1A, 0x7F, 0x37), "retrying": (0xB3, 0x59, 0x00), "needs_reauth": (0xCF, 0x22, 0x2E),
-          "pending_authorization": (0x09, 0x69, 0xDA)}
+BADGES = {
+    "active": (0x1A, 0x7F, 0x37),
+    "retrying": (0xB3, 0x59, 0x00),
+    "needs_reauth": (0xCF, 0x22, 0x2E),
+    "pending_authorization": (0x09, 0x69, 0xDA),
+}
 
 
 @pytest.fixture
@@ -60,11 +64,23 @@ def _four_states(runtime: Runtime, server: TokenServer) -> None:
     server.queue(Canned(status=503, body=b"down for maintenance", headers={"Retry-After": "120"}))
     refresher.refresh("crm")
     registry.create(rt_spec(server, "old_sync"))
-    server.queue(Canned(status=400, body=b'{"error": "invalid_grant", "error_description": "token revoked"}',
-                        headers={"Content-Type": "application/json"}))
+    server.queue(
+        Canned(
+            status=400,
+            body=b'{"error": "invalid_grant", "error_description": "token revoked"}',
+            headers={"Content-Type": "application/json"},
+        )
+    )
     refresher.refresh("old_sync")
-    registry.create({"name": "team_dropbox", "provider": "dropbox", "client_id": "app-key",
-                     "client_secret": "app-secret", "scopes": "files.content.read"})
+    registry.create(
+        {
+            "name": "team_dropbox",
+            "provider": "dropbox",
+            "client_id": "app-key",
+            "client_secret": "app-secret",
+            "scopes": "files.content.read",
+        }
+    )
 
 
 def _colour_present(image: Image.Image, colour: tuple[int, int, int]) -> int:
@@ -72,8 +88,14 @@ def _colour_present(image: Image.Image, colour: tuple[int, int, int]) -> int:
 
 
 def test_the_status_page_shows_every_integration_and_refreshes_on_request(
-    operator_env: None, runtime: Runtime, token_server: TokenServer, web: Gunicorn, browser,
-    start_processes: Callable[..., CeleryProcess], redis_client: redis.Redis, tmp_path: Path,
+    operator_env: None,
+    runtime: Runtime,
+    token_server: TokenServer,
+    web: Gunicorn,
+    browser,
+    start_processes: Callable[..., CeleryProcess],
+    redis_client: redis.Redis,
+    tmp_path: Path,
 ) -> None:
     """Rows with grant, status, reason, expiry, last and next refresh; Connect for authorization code;
     Refresh now queues a refresh that a worker carries out; the screenshot shows all four badges."""
@@ -87,8 +109,11 @@ def test_the_status_page_shows_every_integration_and_refreshes_on_request(
     assert [row.get_attribute("data-name") for row in ordered] == ["old_sync", "crm", "team_dropbox", "billing_api"]
     rows = {row.get_attribute("data-name"): row for row in ordered}
     assert {name: row.get_attribute("data-status") for name, row in rows.items()} == {
-        "billing_api": "active", "crm": "retrying", "old_sync": "needs_reauth",
-        "team_dropbox": "pending_authorization"}
+        "billing_api": "active",
+        "crm": "retrying",
+        "old_sync": "needs_reauth",
+        "team_dropbox": "pending_authorization",
+    }
     assert "client credentials" in rows["billing_api"].text
     assert re.fullmatch(r"5m|4m \d+s", rows["billing_api"].find_element(By.CLASS_NAME, "expires").text)
     assert rows["billing_api"].find_element(By.CLASS_NAME, "next").text.startswith("in ")
@@ -128,7 +153,10 @@ def test_the_status_page_shows_every_integration_and_refreshes_on_request(
 
 
 def test_the_status_page_needs_the_operator_and_a_form_from_itself(
-    operator_env: None, runtime: Runtime, token_server: TokenServer, web: Gunicorn,
+    operator_env: None,
+    runtime: Runtime,
+    token_server: TokenServer,
+    web: Gunicorn,
 ) -> None:
     """No or wrong credentials: 401; a POST without the page's form token: 400 and nothing queued."""
     Registry(runtime).create(cc_spec(token_server, "billing_api"))
@@ -147,7 +175,10 @@ def test_the_status_page_needs_the_operator_and_a_form_from_itself(
 
 
 def test_connect_is_a_valid_link_and_the_connected_account_is_shown(
-    operator_env: None, settings, runtime: Runtime, redis_client: redis.Redis,
+    operator_env: None,
+    settings,
+    runtime: Runtime,
+    redis_client: redis.Redis,
 ) -> None:
     """Reconnect carries a signed link for that integration (it redirects to the provider); the row shows
     the account that consented."""
@@ -156,11 +187,20 @@ def test_connect_is_a_valid_link_and_the_connected_account_is_shown(
     from callback_app import create_app
     from workers.links import LinkSigner
 
-    Registry(runtime).create({"name": "drive", "grant_type": "authorization_code", "client_id": "a",
-                              "client_secret": "b", "token_url": "https://idp.example/token",
-                              "auth_url": "https://idp.example/auth"})
-    redis_client.hset("tokenkeeper:integration:drive", mapping={
-        "status": "needs_reauth", "account": json.dumps({"sub": "1234", "email": "alice@example.com"})})
+    Registry(runtime).create(
+        {
+            "name": "drive",
+            "grant_type": "authorization_code",
+            "client_id": "a",
+            "client_secret": "b",
+            "token_url": "https://idp.example/token",
+            "auth_url": "https://idp.example/auth",
+        }
+    )
+    redis_client.hset(
+        "tokenkeeper:integration:drive",
+        mapping={"status": "needs_reauth", "account": json.dumps({"sub": "1234", "email": "alice@example.com"})},
+    )
     client = create_app(settings).test_client()
     page = client.get("/status", headers={"Authorization": _basic(*OPERATOR)}).get_data(as_text=True)
     assert "alice@example.com (sub 1234)" in page
@@ -173,7 +213,11 @@ def test_connect_is_a_valid_link_and_the_connected_account_is_shown(
 
 
 def test_a_long_list_is_cut_with_the_ones_needing_attention_first(
-    operator_env: None, settings, runtime: Runtime, token_server: TokenServer, monkeypatch: pytest.MonkeyPatch,
+    operator_env: None,
+    settings,
+    runtime: Runtime,
+    token_server: TokenServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Past the page size the page says how many it shows, and the stopped integration is among them."""
     from callback_app import create_app, status
@@ -187,7 +231,10 @@ def test_a_long_list_is_cut_with_the_ones_needing_attention_first(
 
 
 def test_metrics_count_refreshes_and_integrations_by_status(
-    operator_env: None, runtime: Runtime, token_server: TokenServer, web: Gunicorn,
+    operator_env: None,
+    runtime: Runtime,
+    token_server: TokenServer,
+    web: Gunicorn,
 ) -> None:
     """/metrics in Prometheus text: outcomes, duration and lateness histograms, integrations by status."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -200,8 +247,11 @@ def test_metrics_count_refreshes_and_integrations_by_status(
     scrape = urllib.request.Request(web.url + "/metrics", headers={"Authorization": _basic(*OPERATOR)})
     with urllib.request.urlopen(scrape, timeout=5) as response:
         text = response.read().decode()
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(text) for s in family.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
     assert samples[("tokenkeeper_refreshes_total", (("outcome", "refreshed"),))] == 2
     assert samples[("tokenkeeper_refreshes_total", (("outcome", "retrying"),))] == 1
     assert samples[("tokenkeeper_refreshes_total", (("outcome", "needs_reauth"),))] == 1
@@ -247,8 +297,12 @@ def json_logs(environ: dict[str, str]) -> None:
 
 
 def test_json_logs_have_one_line_per_refresh(
-    json_logs: None, runtime: Runtime, token_server: TokenServer,
-    start_processes: Callable[..., CeleryProcess], log_dir: Path, celery_client,
+    json_logs: None,
+    runtime: Runtime,
+    token_server: TokenServer,
+    start_processes: Callable[..., CeleryProcess],
+    log_dir: Path,
+    celery_client,
 ) -> None:
     """TOKENKEEPER_LOG_FORMAT=json: the worker logs each refresh as an object with name, outcome,
     duration and lateness; the scheduling tick's routine lines are left out."""
@@ -273,12 +327,15 @@ def test_json_logs_have_one_line_per_refresh(
         assert logged and not [m for m in logged if "schedule_refreshes" in m or "schedule-refreshes" in m]
 
 
-@pytest.mark.parametrize("credentials", [
-    base64.b64encode("admin:pässwörd".encode()),  # UTF-8, not ASCII
-    base64.b64encode("ops:correct-horse-battery-é".encode("latin-1")),  # not even UTF-8
-    base64.b64encode(b"\xff\xfe:\x80\x81"),
-    b"not base64 at all \xe9",
-])
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        base64.b64encode("admin:pässwörd".encode()),  # UTF-8, not ASCII
+        base64.b64encode("ops:correct-horse-battery-é".encode("latin-1")),  # not even UTF-8
+        base64.b64encode(b"\xff\xfe:\x80\x81"),
+        b"not base64 at all \xe9",
+    ],
+)
 def test_non_ascii_or_garbled_basic_credentials_are_a_401(operator_env: None, settings, credentials: bytes) -> None:
     """Basic credentials that are not ASCII, not UTF-8 or not base64 are refused with 401, never a 500."""
     from callback_app import create_app
@@ -294,8 +351,9 @@ def test_a_non_ascii_operator_password_works(environ: dict[str, str]) -> None:
     from callback_app import create_app
     from config import load_settings
 
-    settings = load_settings({**environ, "TOKENKEEPER_OPERATOR_USER": "ops",
-                              "TOKENKEEPER_OPERATOR_PASSWORD": "pässwörd"})
+    settings = load_settings(
+        {**environ, "TOKENKEEPER_OPERATOR_USER": "ops", "TOKENKEEPER_OPERATOR_PASSWORD": "pässwörd"}
+    )
     client = create_app(settings).test_client()
     good = "Basic " + base64.b64encode("ops:pässwörd".encode()).decode()
     assert client.get("/status", headers={"Authorization": good}).status_code == 200

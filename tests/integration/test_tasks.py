@@ -29,8 +29,7 @@ def test_tasks_answer_with_the_contract_shapes(
     assert refreshed["outcome"] == "refreshed" and refreshed["name"] == "svc"
     updated = call(celery_client, "tokenkeeper.update_integration", "svc", {"scopes": "a"}, timeout=20)
     assert updated["status"] == "active"
-    assert call(celery_client, "tokenkeeper.delete_integration", "svc", timeout=20) == {
-        "name": "svc", "deleted": True}
+    assert call(celery_client, "tokenkeeper.delete_integration", "svc", timeout=20) == {"name": "svc", "deleted": True}
 
 
 def test_a_failed_creation_returns_the_providers_error_and_stores_nothing(
@@ -39,13 +38,21 @@ def test_a_failed_creation_returns_the_providers_error_and_stores_nothing(
     """The producer gets invalid_client with the provider's description; no integration key exists."""
     start_processes("worker")
     with pytest.raises(Exception, match="invalid_client: client authentication failed") as caught:
-        call(celery_client, "tokenkeeper.create_integration",
-             cc_spec(token_server, "svc", client_secret="wrong"), timeout=20)
+        call(
+            celery_client,
+            "tokenkeeper.create_integration",
+            cc_spec(token_server, "svc", client_secret="wrong"),
+            timeout=20,
+        )
     assert "wrong" not in str(caught.value)
     assert redis_client.keys("tokenkeeper:*") == []
     with pytest.raises(Exception, match="token_url"):
-        call(celery_client, "tokenkeeper.create_integration",
-             {**cc_spec(token_server, "svc"), "token_url": "ftp://x"}, timeout=20)
+        call(
+            celery_client,
+            "tokenkeeper.create_integration",
+            {**cc_spec(token_server, "svc"), "token_url": "ftp://x"},
+            timeout=20,
+        )
     call(celery_client, "tokenkeeper.create_integration", cc_spec(token_server, "svc"), timeout=20)
     with pytest.raises(Exception, match="already exists"):
         call(celery_client, "tokenkeeper.create_integration", cc_spec(token_server, "svc"), timeout=20)

@@ -23,13 +23,28 @@ LOCAL = AddressPolicy(allow_private=True)
 
 
 def client(max_bytes: int = 1_048_576, read_timeout: float = 2.0) -> TokenClient:
-    return TokenClient(session=requests.Session(), clock=time.time, connect_timeout=1.0,
-                       read_timeout=read_timeout, max_bytes=max_bytes, addresses=LOCAL)
+    return TokenClient(
+        session=requests.Session(),
+        clock=time.time,
+        connect_timeout=1.0,
+        read_timeout=read_timeout,
+        max_bytes=max_bytes,
+        addresses=LOCAL,
+    )
 
 
 def spec(url: str, **extra: object):
-    return validate_spec({"name": "x", "grant_type": "client_credentials", "client_id": "client-id",
-                          "client_secret": "client-secret", "token_url": url, **extra}, addresses=LOCAL)
+    return validate_spec(
+        {
+            "name": "x",
+            "grant_type": "client_credentials",
+            "client_id": "client-id",
+            "client_secret": "client-secret",
+            "token_url": url,
+            **extra,
+        },
+        addresses=LOCAL,
+    )
 
 
 def test_client_secret_basic_with_awkward_characters() -> None:
@@ -37,9 +52,19 @@ def test_client_secret_basic_with_awkward_characters() -> None:
     server = TokenServer(clients={"id with:colon": "s/e+c r=t&"}).start()
     try:
         token = client().client_credentials(
-            validate_spec({"name": "x", "grant_type": "client_credentials", "client_id": "id with:colon",
-                           "client_secret": "s/e+c r=t&", "token_url": server.url, "scopes": ["a", "b"],
-                           "extra_token_params": {"audience": "api"}}, addresses=LOCAL))
+            validate_spec(
+                {
+                    "name": "x",
+                    "grant_type": "client_credentials",
+                    "client_id": "id with:colon",
+                    "client_secret": "s/e+c r=t&",
+                    "token_url": server.url,
+                    "scopes": ["a", "b"],
+                    "extra_token_params": {"audience": "api"},
+                },
+                addresses=LOCAL,
+            )
+        )
         assert token.access_token.startswith("at-")
         assert server.bodies[-1] == {"grant_type": "client_credentials", "scope": "a b", "audience": "api"}
     finally:
@@ -178,11 +203,15 @@ def test_a_name_rebound_between_check_and_connect_reaches_only_the_checked_addre
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
     policy = AddressPolicy.from_strings(["127.0.0.2/32"])
     policy = AddressPolicy(policy.allowed_networks, resolve=rebinding)
-    token_client = TokenClient(session=requests.Session(), clock=time.time, connect_timeout=1.0,
-                               read_timeout=2.0, addresses=policy)
+    token_client = TokenClient(
+        session=requests.Session(), clock=time.time, connect_timeout=1.0, read_timeout=2.0, addresses=policy
+    )
     url = f"http://idp.test:{allowed.port}/token"
-    spec_ = validate_spec({"name": "x", "grant_type": "client_credentials", "client_id": "c", "client_secret": "s",
-                           "token_url": url}, insecure_hosts=["idp.test"], addresses=policy)
+    spec_ = validate_spec(
+        {"name": "x", "grant_type": "client_credentials", "client_id": "c", "client_secret": "s", "token_url": url},
+        insecure_hosts=["idp.test"],
+        addresses=policy,
+    )
     try:
         token = token_client.client_credentials(spec_)
         assert token.access_token == "at-pinned"
@@ -210,33 +239,59 @@ def _certificates(tmp_path: Path, name: str) -> tuple[Path, Path, Path]:
     now = datetime.datetime.now(datetime.UTC)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tokenkeeper test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(hours=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     paths = (tmp_path / "ca.pem", tmp_path / f"{name}.pem", tmp_path / f"{name}.key")
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    paths[2].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return paths
 
 
 @pytest.mark.parametrize(("certified", "verifies"), [("idp.test", True), ("other.test", False)])
 def test_a_pinned_https_connection_still_verifies_the_certificate_against_the_name(
-    tmp_path: Path, certified: str, verifies: bool,
+    tmp_path: Path,
+    certified: str,
+    verifies: bool,
 ) -> None:
     """Connecting to the checked address keeps TLS honest: SNI and the hostname check use the URL's name."""
     ca, cert, key = _certificates(tmp_path, certified)
@@ -249,10 +304,19 @@ def test_a_pinned_https_connection_still_verifies_the_certificate_against_the_na
     session.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment would win over the test CA
     session.verify = str(ca)
     policy = AddressPolicy(allow_private=True, resolve=lambda host, port, **_: _answer("127.0.0.1", port))
-    token_client = TokenClient(session=session, clock=time.time, connect_timeout=1.0, read_timeout=2.0,
-                               addresses=policy)
-    spec_ = validate_spec({"name": "x", "grant_type": "client_credentials", "client_id": "c", "client_secret": "s",
-                           "token_url": f"https://idp.test:{endpoint.port}/token"}, addresses=policy)
+    token_client = TokenClient(
+        session=session, clock=time.time, connect_timeout=1.0, read_timeout=2.0, addresses=policy
+    )
+    spec_ = validate_spec(
+        {
+            "name": "x",
+            "grant_type": "client_credentials",
+            "client_id": "c",
+            "client_secret": "s",
+            "token_url": f"https://idp.test:{endpoint.port}/token",
+        },
+        addresses=policy,
+    )
     try:
         if verifies:
             assert token_client.client_credentials(spec_).access_token == "at-pinned"

@@ -24,16 +24,25 @@ LIFETIME = 20.0
 def fault_environ(environ: dict[str, str], token_server: TokenServer) -> dict[str, str]:
     """A lock that outlives the HTTP timeouts by little, and no lost-task requeue to muddy the picture."""
     token_server.lifetime = LIFETIME
-    environ.update({
-        "TOKENKEEPER_LOCK_TTL": "6", "TOKENKEEPER_HTTP_CONNECT_TIMEOUT": "1",
-        "TOKENKEEPER_HTTP_READ_TIMEOUT": "4", "TOKENKEEPER_LOST_AFTER": "60",
-        "TOKENKEEPER_REFRESH_JITTER": "0", "TOKENKEEPER_REFRESH_LEAD": "10",
-    })
+    environ.update(
+        {
+            "TOKENKEEPER_LOCK_TTL": "6",
+            "TOKENKEEPER_HTTP_CONNECT_TIMEOUT": "1",
+            "TOKENKEEPER_HTTP_READ_TIMEOUT": "4",
+            "TOKENKEEPER_LOST_AFTER": "60",
+            "TOKENKEEPER_REFRESH_JITTER": "0",
+            "TOKENKEEPER_REFRESH_LEAD": "10",
+        }
+    )
     return environ
 
 
 def test_a_worker_killed_mid_refresh_is_replaced_before_the_token_expires(
-    fault_environ, token_server: TokenServer, start_processes, celery_client, redis_client: redis.Redis,
+    fault_environ,
+    token_server: TokenServer,
+    start_processes,
+    celery_client,
+    redis_client: redis.Redis,
 ) -> None:
     """SIGKILL the pool process whose refresh the provider is holding: another process refreshes in time,
     and the provider never sees a refresh token used twice."""
@@ -50,8 +59,11 @@ def test_a_worker_killed_mid_refresh_is_replaced_before_the_token_expires(
     wait_until(lambda: victim not in pool_children(first.pid), 10, "the pool process to be reaped")
     hold.set()  # the provider now finds its client gone and drops the request
     start_processes("worker", concurrency=1, prefetch=1)
-    wait_until(lambda: redis_client.hget("tokenkeeper:token:user", "access_token") != old["access_token"],
-               LIFETIME, "a refresh by another process")
+    wait_until(
+        lambda: redis_client.hget("tokenkeeper:token:user", "access_token") != old["access_token"],
+        LIFETIME,
+        "a refresh by another process",
+    )
     refreshed_at = time.time()
     assert refreshed_at < float(created["expires_at"]), "the old token expired before the new one came"
     assert held.dropped and token_server.reused == []
@@ -59,7 +71,11 @@ def test_a_worker_killed_mid_refresh_is_replaced_before_the_token_expires(
 
 
 def test_a_stalled_lock_holder_cannot_overwrite_a_newer_token(
-    fault_environ, token_server: TokenServer, start_processes, celery_client, redis_client: redis.Redis,
+    fault_environ,
+    token_server: TokenServer,
+    start_processes,
+    celery_client,
+    redis_client: redis.Redis,
 ) -> None:
     """SIGSTOP the process holding the lock past its lifetime; another refreshes; after SIGCONT the
     stalled one's write is rejected and the newer token stays."""
@@ -81,7 +97,10 @@ def test_a_stalled_lock_holder_cannot_overwrite_a_newer_token(
     finally:
         os.kill(pool, signal.SIGCONT)
     hold.set()  # the stalled request is answered now, with a token issued after the newer one
-    wait_until(lambda: "superseded in" in stalled.output() and "(lock expired)" in stalled.output(), 20,
-               "the stalled refresh to finish")
+    wait_until(
+        lambda: "superseded in" in stalled.output() and "(lock expired)" in stalled.output(),
+        20,
+        "the stalled refresh to finish",
+    )
     assert redis_client.hget("tokenkeeper:token:svc", "access_token") == newer
     assert token_server.is_valid(newer)

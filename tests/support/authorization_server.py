@@ -168,23 +168,32 @@ class AuthorizationServerApp:
     def stop(self) -> None:
         self.httpd.shutdown()
 
-    def register_client(self, redirect_uri: str, client_id: str = "tk-client",
-                        client_secret: str = "tk-secret") -> Client:
+    def register_client(
+        self, redirect_uri: str, client_id: str = "tk-client", client_secret: str = "tk-secret"
+    ) -> Client:
         client = Client(client_id, client_secret, [redirect_uri])
         self.state.clients[client_id] = client
         return client
 
     def is_valid(self, access_token: str) -> bool:
         with self.state.lock:
-            return any(t.access_token == access_token and t.expires_at > time.time() and not t.revoked
-                       for t in self.state.tokens)
+            return any(
+                t.access_token == access_token and t.expires_at > time.time() and not t.revoked
+                for t in self.state.tokens
+            )
 
     def _save_token(self, token: dict[str, Any], req: Any) -> None:
         with self.state.lock:
-            self.state.tokens.append(Token(
-                client_id=req.client.client_id, user=req.user, scope=token.get("scope", ""),
-                access_token=token["access_token"], refresh_token=token.get("refresh_token"),
-                expires_at=time.time() + token["expires_in"]))
+            self.state.tokens.append(
+                Token(
+                    client_id=req.client.client_id,
+                    user=req.user,
+                    scope=token.get("scope", ""),
+                    access_token=token["access_token"],
+                    refresh_token=token.get("refresh_token"),
+                    expires_at=time.time() + token["expires_in"],
+                )
+            )
 
     def _code_grant(self) -> type:
         state = self.state
@@ -194,9 +203,16 @@ class AuthorizationServerApp:
 
             def save_authorization_code(self, code: str, req: Any) -> None:
                 state.codes[code] = Code(
-                    code, req.client.client_id, req.payload.redirect_uri, req.payload.scope or "", req.user,
-                    req.payload.data.get("code_challenge"), req.payload.data.get("code_challenge_method"),
-                    req.payload.data.get("nonce"), int(time.time()))
+                    code,
+                    req.client.client_id,
+                    req.payload.redirect_uri,
+                    req.payload.scope or "",
+                    req.user,
+                    req.payload.data.get("code_challenge"),
+                    req.payload.data.get("code_challenge_method"),
+                    req.payload.data.get("nonce"),
+                    int(time.time()),
+                )
 
             def query_authorization_code(self, code: str, client: Client) -> Code | None:
                 item = state.codes.get(code)
@@ -213,8 +229,11 @@ class AuthorizationServerApp:
 
     def _openid(self) -> OpenIDCode:
         """id_tokens signed with a key made for this server, naming the user by a stable ``sub``."""
-        key = RSAKey.import_key(rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        key = RSAKey.import_key(
+            rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         issuer = lambda: self.base_url  # noqa: E731 -- the port is known only once the server is bound
 
         class OpenID(OpenIDCode):

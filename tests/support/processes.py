@@ -31,7 +31,12 @@ class CeleryProcess:
         self.log = open(self.log_path, "wb")  # noqa: SIM115 -- closed in stop()
         command = [sys.executable, "-m", "celery", "-A", "workers.celery_app", *extra]
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     @property
@@ -53,13 +58,30 @@ class CeleryProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def start_worker(env: dict[str, str], log_dir: Path, name: str, concurrency: int = 2,
-                 pool: str = "prefork", prefetch: int = 4) -> CeleryProcess:
+def start_worker(
+    env: dict[str, str], log_dir: Path, name: str, concurrency: int = 2, pool: str = "prefork", prefetch: int = 4
+) -> CeleryProcess:
     return CeleryProcess(
-        "worker", env, log_dir,
-        ["worker", "-Q", env.get("TOKENKEEPER_QUEUE", "tokenkeeper"), "-n", f"{name}@%h",
-         "--concurrency", str(concurrency), "--pool", pool, "--loglevel", "INFO", "--without-mingle",
-         "--without-gossip", "--prefetch-multiplier", str(prefetch)],
+        "worker",
+        env,
+        log_dir,
+        [
+            "worker",
+            "-Q",
+            env.get("TOKENKEEPER_QUEUE", "tokenkeeper"),
+            "-n",
+            f"{name}@%h",
+            "--concurrency",
+            str(concurrency),
+            "--pool",
+            pool,
+            "--loglevel",
+            "INFO",
+            "--without-mingle",
+            "--without-gossip",
+            "--prefetch-multiplier",
+            str(prefetch),
+        ],
     )
 
 
@@ -71,6 +93,8 @@ def pool_children(pid: int) -> list[int]:
 
 def start_beat(env: dict[str, str], log_dir: Path) -> CeleryProcess:
     return CeleryProcess(
-        "beat", env, log_dir,
+        "beat",
+        env,
+        log_dir,
         ["beat", "--loglevel", "INFO", "-s", str(log_dir / "celerybeat-schedule")],
     )

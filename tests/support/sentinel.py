@@ -21,11 +21,13 @@ class SentinelSet:
         # itself holds no data and is asked without credentials (as kombu does).
         self.users = RedisUsers.generate()
         binary = find_server_binary()
-        self.processes.append(start_server(self.master_port, data_dir / "master", persistent=True, binary=binary,
-                                           users=self.users))
+        self.processes.append(
+            start_server(self.master_port, data_dir / "master", persistent=True, binary=binary, users=self.users)
+        )
         wait_ready(self.url_of(self.master_port), self.processes[-1])
-        replica = start_server(self.replica_port, data_dir / "replica", persistent=True, binary=binary,
-                               users=self.users)
+        replica = start_server(
+            self.replica_port, data_dir / "replica", persistent=True, binary=binary, users=self.users
+        )
         self.processes.append(replica)
         wait_ready(self.url_of(self.replica_port), replica)
         # A diskless full sync otherwise waits 5 s for more replicas to join it.
@@ -36,8 +38,9 @@ class SentinelSet:
             client.config_set("masteruser", SERVICE_USER)
             client.config_set("masterauth", self.users.service_password)
         replica_client.replicaof("127.0.0.1", self.master_port)
-        wait_until(lambda: replica_client.info("replication").get("master_link_status") == "up", 30,
-                   "the replica to sync", 0.1)
+        wait_until(
+            lambda: replica_client.info("replication").get("master_link_status") == "up", 30, "the replica to sync", 0.1
+        )
         config = data_dir / "sentinel.conf"
         config.write_text(
             f"port {self.sentinel_port}\nbind 127.0.0.1\ndir {data_dir.resolve()}\n"
@@ -47,9 +50,13 @@ class SentinelSet:
             f"sentinel down-after-milliseconds {MASTER_NAME} 2000\n"
             f"sentinel failover-timeout {MASTER_NAME} 10000\n"
         )
-        self.processes.append(subprocess.Popen(
-            [binary, str(config), "--sentinel", "--logfile", str((data_dir / "sentinel.log").resolve())],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        self.processes.append(
+            subprocess.Popen(
+                [binary, str(config), "--sentinel", "--logfile", str((data_dir / "sentinel.log").resolve())],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         self.sentinel = redis.Redis(port=self.sentinel_port, decode_responses=True, socket_connect_timeout=1)
         # Sentinel learns of the replica from the master's INFO, which it reads every few seconds.
         wait_until(self._replica_known, 30, "sentinel to discover the replica", 0.2)

@@ -27,9 +27,20 @@ class Gunicorn:
         bind = env["TOKENKEEPER_BIND"]
         self.url = env["TOKENKEEPER_PUBLIC_URL"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", bind, "-c", "python:callback_app.gunicorn_conf",
-             "callback_app:create_app()"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                bind,
+                "-c",
+                "python:callback_app.gunicorn_conf",
+                "callback_app:create_app()",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         wait_until(lambda: _answers(self.url + "/healthz"), 30, "gunicorn to serve", 0.1)
 

@@ -67,8 +67,12 @@ def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
     env = tmp_path / "tokenkeeper.env"
     env.write_text((ROOT / "tokenkeeper.env.example").read_text())
     shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
-    result = subprocess.run([docker, "compose", "-f", str(tmp_path / "docker-compose.yml"), "config", "-q"],
-                            cwd=tmp_path, capture_output=True, text=True)
+    result = subprocess.run(
+        [docker, "compose", "-f", str(tmp_path / "docker-compose.yml"), "config", "-q"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -78,9 +82,12 @@ def test_the_env_example_filled_in_is_valid_settings() -> None:
 
     from config import load_settings
 
-    filled = {"TOKENKEEPER_SECRET_KEY": Fernet.generate_key().decode(), "TOKENKEEPER_OPERATOR_PASSWORD": "pw",
-              "TOKENKEEPER_WEBHOOK_SECRET": "hook-secret",
-              "TOKENKEEPER_REDIS_URL": "redis://tokenkeeper:0123abcd@redis:6379/0"}
+    filled = {
+        "TOKENKEEPER_SECRET_KEY": Fernet.generate_key().decode(),
+        "TOKENKEEPER_OPERATOR_PASSWORD": "pw",
+        "TOKENKEEPER_WEBHOOK_SECRET": "hook-secret",
+        "TOKENKEEPER_REDIS_URL": "redis://tokenkeeper:0123abcd@redis:6379/0",
+    }
     environ = {}
     for line in (ROOT / "tokenkeeper.env.example").read_text().splitlines():
         line = line.removeprefix("#")
@@ -116,11 +123,18 @@ def redis_startup_script() -> str:
 def test_the_compose_redis_refuses_to_start_without_both_passwords(tmp_path: Path) -> None:
     """An env file without the service URL or the runner password stops the redis service with a reason."""
     script = redis_startup_script().replace("/data/", f"{tmp_path}/")
-    for env, missing in (({}, "TOKENKEEPER_REDIS_URL"),
-                         ({"TOKENKEEPER_REDIS_URL": "redis://redis:6379/0"}, "TOKENKEEPER_REDIS_URL"),
-                         ({"TOKENKEEPER_REDIS_URL": "redis://tokenkeeper:pw@redis:6379/0"}, "REDIS_RUNNER_PASSWORD")):
-        result = subprocess.run(["sh", "-c", script, "redis"], env={"PATH": os.environ["PATH"], **env},
-                                capture_output=True, text=True, timeout=10)
+    for env, missing in (
+        ({}, "TOKENKEEPER_REDIS_URL"),
+        ({"TOKENKEEPER_REDIS_URL": "redis://redis:6379/0"}, "TOKENKEEPER_REDIS_URL"),
+        ({"TOKENKEEPER_REDIS_URL": "redis://tokenkeeper:pw@redis:6379/0"}, "REDIS_RUNNER_PASSWORD"),
+    ):
+        result = subprocess.run(
+            ["sh", "-c", script, "redis"],
+            env={"PATH": os.environ["PATH"], **env},
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         assert result.returncode != 0 and missing in result.stderr, (env, result.stderr)
     assert not (tmp_path / "users.acl").exists()
 
@@ -134,15 +148,31 @@ def test_the_compose_redis_lets_in_only_its_two_users(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     service_password, runner_password = secrets.token_hex(32), secrets.token_hex(32)
-    env = {"PATH": os.environ["PATH"], "REDIS_RUNNER_PASSWORD": runner_password,
-           "TOKENKEEPER_REDIS_URL": f"redis://tokenkeeper:{service_password}@redis:6379/0"}
+    env = {
+        "PATH": os.environ["PATH"],
+        "REDIS_RUNNER_PASSWORD": runner_password,
+        "TOKENKEEPER_REDIS_URL": f"redis://tokenkeeper:{service_password}@redis:6379/0",
+    }
     # The image's entrypoint only drops root and sets umask before exec'ing redis-server.
-    script = (redis_startup_script().replace("/data/", f"{tmp_path}/")
-              .replace("exec docker-entrypoint.sh redis-server", "exec redis-server"))
-    arguments = [*compose()["services"]["redis"]["command"], "--port", str(port), "--bind", "127.0.0.1",
-                 "--dir", str(tmp_path), "--appendonly", "no"]
-    process = subprocess.Popen(["sh", "-c", script, "redis", *arguments], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    script = (
+        redis_startup_script()
+        .replace("/data/", f"{tmp_path}/")
+        .replace("exec docker-entrypoint.sh redis-server", "exec redis-server")
+    )
+    arguments = [
+        *compose()["services"]["redis"]["command"],
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(tmp_path),
+        "--appendonly",
+        "no",
+    ]
+    process = subprocess.Popen(
+        ["sh", "-c", script, "redis", *arguments], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         service = redis_py.Redis(port=port, username="tokenkeeper", password=service_password, decode_responses=True)
         wait_ready(f"redis://tokenkeeper:{service_password}@127.0.0.1:{port}/0", process)
@@ -154,8 +184,13 @@ def test_the_compose_redis_lets_in_only_its_two_users(tmp_path: Path) -> None:
             redis_py.Redis(port=port, username="default", password="").ping()
         runner = redis_py.Redis(port=port, username="runner", password=runner_password, decode_responses=True)
         assert runner.hgetall("tokenkeeper:token:svc")["access_token"] == "at"
-        for attempt in (lambda: runner.hgetall("tokenkeeper:integration:svc"), lambda: runner.lpush("tokenkeeper", "x"),
-                        lambda: runner.publish("c", "x"), lambda: runner.config_get("*"), lambda: runner.acl_list()):
+        for attempt in (
+            lambda: runner.hgetall("tokenkeeper:integration:svc"),
+            lambda: runner.lpush("tokenkeeper", "x"),
+            lambda: runner.publish("c", "x"),
+            lambda: runner.config_get("*"),
+            lambda: runner.acl_list(),
+        ):
             with pytest.raises(redis_py.exceptions.NoPermissionError):
                 attempt()
         acl = tmp_path / "users.acl"

@@ -12,8 +12,11 @@ from config import SettingsError, load_settings, local_environ
 
 def test_the_data_dir_supplies_what_the_environment_lacks(tmp_path: Path) -> None:
     """With standalone's files in the data dir, Redis URL (with the service user), key and operator password load."""
-    for name, text in (("redis-tokenkeeper.password", "p/w+d\n"), ("secret.key", "a-key\n"),
-                       ("operator.password", "op-pw\n")):
+    for name, text in (
+        ("redis-tokenkeeper.password", "p/w+d\n"),
+        ("secret.key", "a-key\n"),
+        ("operator.password", "op-pw\n"),
+    ):
         (tmp_path / name).write_text(text)
         (tmp_path / name).chmod(0o600)  # as standalone writes them
     environ = local_environ({"TOKENKEEPER_DATA_DIR": str(tmp_path), "TOKENKEEPER_REDIS_PORT": "7001"})
@@ -26,8 +29,11 @@ def test_variables_that_are_set_win(tmp_path: Path) -> None:
     """A TOKENKEEPER_REDIS_URL (or key, or password) in the environment is never replaced by a file."""
     (tmp_path / "redis-tokenkeeper.password").write_text("local\n")
     (tmp_path / "secret.key").write_text("file-key\n")
-    given = {"TOKENKEEPER_DATA_DIR": str(tmp_path), "TOKENKEEPER_REDIS_URL": "redis://u:p@redis.example:6379/0",
-             "TOKENKEEPER_SECRET_KEY": "env-key"}
+    given = {
+        "TOKENKEEPER_DATA_DIR": str(tmp_path),
+        "TOKENKEEPER_REDIS_URL": "redis://u:p@redis.example:6379/0",
+        "TOKENKEEPER_SECRET_KEY": "env-key",
+    }
     assert local_environ(given) == given
 
 

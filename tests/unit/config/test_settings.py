@@ -32,15 +32,16 @@ def test_broker_and_result_backend_default_to_the_redis_url() -> None:
 def test_every_bad_variable_is_reported_at_once() -> None:
     """One error lists each invalid variable by name, so an operator fixes them in one go."""
     with pytest.raises(SettingsError) as caught:
-        load_settings({
-            "TOKENKEEPER_REDIS_URL": "http://nope",
-            "TOKENKEEPER_LOCK_TTL": "-3",
-            "TOKENKEEPER_PUBLIC_URL": "ftp://x",
-            "TOKENKEEPER_TYPO": "1",
-        })
+        load_settings(
+            {
+                "TOKENKEEPER_REDIS_URL": "http://nope",
+                "TOKENKEEPER_LOCK_TTL": "-3",
+                "TOKENKEEPER_PUBLIC_URL": "ftp://x",
+                "TOKENKEEPER_TYPO": "1",
+            }
+        )
     message = str(caught.value)
-    for variable in ("TOKENKEEPER_REDIS_URL", "TOKENKEEPER_LOCK_TTL", "TOKENKEEPER_PUBLIC_URL",
-                     "TOKENKEEPER_TYPO"):
+    for variable in ("TOKENKEEPER_REDIS_URL", "TOKENKEEPER_LOCK_TTL", "TOKENKEEPER_PUBLIC_URL", "TOKENKEEPER_TYPO"):
         assert variable in message
 
 
@@ -107,7 +108,10 @@ def test_trust_switches_default_to_the_safe_side() -> None:
     """Private networks, plain-text secrets and an anonymous /metrics are all off unless an operator turns them on."""
     settings = load_settings({})
     assert (settings.allow_private_networks, settings.accept_plain_secrets, settings.metrics_public) == (
-        False, False, False)
+        False,
+        False,
+        False,
+    )
     assert settings.authorize_link_ttl == 86400
     turned_on = load_settings({"TOKENKEEPER_ALLOW_PRIVATE_NETWORKS": "true", "TOKENKEEPER_METRICS_PUBLIC": "1"})
     assert turned_on.allow_private_networks and turned_on.metrics_public
@@ -121,13 +125,15 @@ def test_a_switch_that_is_neither_true_nor_false_is_named() -> None:
 
 def test_passwords_in_urls_are_hidden_from_repr() -> None:
     """A Redis, broker or result-backend URL shows in repr with its password masked, the rest kept."""
-    settings = load_settings({
-        "TOKENKEEPER_REDIS_URL": "redis://tokenkeeper:s3cret-redis@127.0.0.1:6380/0",
-        "TOKENKEEPER_BROKER_URL": "amqp://guest:s3cret-amqp@mq:5672//",
-        "TOKENKEEPER_RESULT_BACKEND": "redis://:s3cret-backend@127.0.0.1:6380/1",
-        "TOKENKEEPER_WEBHOOK_URL": "https://hooks.example/x",
-        "TOKENKEEPER_WEBHOOK_SECRET": "s3cret-hook",
-    })
+    settings = load_settings(
+        {
+            "TOKENKEEPER_REDIS_URL": "redis://tokenkeeper:s3cret-redis@127.0.0.1:6380/0",
+            "TOKENKEEPER_BROKER_URL": "amqp://guest:s3cret-amqp@mq:5672//",
+            "TOKENKEEPER_RESULT_BACKEND": "redis://:s3cret-backend@127.0.0.1:6380/1",
+            "TOKENKEEPER_WEBHOOK_URL": "https://hooks.example/x",
+            "TOKENKEEPER_WEBHOOK_SECRET": "s3cret-hook",
+        }
+    )
     shown = repr(settings)
     assert "s3cret" not in shown
     assert "redis://tokenkeeper:***@127.0.0.1:6380/0" in shown
@@ -136,10 +142,12 @@ def test_passwords_in_urls_are_hidden_from_repr() -> None:
 
 def test_every_sentinel_password_is_hidden_from_repr() -> None:
     """Each URL of a sentinel list is masked on its own."""
-    settings = load_settings({
-        "TOKENKEEPER_REDIS_URL": "sentinel://:pw-one@h1:26379;sentinel://:pw-two@h2:26379/0",
-        "TOKENKEEPER_REDIS_SENTINEL_MASTER": "main",
-    })
+    settings = load_settings(
+        {
+            "TOKENKEEPER_REDIS_URL": "sentinel://:pw-one@h1:26379;sentinel://:pw-two@h2:26379/0",
+            "TOKENKEEPER_REDIS_SENTINEL_MASTER": "main",
+        }
+    )
     assert "pw-" not in repr(settings)
     assert "sentinel://:***@h1:26379;sentinel://:***@h2:26379/0" in repr(settings)
 

@@ -15,22 +15,39 @@ from workers.token_client import TokenClient
 CC = {"name": "svc", "grant_type": "client_credentials", "client_id": "id", "client_secret": "s"}
 
 
-@pytest.mark.parametrize(("host", "address"), [
-    ("2130706433", "127.0.0.1"), ("0x7f000001", "127.0.0.1"), ("0177.0.0.1", "127.0.0.1"),
-    ("[::ffff:127.0.0.1]", "127.0.0.1"), ("167772161", "10.0.0.1"), ("[fd00:ec2::254]", "fd00:ec2::254"),
-    ("idp.example", None),
-])
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [
+        ("2130706433", "127.0.0.1"),
+        ("0x7f000001", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("[::ffff:127.0.0.1]", "127.0.0.1"),
+        ("167772161", "10.0.0.1"),
+        ("[fd00:ec2::254]", "fd00:ec2::254"),
+        ("idp.example", None),
+    ],
+)
 def test_literal_addresses_in_every_spelling(host: str, address: str | None) -> None:
     """Decimal, hex, octal and IPv4-mapped forms are read as the address they denote."""
     found = literal_address(host)
     assert (str(found) if found else None) == address
 
 
-@pytest.mark.parametrize("url", [
-    "https://169.254.169.254/latest/meta-data", "https://[fd00:ec2::254]/t", "https://[fe80::1]/t",
-    "https://10.1.2.3/t", "https://[::ffff:10.0.0.1]/t", "https://167772161/t", "https://192.168.0.1/t",
-    "https://100.64.0.1/t", "https://0.0.0.0/t", "https://172.16.5.5/t",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://169.254.169.254/latest/meta-data",
+        "https://[fd00:ec2::254]/t",
+        "https://[fe80::1]/t",
+        "https://10.1.2.3/t",
+        "https://[::ffff:10.0.0.1]/t",
+        "https://167772161/t",
+        "https://192.168.0.1/t",
+        "https://100.64.0.1/t",
+        "https://0.0.0.0/t",
+        "https://172.16.5.5/t",
+    ],
+)
 def test_forbidden_addresses_are_refused_at_validation(url: str) -> None:
     """Link-local, metadata and private addresses are refused, the field named."""
     with pytest.raises(SpecError) as caught:
@@ -46,10 +63,17 @@ def test_allowed_networks_open_private_ranges_but_never_metadata() -> None:
         validate_spec({**CC, "token_url": "https://169.254.169.254/t"}, addresses=policy)
 
 
-@pytest.mark.parametrize("url", [
-    "https://2130706433/t", "http://[::ffff:127.0.0.1]:8080/t", "http://127.0.0.2/t", "http://localhost:8080/t",
-    "https://api.localhost/t", "http://[::1]/t",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://2130706433/t",
+        "http://[::ffff:127.0.0.1]:8080/t",
+        "http://127.0.0.2/t",
+        "http://localhost:8080/t",
+        "https://api.localhost/t",
+        "http://[::1]/t",
+    ],
+)
 def test_loopback_in_any_spelling_is_refused_by_default_and_allowed_with_the_setting(url: str) -> None:
     """Loopback is refused unless TOKENKEEPER_ALLOW_PRIVATE_NETWORKS is on (local try-outs, tests)."""
     with pytest.raises(SpecError) as caught:
@@ -71,6 +95,7 @@ def resolver(answer: str):
     def resolve(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
         family = socket.AF_INET6 if ":" in answer else socket.AF_INET
         return [(family, socket.SOCK_STREAM, 6, "", (answer, port))]
+
     return resolve
 
 
@@ -96,9 +121,12 @@ def test_a_name_resolving_to_a_forbidden_address_is_refused_before_any_request(a
 
 def test_every_address_of_a_name_must_pass() -> None:
     """A name with one public and one private address is refused: the next lookup may answer in another order."""
+
     def both(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)),
-                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port))]
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port)),
+        ]
 
     with pytest.raises(AddressRefused, match=r"10\.0\.0\.7"):
         AddressPolicy(resolve=both).resolve_checked("idp.example", 443)
@@ -108,6 +136,7 @@ def test_every_address_of_a_name_must_pass() -> None:
 @pytest.mark.parametrize("failure", ["gaierror", "empty"])
 def test_a_name_that_does_not_resolve_is_refused_with_a_clear_error(failure: str) -> None:
     """No address (NXDOMAIN, or an empty answer) is a refusal that says so, not a request left to fail later."""
+
     def nothing(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
         if failure == "gaierror":
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")

@@ -57,8 +57,10 @@ def test_no_key_is_a_configuration_error() -> None:
         LinkSigner([])
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("24h", 86400), ("7d", 604800),
-                                               ("120", 120), ("1.5h", 5400), (" 2H ", 7200)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("30m", 1800), ("24h", 86400), ("7d", 604800), ("120", 120), ("1.5h", 5400), (" 2H ", 7200)],
+)
 def test_durations(text: str, seconds: float) -> None:
     """Seconds, minutes, hours, days, or plain seconds."""
     assert parse_duration(text) == seconds

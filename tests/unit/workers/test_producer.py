@@ -30,8 +30,9 @@ def test_a_pinned_public_key_wins_and_a_foreign_app_needs_one() -> None:
     """public_key= seals to that key; an app not built by create_celery is told to pass one."""
     pinned = Fernet.generate_key().decode()
     app = create_celery(load_settings({"TOKENKEEPER_SECRET_KEY": Fernet.generate_key().decode()}))
-    (sealed,) = seal_arguments(app, "tokenkeeper.create_integration", ({"client_secret": "s"},),
-                               public_key_for([pinned]))
+    (sealed,) = seal_arguments(
+        app, "tokenkeeper.create_integration", ({"client_secret": "s"},), public_key_for([pinned])
+    )
     assert Opener([pinned]).open_fields(sealed) == {"client_secret": "s"}
     with pytest.raises(ConfigurationError, match="public_key="):
         seal_arguments(Celery("foreign"), "tokenkeeper.create_integration", ({"client_secret": "s"},))
@@ -43,6 +44,9 @@ def test_without_the_secret_key_producers_seal_to_the_pinned_setting_or_refuse()
     app = create_celery(load_settings({"TOKENKEEPER_PUBLIC_KEY": public_key_for([server])}))
     (sealed,) = seal_arguments(app, "tokenkeeper.create_integration", ({"client_secret": "s"},))
     assert Opener([server]).open_fields(sealed) == {"client_secret": "s"}
-    with pytest.raises(ConfigurationError, match="set TOKENKEEPER_PUBLIC_KEY to what `tokenkeeper public-key` "
-                                                 "prints on a worker host, or pass --public-key"):
+    with pytest.raises(
+        ConfigurationError,
+        match="set TOKENKEEPER_PUBLIC_KEY to what `tokenkeeper public-key` "
+        "prints on a worker host, or pass --public-key",
+    ):
         seal_arguments(create_celery(load_settings({})), "tokenkeeper.create_integration", ({"client_secret": "s"},))

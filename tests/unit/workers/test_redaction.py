@@ -7,8 +7,14 @@ from workers.redaction import HIDDEN, args_repr
 
 def test_a_spec_is_shown_without_its_secrets() -> None:
     """client_secret, refresh_token and any unknown field are hidden; the name stays readable."""
-    spec = {"name": "gdrive", "grant_type": "refresh_token", "client_secret": "cs-1", "refresh_token": "rt-1",
-            "client_secrte": "typo-secret", "extra_token_params": {"audience": "x"}}
+    spec = {
+        "name": "gdrive",
+        "grant_type": "refresh_token",
+        "client_secret": "cs-1",
+        "refresh_token": "rt-1",
+        "client_secrte": "typo-secret",
+        "extra_token_params": {"audience": "x"},
+    }
     argsrepr, kwargsrepr = args_repr([spec], {"planned_at": 12.5, "code": "abc"})
     assert "gdrive" in argsrepr and "refresh_token" in argsrepr
     for secret in ("cs-1", "rt-1", "typo-secret", "abc"):

@@ -37,8 +37,13 @@ def test_sealing_seals_only_plain_secret_fields() -> None:
     key = new_key()
     sealer = Sealer(public_key_for([key]))
     already = sealer.seal("kept")
-    data = {"name": "n", "client_id": "id", **dict.fromkeys(SEALED_FIELDS, "plain"),
-            "refresh_token": already, "subject_token": None}
+    data = {
+        "name": "n",
+        "client_id": "id",
+        **dict.fromkeys(SEALED_FIELDS, "plain"),
+        "refresh_token": already,
+        "subject_token": None,
+    }
     sealed = sealer.seal_fields(data)
     assert sealed["name"] == "n" and sealed["client_id"] == "id" and sealed["subject_token"] is None
     assert sealed["refresh_token"] is already
@@ -67,8 +72,14 @@ def test_a_box_for_another_key_or_malformed_is_refused_without_echoing_it() -> N
         ({"sealed": "not base64!"}, "not valid standard base64"),
         ({"sealed": foreign["sealed"], "extra": 1}, 'must be text in a sealed box: {"sealed": "<base64>"}'),
         ({"sealed": 5}, "must be text in a sealed box"),
-        ({"sealed": base64.b64encode(SealedBox(PublicKey(base64.b64decode(public_key_for([key]))))
-                                     .encrypt(b"\xff\xfe")).decode()}, "not UTF-8 text"),
+        (
+            {
+                "sealed": base64.b64encode(
+                    SealedBox(PublicKey(base64.b64decode(public_key_for([key])))).encrypt(b"\xff\xfe")
+                ).decode()
+            },
+            "not UTF-8 text",
+        ),
     ]
     for value, expected in cases:
         with pytest.raises(SpecError) as caught:

@@ -12,12 +12,29 @@ from workers.addresses import AddressPolicy
 from workers.errors import SpecError
 from workers.spec import merge_changes, validate_spec
 
-CC = {"name": "svc", "grant_type": "client_credentials", "client_id": "id", "client_secret": "s3cret",
-      "token_url": "https://idp.example/token"}
-AC = {"name": "drive", "grant_type": "authorization_code", "client_id": "id", "client_secret": "s3cret",
-      "token_url": "https://idp.example/token", "auth_url": "https://idp.example/auth?access_type=offline"}
-RT = {"name": "pasted", "grant_type": "refresh_token", "client_id": "id", "client_secret": "s3cret",
-      "refresh_url": "https://idp.example/token", "refresh_token": "r-123"}
+CC = {
+    "name": "svc",
+    "grant_type": "client_credentials",
+    "client_id": "id",
+    "client_secret": "s3cret",
+    "token_url": "https://idp.example/token",
+}
+AC = {
+    "name": "drive",
+    "grant_type": "authorization_code",
+    "client_id": "id",
+    "client_secret": "s3cret",
+    "token_url": "https://idp.example/token",
+    "auth_url": "https://idp.example/auth?access_type=offline",
+}
+RT = {
+    "name": "pasted",
+    "grant_type": "refresh_token",
+    "client_id": "id",
+    "client_secret": "s3cret",
+    "refresh_url": "https://idp.example/token",
+    "refresh_token": "r-123",
+}
 # TOKENKEEPER_ALLOW_PRIVATE_NETWORKS=true: loopback is reachable (local try-outs).
 LOCAL = AddressPolicy(allow_private=True)
 
@@ -46,10 +63,20 @@ def test_scopes_may_be_a_list_or_a_space_separated_string() -> None:
     assert "scopes" in rejected({**CC, "scopes": 7})
 
 
-@pytest.mark.parametrize(("data", "missing"), [
-    (CC, "token_url"), (AC, "auth_url"), (AC, "token_url"), (RT, "refresh_url"), (RT, "refresh_token"),
-    (CC, "client_id"), (CC, "client_secret"), (CC, "name"), (CC, "grant_type"),
-])
+@pytest.mark.parametrize(
+    ("data", "missing"),
+    [
+        (CC, "token_url"),
+        (AC, "auth_url"),
+        (AC, "token_url"),
+        (RT, "refresh_url"),
+        (RT, "refresh_token"),
+        (CC, "client_id"),
+        (CC, "client_secret"),
+        (CC, "name"),
+        (CC, "grant_type"),
+    ],
+)
 def test_a_missing_required_field_is_named(data: dict[str, Any], missing: str) -> None:
     """Leaving out a field the grant type needs names exactly that field."""
     errors = rejected({key: value for key, value in data.items() if key != missing})
@@ -80,9 +107,18 @@ def test_good_names_with_dashes_and_underscores_pass() -> None:
     assert validate_spec({**CC, "name": "a" + "-_9" * 21}).name.startswith("a-_9")
 
 
-@pytest.mark.parametrize("url", ["ftp://idp.example/t", "idp.example/token", "javascript:alert(1)",
-                                 "https://user:pw@idp.example/t", "https://idp.example/t#frag",
-                                 "https:///nohost", "https://idp.example:99999/t"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://idp.example/t",
+        "idp.example/token",
+        "javascript:alert(1)",
+        "https://user:pw@idp.example/t",
+        "https://idp.example/t#frag",
+        "https:///nohost",
+        "https://idp.example:99999/t",
+    ],
+)
 def test_urls_must_be_plain_absolute_http_urls(url: str) -> None:
     """Non-http(s) URLs, credentials in URLs, fragments and bad ports are refused."""
     assert "token_url" in rejected({**CC, "token_url": url})
@@ -165,6 +201,13 @@ def test_a_name_with_a_trailing_newline_or_control_character_is_refused(name: st
 
 def test_a_provider_parameter_with_a_trailing_newline_is_refused() -> None:
     """A tenant or host parameter ending in a newline would end up inside a URL; it is refused."""
-    errors = rejected({"name": "ms", "provider": "microsoft", "client_id": "id", "client_secret": "s",
-                       "provider_params": {"tenant": "contoso\n"}})
+    errors = rejected(
+        {
+            "name": "ms",
+            "provider": "microsoft",
+            "client_id": "id",
+            "client_secret": "s",
+            "provider_params": {"tenant": "contoso\n"},
+        }
+    )
     assert "provider_params.tenant" in errors

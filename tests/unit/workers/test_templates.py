@@ -10,10 +10,15 @@ from workers.templates import placeholders
 
 def test_dotted_and_bracketed_placeholders() -> None:
     """Both forms are found, with any spacing, in order."""
-    template = ('Authorization: {{ $.integrations.google_drive.token_type }} '
-                '{{$.integrations["name-with-dash"].access_token}} {{ $.integrations[\'x\'].expires_at }}')
-    assert placeholders(template) == [("google_drive", "token_type"), ("name-with-dash", "access_token"),
-                                      ("x", "expires_at")]
+    template = (
+        "Authorization: {{ $.integrations.google_drive.token_type }} "
+        "{{$.integrations[\"name-with-dash\"].access_token}} {{ $.integrations['x'].expires_at }}"
+    )
+    assert placeholders(template) == [
+        ("google_drive", "token_type"),
+        ("name-with-dash", "access_token"),
+        ("x", "expires_at"),
+    ]
 
 
 def test_other_expressions_are_left_alone() -> None:
@@ -28,8 +33,10 @@ def test_unknown_or_secret_fields_are_errors(field: str) -> None:
         placeholders(f"{{{{ $.integrations.g.{field} }}}}")
 
 
-@pytest.mark.parametrize("text", ["{{ $.integrations.g }}", "{{ $.integrations[g].access_token }}",
-                                  "{{ $.integrations.g.access_token.more }}"])
+@pytest.mark.parametrize(
+    "text",
+    ["{{ $.integrations.g }}", "{{ $.integrations[g].access_token }}", "{{ $.integrations.g.access_token.more }}"],
+)
 def test_malformed_placeholders_are_errors(text: str) -> None:
     """A placeholder that starts like ours but is not well formed is reported, not passed through."""
     with pytest.raises(TemplateError, match="malformed"):
@@ -63,8 +70,11 @@ def test_text_without_placeholders_is_left_as_it_is(text: str) -> None:
     assert render(text, NoRedis()) == text  # type: ignore[arg-type]
 
 
-@given(st.sampled_from(["access_token", "token_type", "expires_at", "scope", "status"]),
-       st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,20}", fullmatch=True), st.sampled_from(["'", '"']))
+@given(
+    st.sampled_from(["access_token", "token_type", "expires_at", "scope", "status"]),
+    st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,20}", fullmatch=True),
+    st.sampled_from(["'", '"']),
+)
 def test_every_valid_placeholder_form_is_found(field: str, name: str, quote: str) -> None:
     """Dotted and bracketed forms of any valid name and readable field parse to that pair."""
     assert placeholders(f"x {{{{ $.integrations.{name}.{field} }}}} y") == [(name, field)]

@@ -17,13 +17,15 @@ SENT = 1_000.0
 
 def parse(status: int = 200, body: Any = None, headers: dict[str, str] | None = None, **kwargs: Any):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return parse_token_response(status, headers if headers is not None else JSON, raw,
-                                sent_at=SENT, now=SENT + 1, **kwargs)
+    return parse_token_response(
+        status, headers if headers is not None else JSON, raw, sent_at=SENT, now=SENT + 1, **kwargs
+    )
 
 
 def jwt(claims: dict[str, Any]) -> str:
     def part(data: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
     return f"{part({'alg': 'none'})}.{part(claims)}.sig"
 
 
@@ -36,8 +38,9 @@ def test_basic_credentials_are_form_urlencoded_before_base64() -> None:
 
 def test_a_plain_answer_gives_token_expiry_and_refresh_token() -> None:
     """access_token, expires_in counted from when the request was sent, a rotated refresh token, scope."""
-    token = parse(body={"access_token": "at", "token_type": "Bearer", "expires_in": 3600,
-                        "refresh_token": "rt2", "scope": "a b"})
+    token = parse(
+        body={"access_token": "at", "token_type": "Bearer", "expires_in": 3600, "refresh_token": "rt2", "scope": "a b"}
+    )
     assert (token.access_token, token.token_type, token.refresh_token, token.scope) == ("at", "Bearer", "rt2", "a b")
     assert token.expires_at == SENT + 3600
 
@@ -66,8 +69,9 @@ def test_no_refresh_token_in_a_refresh_answer_is_none() -> None:
     assert parse(body={"access_token": "at", "refresh_token": ""}).refresh_token is None
 
 
-@pytest.mark.parametrize(("given", "stored"), [("bearer", "Bearer"), ("BEARER", "Bearer"), (None, "Bearer"),
-                                               ("MAC", "MAC")])
+@pytest.mark.parametrize(
+    ("given", "stored"), [("bearer", "Bearer"), ("BEARER", "Bearer"), (None, "Bearer"), ("MAC", "MAC")]
+)
 def test_token_type_in_any_case(given: str | None, stored: str) -> None:
     """token_type is case-insensitive; bearer is normalised for use in a header."""
     body: dict[str, Any] = {"access_token": "at"}
@@ -78,8 +82,10 @@ def test_token_type_in_any_case(given: str | None, stored: str) -> None:
 
 def test_form_encoded_answers_like_githubs() -> None:
     """GitHub answers application/x-www-form-urlencoded unless asked for JSON."""
-    token = parse(body=b"access_token=gho_x&scope=repo%2Cgist&token_type=bearer",
-                  headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    token = parse(
+        body=b"access_token=gho_x&scope=repo%2Cgist&token_type=bearer",
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+    )
     assert (token.access_token, token.scope, token.token_type) == ("gho_x", "repo,gist", "Bearer")
 
 
@@ -91,8 +97,17 @@ def test_http_200_carrying_an_error_is_an_error() -> None:
     assert "incorrect" in str(caught.value)
 
 
-@pytest.mark.parametrize("code", ["invalid_grant", "invalid_client", "unauthorized_client", "invalid_request",
-                                  "unsupported_grant_type", "invalid_scope"])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "invalid_grant",
+        "invalid_client",
+        "unauthorized_client",
+        "invalid_request",
+        "unsupported_grant_type",
+        "invalid_scope",
+    ],
+)
 def test_rfc6749_rejections_are_permanent(code: str) -> None:
     """§5.2 error codes mean the same request will fail again: permanent, not retryable."""
     with pytest.raises(PermanentProviderError) as caught:
@@ -100,9 +115,19 @@ def test_rfc6749_rejections_are_permanent(code: str) -> None:
     assert caught.value.error == code and caught.value.retryable is False
 
 
-@pytest.mark.parametrize(("status", "code"), [(500, None), (502, None), (503, None), (504, None),
-                                              (400, "temporarily_unavailable"), (500, "server_error"),
-                                              (408, None), (429, None)])
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (500, None),
+        (502, None),
+        (503, None),
+        (504, None),
+        (400, "temporarily_unavailable"),
+        (500, "server_error"),
+        (408, None),
+        (429, None),
+    ],
+)
 def test_server_trouble_is_transient(status: int, code: str | None) -> None:
     """5xx, 408, 429 and the temporary error codes are worth retrying."""
     body = {"error": code} if code else {"message": "oops"}
@@ -123,8 +148,11 @@ def test_retry_after_in_seconds_and_as_a_date() -> None:
 def test_an_html_error_page_is_described_not_echoed() -> None:
     """A 502 HTML page becomes a transient error that says so, without the page."""
     with pytest.raises(TransientProviderError) as caught:
-        parse(502, b"<!DOCTYPE html><html><body>Bad gateway secret-looking</body></html>",
-              headers={"Content-Type": "text/html"})
+        parse(
+            502,
+            b"<!DOCTYPE html><html><body>Bad gateway secret-looking</body></html>",
+            headers={"Content-Type": "text/html"},
+        )
     assert "HTML page" in str(caught.value) and "secret-looking" not in str(caught.value)
 
 
@@ -135,8 +163,16 @@ def test_an_html_401_is_permanent() -> None:
     assert caught.value.error == "http_401"
 
 
-@pytest.mark.parametrize("body", [b"", b"not json", b"[1,2]", json.dumps({"token_type": "bearer"}).encode(),
-                                  json.dumps({"access_token": 12}).encode()])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[1,2]",
+        json.dumps({"token_type": "bearer"}).encode(),
+        json.dumps({"access_token": 12}).encode(),
+    ],
+)
 def test_a_200_without_a_usable_token_is_transient(body: bytes) -> None:
     """Garbage with 200 is retried: providers do recover from such answers."""
     with pytest.raises(TransientProviderError) as caught:
@@ -154,6 +190,9 @@ def test_a_redirect_is_reported_not_followed() -> None:
 def test_secrets_echoed_by_a_provider_are_masked() -> None:
     """A provider that quotes our refresh token in error_description does not make us log it."""
     with pytest.raises(PermanentProviderError) as caught:
-        parse(400, {"error": "invalid_grant", "error_description": "token rt-SECRET-1 was revoked"},
-              secrets=("rt-SECRET-1", None))
+        parse(
+            400,
+            {"error": "invalid_grant", "error_description": "token rt-SECRET-1 was revoked"},
+            secrets=("rt-SECRET-1", None),
+        )
     assert "rt-SECRET-1" not in str(caught.value) and "[redacted]" in str(caught.value)
