@@ -141,7 +141,7 @@ class AddressPolicy:
         def lookup() -> None:
             try:
                 outcome.append(self.resolve(host, port, type=socket.SOCK_STREAM))
-            except BaseException as exc:  # handed to the caller below
+            except Exception as exc:  # noqa: BLE001 -- not swallowed: re-raised in the caller's thread below
                 outcome.append(exc)
 
         thread = threading.Thread(target=lookup, name=f"resolve {host}", daemon=True)
@@ -149,6 +149,6 @@ class AddressPolicy:
         thread.join(max(0.0, timeout))
         if not outcome:
             raise ResolutionTimeout(f"{host} did not resolve within {max(0.0, timeout):.3g}s")
-        if isinstance(outcome[0], BaseException):
+        if isinstance(outcome[0], Exception):
             raise outcome[0]
         return outcome[0]

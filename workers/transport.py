@@ -21,6 +21,7 @@ so a body cut short there is never taken for a whole one.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import socket
@@ -108,11 +109,10 @@ class Deadline:
 
 
 def _shut(sock: socket.socket) -> None:
-    try:
+    # OSError: already closed, or detached into the TLS socket that is watched too.
+    with contextlib.suppress(OSError):
         # Unlike close(), shutdown() wakes a thread blocked in recv on this socket.
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed, or detached into the TLS socket that is watched too
 
 
 def deadline_budget(timeout: Any) -> float:

@@ -9,13 +9,16 @@ whole request can end it.
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
 
+from tests.integration.test_token_client_http import _certificates
 from workers.addresses import AddressPolicy
 from workers.errors import TransientProviderError, WebhookError
 from workers.notifications import Webhook
@@ -37,8 +40,10 @@ class Scripted:
     never answers. It stops at the first send the client no longer takes.
     """
 
-    def __init__(self, head: bytes = b"", drip: bytes = b"", silent: bool = False) -> None:
+    def __init__(self, head: bytes = b"", drip: bytes = b"", silent: bool = False,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
+        self.tls = tls
         self.stop = threading.Event()
         self.head, self.drip, self.silent = head, drip, silent
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -54,6 +59,11 @@ class Scripted:
                 connection, _ = self.listener.accept()
             except OSError:
                 return
+            if self.tls is not None:
+                try:
+                    connection = self.tls.wrap_socket(connection, server_side=True)
+                except OSError:
+                    continue
             with connection:
                 if self.silent:
                     self.stop.wait()
@@ -124,6 +134,30 @@ def test_a_dripping_token_endpoint_is_cut_at_the_deadline(server: str, request: 
     elapsed, error = timed_failure(lambda: client().client_credentials(spec(url)), TransientProviderError)
     assert elapsed < DEADLINE + MARGIN, f"the request ran {elapsed:.1f}s past a {DEADLINE}s deadline"
     assert elapsed >= DEADLINE - 0.1  # the deadline, not a read timeout, ended it
+    assert error.error == "timeout" and "deadline" in str(error)
+
+
+def test_a_token_endpoint_dripping_over_tls_is_cut_at_the_deadline(tmp_path: Path) -> None:
+    """Over HTTPS, to a pinned address with the certificate checked against the name, a dripped body ends too."""
+    ca, cert, key = _certificates(tmp_path, "idp.test")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    server = Scripted(head=JSON_HEAD, drip=SLOW_BODY, tls=tls)
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(ca)
+    policy = AddressPolicy(allow_private=True,
+                           resolve=lambda host, port, **_: [(socket.AF_INET, socket.SOCK_STREAM, 6, "",
+                                                             ("127.0.0.1", port))])
+    token_client = TokenClient(session=session, clock=time.time, connect_timeout=CONNECT, read_timeout=READ,
+                               addresses=policy)
+    url = f"https://idp.test:{server.listener.getsockname()[1]}/token"
+    try:
+        elapsed, error = timed_failure(lambda: token_client.client_credentials(spec(url, policy)),
+                                       TransientProviderError)
+    finally:
+        server.close()
+    assert DEADLINE - 0.1 <= elapsed < DEADLINE + MARGIN
     assert error.error == "timeout" and "deadline" in str(error)
 
 
