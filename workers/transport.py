@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import heapq
+import itertools
 import os
 import socket
 import threading
@@ -60,9 +62,7 @@ class Deadline:
         self._sockets: list[socket.socket] = []
         self._fired = False
         self._ended = False
-        self._timer = threading.Timer(budget, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
+        _watchdog.add(self)
 
     def remaining(self) -> float:
         return self.at - time.monotonic()
@@ -95,7 +95,6 @@ class Deadline:
         with self._lock:
             # Under the lock: once this returns, the timer can no longer shut a socket another request may reuse.
             self._ended = True
-            self._timer.cancel()
             self._sockets.clear()
             return self._fired
 
@@ -106,6 +105,48 @@ class Deadline:
             self._fired = True
             for sock in self._sockets:
                 _shut(sock)
+
+
+class _Watchdog:
+    """One thread per process that fires deadlines in the order they fall due.
+
+    Cheaper than a timer thread per request (a thread start costs about as much as a
+    loopback request); a deadline that ended early stays queued until its time, inert.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        # A forked child (Celery prefork) has no watchdog thread and may inherit a held lock.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._due = threading.Condition()
+        self._queue: list[tuple[float, int, Deadline]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: Deadline) -> None:
+        with self._due:
+            heapq.heappush(self._queue, (deadline.at, next(self._order), deadline))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="tokenkeeper-deadlines", daemon=True)
+                self._thread.start()
+            elif self._queue[0][2] is deadline:
+                self._due.notify()  # due before whatever the thread is waiting for
+
+    def _run(self) -> None:
+        while True:
+            with self._due:
+                while True:
+                    wait = self._queue[0][0] - time.monotonic() if self._queue else None
+                    if wait is not None and wait <= 0:
+                        deadline = heapq.heappop(self._queue)[2]
+                        break
+                    self._due.wait(wait)
+            deadline._fire()
+
+
+_watchdog = _Watchdog()
 
 
 def _shut(sock: socket.socket) -> None:
