@@ -312,7 +312,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             f"{variable_name('schedule_horizon')} so countdown tasks are not redelivered"
         )
     if settings.lock_ttl <= settings.http_connect_timeout + settings.http_read_timeout:
-        # A lock that can expire during the token request lets a second refresh start.
+        # A lock that can expire during the token request lets a second refresh start. Connect +
+        # read timeout is the request's hard deadline (workers.transport), so with this check only
+        # a stopped process can outlive its lock mid-request.
         problems.append(
             f"{variable_name('lock_ttl')}: must exceed {variable_name('http_connect_timeout')} + "
             f"{variable_name('http_read_timeout')}"

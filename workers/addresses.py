@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,10 @@ LOOPBACK_NAME = ipaddress.ip_address("127.0.0.1")
 
 class AddressRefused(Exception):
     """A host may not be contacted; the message says why (it names no secret, only the host and address)."""
+
+
+class ResolutionTimeout(Exception):
+    """The name did not resolve in the time left; trying again later can help."""
 
 
 def literal_address(host: str) -> IPAddress | None:
@@ -107,11 +112,12 @@ class AddressPolicy:
         address = literal_address(host)
         return self.problem(address) if address is not None else None
 
-    def resolve_checked(self, host: str, port: int) -> IPAddress:
+    def resolve_checked(self, host: str, port: int, timeout: float | None = None) -> IPAddress:
         """The one address to connect to for ``host``; raises AddressRefused when any address is forbidden.
 
         Every address the name has is checked, not only the one used: a resolver that
-        answers in another order next time must not open a way in.
+        answers in another order next time must not open a way in. With ``timeout``, a
+        lookup that has not answered by then raises ResolutionTimeout.
         """
         problem = self.check_host(host)
         if problem:
@@ -120,7 +126,7 @@ class AddressPolicy:
         if address is not None:
             return address
         try:
-            infos = self.resolve(host, port, type=socket.SOCK_STREAM)
+            infos = self._lookup(host, port, timeout)
         except (socket.gaierror, UnicodeError) as exc:
             raise AddressRefused(f"{host} does not resolve ({exc.__class__.__name__})") from None
         addresses = [_unmapped(ipaddress.ip_address(info[4][0].split("%")[0])) for info in infos]
@@ -131,3 +137,25 @@ class AddressPolicy:
             if problem:
                 raise AddressRefused(f"{host} resolves to {problem}")
         return addresses[0]
+
+    def _lookup(self, host: str, port: int, timeout: float | None) -> list[tuple[Any, ...]]:
+        if timeout is None:
+            return self.resolve(host, port, type=socket.SOCK_STREAM)
+        # getaddrinfo cannot be interrupted: it runs in a daemon thread that is left behind if it
+        # overruns (the system resolver gives up on its own after its configured timeouts).
+        outcome: list[Any] = []
+
+        def lookup() -> None:
+            try:
+                outcome.append(self.resolve(host, port, type=socket.SOCK_STREAM))
+            except Exception as exc:  # noqa: BLE001 -- not swallowed: re-raised in the caller's thread below
+                outcome.append(exc)
+
+        thread = threading.Thread(target=lookup, name=f"resolve {host}", daemon=True)
+        thread.start()
+        thread.join(max(0.0, timeout))
+        if not outcome:
+            raise ResolutionTimeout(f"{host} did not resolve within {max(0.0, timeout):.3g}s")
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]

@@ -6,8 +6,8 @@ tasks. Receivers check the signature over ``timestamp.body`` and may drop an
 ``id`` they have seen (a redelivered task sends the same event again).
 
 The webhook goes through the same address policy as token requests (no loopback
-or private address unless allowed, pinned to the checked address), and at most
-``max_bytes`` of its answer are read.
+or private address unless allowed, pinned to the checked address, ended by the
+connect + read deadline), and at most ``max_bytes`` of its answer are read.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from workers.clock import Clock
 from workers.errors import WebhookError
 from workers.store import Store
 from workers.token_client import TRANSIENT_STATUSES, retry_after_seconds
-from workers.transport import ForbiddenAddressError, guard
+from workers.transport import DeadlinePassed, ForbiddenAddressError, guard, iter_body
 
 SIGNATURE_HEADER = "X-Tokenkeeper-Signature"
 TIMESTAMP_HEADER = "X-Tokenkeeper-Timestamp"
@@ -80,6 +80,8 @@ class Webhook:
                 _drain(response, self.max_bytes)
         except ForbiddenAddressError as exc:
             raise WebhookError(f"webhook refused: {exc}", retryable=False) from None
+        except DeadlinePassed as exc:
+            raise WebhookError(f"webhook did not answer in time: {exc}", retryable=True) from None
         except requests.RequestException as exc:
             raise WebhookError(f"webhook unreachable: {type(exc).__name__}", retryable=True) from None
         if 200 <= status < 300:
@@ -95,7 +97,7 @@ class Webhook:
 def _drain(response: requests.Response, limit: int) -> None:
     """Read at most ``limit`` bytes of an answer nobody needs (so a small one keeps its connection alive)."""
     read = 0
-    for chunk in response.iter_content(chunk_size=65536):
+    for chunk in iter_body(response):
         read += len(chunk)
         if read >= limit:
             return  # closing the response drops the connection with the rest unread

@@ -4,7 +4,8 @@ The HTTP session and clock are passed in; the session is guarded by the address
 policy (:mod:`workers.transport`), so every request goes only to an address that
 was checked just before. Redirects are never followed, so a 307 can never resend
 a refresh token or client secret to another host. Bodies
-are read up to a size cap. Every failure becomes a :class:`ProviderError` whose
+are read up to a size cap, and every request ends by its deadline, connect +
+read timeout, however slowly the server answers. Every failure becomes a :class:`ProviderError` whose
 type says whether a retry can help (RFC 6749 §5.2).
 """
 
@@ -24,7 +25,7 @@ from workers.addresses import AddressPolicy
 from workers.clock import Clock
 from workers.errors import PermanentProviderError, ProviderError, TransientProviderError, scrub
 from workers.spec import IntegrationSpec
-from workers.transport import ForbiddenAddressError, guard
+from workers.transport import DeadlinePassed, ForbiddenAddressError, guard, iter_body
 
 # RFC 6749 §5.2 codes: the same request will fail again until a person acts.
 PERMANENT_ERRORS = frozenset(
@@ -137,6 +138,8 @@ class TokenClient:
                 status = response.status_code
         except ForbiddenAddressError as exc:
             raise PermanentProviderError("forbidden_address", f"{what}: {exc}") from None
+        except DeadlinePassed as exc:
+            raise TransientProviderError("timeout", f"{what}: {exc}") from None
         except requests.RequestException as exc:
             raise TransientProviderError("request_failed", f"{what}: {type(exc).__name__}") from None
         if status != 200:
@@ -171,6 +174,9 @@ class TokenClient:
                 return response.status_code, response.headers, self._read_capped(response)
         except ForbiddenAddressError as exc:
             raise PermanentProviderError("forbidden_address", f"the {what}: {exc}") from None
+        except DeadlinePassed as exc:
+            # "timeout" like the per-read one: either way the provider may have acted on the request.
+            raise TransientProviderError("timeout", f"the {what} did not answer in time: {exc}") from None
         except requests.Timeout:
             raise TransientProviderError("timeout", f"the {what} did not answer in time") from None
         except requests.ConnectionError:
@@ -188,7 +194,7 @@ class TokenClient:
             )
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_content(chunk_size=65536):
+        for chunk in iter_body(response):
             size += len(chunk)
             if size > self.max_bytes:
                 raise TransientProviderError(
