@@ -240,13 +240,19 @@ class GuardedAdapter(HTTPAdapter):
             manager.pool_classes_by_scheme = _WATCHED_POOLS
         return manager
 
-    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
-             verify: Any = True, cert: Any = None, proxies: Any = None) -> requests.Response:
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Any = None,
+    ) -> requests.Response:
         deadline = Deadline(deadline_budget(timeout))
         token = _current.set(deadline)
         try:
-            response = super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert,
-                                    proxies=proxies)
+            response = super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
         except DeadlinePassed:
             deadline.end()
             raise
@@ -276,12 +282,14 @@ class GuardedAdapter(HTTPAdapter):
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
             address = self.policy.resolve_checked(
-                host, port, timeout=deadline.remaining() if deadline is not None else None)
+                host, port, timeout=deadline.remaining() if deadline is not None else None
+            )
         except (AddressRefused, ValueError) as exc:
             raise ForbiddenAddressError(str(exc), request=request) from None
         except ResolutionTimeout:
-            raise DeadlinePassed(deadline.describe() if deadline else "DNS resolution timed out",
-                                 request=request) from None
+            raise DeadlinePassed(
+                deadline.describe() if deadline else "DNS resolution timed out", request=request
+            ) from None
         if select_proxy(request.url, proxies):
             # The proxy resolves and connects; the check above is all that can be done here.
             return super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)

@@ -40,8 +40,9 @@ class Scripted:
     never answers. It stops at the first send the client no longer takes.
     """
 
-    def __init__(self, head: bytes = b"", drip: bytes = b"", silent: bool = False,
-                 tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, head: bytes = b"", drip: bytes = b"", silent: bool = False, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.tls = tls
         self.stop = threading.Event()
@@ -110,14 +111,23 @@ def silent() -> Iterator[Scripted]:
 
 
 def client(policy: AddressPolicy = LOCAL) -> TokenClient:
-    return TokenClient(session=requests.Session(), clock=time.time, connect_timeout=CONNECT, read_timeout=READ,
-                       addresses=policy)
+    return TokenClient(
+        session=requests.Session(), clock=time.time, connect_timeout=CONNECT, read_timeout=READ, addresses=policy
+    )
 
 
 def spec(url: str, policy: AddressPolicy = LOCAL):
-    return validate_spec({"name": "x", "grant_type": "client_credentials", "client_id": "client-id",
-                          "client_secret": "client-secret", "token_url": url},
-                         insecure_hosts=["idp.test"], addresses=policy)
+    return validate_spec(
+        {
+            "name": "x",
+            "grant_type": "client_credentials",
+            "client_id": "client-id",
+            "client_secret": "client-secret",
+            "token_url": url,
+        },
+        insecure_hosts=["idp.test"],
+        addresses=policy,
+    )
 
 
 def timed_failure(call, error: type[Exception]) -> tuple[float, Exception]:
@@ -146,15 +156,18 @@ def test_a_token_endpoint_dripping_over_tls_is_cut_at_the_deadline(tmp_path: Pat
     session = requests.Session()
     session.trust_env = False
     session.verify = str(ca)
-    policy = AddressPolicy(allow_private=True,
-                           resolve=lambda host, port, **_: [(socket.AF_INET, socket.SOCK_STREAM, 6, "",
-                                                             ("127.0.0.1", port))])
-    token_client = TokenClient(session=session, clock=time.time, connect_timeout=CONNECT, read_timeout=READ,
-                               addresses=policy)
+    policy = AddressPolicy(
+        allow_private=True,
+        resolve=lambda host, port, **_: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))],
+    )
+    token_client = TokenClient(
+        session=session, clock=time.time, connect_timeout=CONNECT, read_timeout=READ, addresses=policy
+    )
     url = f"https://idp.test:{server.listener.getsockname()[1]}/token"
     try:
-        elapsed, error = timed_failure(lambda: token_client.client_credentials(spec(url, policy)),
-                                       TransientProviderError)
+        elapsed, error = timed_failure(
+            lambda: token_client.client_credentials(spec(url, policy)), TransientProviderError
+        )
     finally:
         server.close()
     assert DEADLINE - 0.1 <= elapsed < DEADLINE + MARGIN
@@ -179,7 +192,8 @@ def test_a_resolver_that_hangs_ends_at_the_deadline() -> None:
     policy = AddressPolicy(allow_private=True, resolve=hanging)
     try:
         elapsed, error = timed_failure(
-            lambda: client(policy).client_credentials(spec("http://idp.test/token", policy)), TransientProviderError)
+            lambda: client(policy).client_credentials(spec("http://idp.test/token", policy)), TransientProviderError
+        )
     finally:
         released.set()
     assert elapsed < DEADLINE + MARGIN
@@ -196,8 +210,7 @@ def test_discovery_metadata_dripped_is_cut_at_the_deadline(body_dripper: Scripte
 def test_a_dripping_webhook_is_cut_at_the_deadline(body_dripper: Scripted) -> None:
     """A webhook receiver dripping its answer ends the delivery at the deadline with a retryable error."""
     webhook = Webhook(body_dripper.url, "secret", requests.Session(), time.time, (CONNECT, READ), addresses=LOCAL)
-    elapsed, error = timed_failure(lambda: webhook.deliver({"id": "e1", "name": "x", "status": "active"}),
-                                   WebhookError)
+    elapsed, error = timed_failure(lambda: webhook.deliver({"id": "e1", "name": "x", "status": "active"}), WebhookError)
     assert elapsed < DEADLINE + MARGIN
     assert error.retryable and "deadline" in str(error)  # type: ignore[attr-defined]
 

@@ -8,12 +8,15 @@ import urllib3
 from workers.transport import deadline_budget
 
 
-@pytest.mark.parametrize(("timeout", "budget"), [
-    ((5.0, 20.0), 25.0),
-    (3, 6.0),
-    (urllib3.Timeout(connect=1.0, read=2.0), 3.0),
-    (urllib3.Timeout(total=4.0), 4.0),
-])
+@pytest.mark.parametrize(
+    ("timeout", "budget"),
+    [
+        ((5.0, 20.0), 25.0),
+        (3, 6.0),
+        (urllib3.Timeout(connect=1.0, read=2.0), 3.0),
+        (urllib3.Timeout(total=4.0), 4.0),
+    ],
+)
 def test_the_deadline_is_connect_plus_read(timeout: object, budget: float) -> None:
     """A request's deadline is its connect timeout plus its read timeout (a single number counts as both)."""
     assert deadline_budget(timeout) == budget
