@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from workers.redis_server import RedisUsers, start_server, wait_ready  # noqa: E402
+from workers.ops.redis_server import RedisUsers, start_server, wait_ready  # noqa: E402
 
 # The benchmarks' token servers listen on 127.0.0.1, which the service refuses unless allowed.
 LOCAL_NETWORKS = {"TOKENKEEPER_ALLOW_PRIVATE_NETWORKS": "true"}
@@ -187,8 +187,8 @@ def seed(
 
     import redis as redis_py
 
-    from workers.secretbox import SecretBox
-    from workers.spec import validate_spec
+    from workers.crypto.secretbox import SecretBox
+    from workers.engine.spec import validate_spec
 
     client = redis_py.Redis.from_url(redis_url)
     box = SecretBox([secret_key])

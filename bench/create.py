@@ -22,8 +22,8 @@ from pathlib import Path
 from bench.common import LOCAL_NETWORKS, ROOT, free_port, median, own_redis, percentile, token_server, worker
 from config import load_settings
 from workers.celery_app import create_celery
+from workers.crypto.secretbox import generate_key
 from workers.producer import send
-from workers.secretbox import generate_key
 
 
 def spec(name: str, token_url: str) -> dict[str, str]:

@@ -38,7 +38,7 @@ from bench.common import (
     tree_pids,
     worker,
 )
-from workers.secretbox import generate_key
+from workers.crypto.secretbox import generate_key
 
 
 def run_service(redis_url: str, key: str, log_dir: Path, rate: float) -> tuple:

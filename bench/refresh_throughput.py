@@ -32,8 +32,8 @@ from bench.common import (
     wait_for,
     worker,
 )
-from workers.secretbox import generate_key
-from workers.token_client import basic_authorization
+from workers.crypto.secretbox import generate_key
+from workers.oauth.token_client import basic_authorization
 
 
 def _hammer(url: str, seconds: float, counter) -> None:

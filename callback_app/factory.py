@@ -19,7 +19,7 @@ MAX_REQUEST_BODY = 16 * 1024
 
 def create_app(settings: Settings | None = None, *, runtime: Any = None, celery: Any = None) -> Flask:
     from workers.celery_app import create_celery
-    from workers.runtime import build_runtime
+    from workers.engine.runtime import build_runtime
 
     settings = settings or load_settings(local_environ(os.environ))
     app = Flask(__name__)

@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, redirect, render_template, request
 
 from callback_app import parts
-from workers.authorization import STATE_TTL, Authorizations
+from workers.engine.authorization import STATE_TTL, Authorizations
 from workers.producer import send
 
 blueprint = Blueprint("oauth", __name__)

@@ -17,9 +17,9 @@ from typing import Any
 from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
 
 from callback_app import parts
-from workers.links import link_token
-from workers.metrics import exposition
-from workers.overview import IntegrationRow, by_severity, duration, overview
+from workers.engine.links import link_token
+from workers.engine.overview import IntegrationRow, by_severity, duration, overview
+from workers.ops.metrics import exposition
 
 blueprint = Blueprint("status", __name__)
 

@@ -221,7 +221,7 @@ def _public_key(raw: str) -> str:
     import base64
     import binascii
 
-    # Mirrors workers.sealing.decode_public_key; config imports nothing of ours.
+    # Mirrors workers.crypto.sealing.decode_public_key; config imports nothing of ours.
     key = raw.strip()
     try:
         decoded = base64.b64decode(key.encode(), validate=True)
@@ -313,7 +313,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         )
     if settings.lock_ttl <= settings.http_connect_timeout + settings.http_read_timeout:
         # A lock that can expire during the token request lets a second refresh start. Connect +
-        # read timeout is the request's hard deadline (workers.transport), so with this check only
+        # read timeout is the request's hard deadline (workers.oauth.transport), so with this check only
         # a stopped process can outlive its lock mid-request.
         problems.append(
             f"{variable_name('lock_ttl')}: must exceed {variable_name('http_connect_timeout')} + "

@@ -14,8 +14,8 @@ from cryptography.fernet import Fernet
 
 from config import Settings, load_settings
 from tests.support.token_server import TokenServer
-from workers.redis_server import RedisUsers, start_server, wait_ready
-from workers.runtime import Runtime, build_runtime
+from workers.engine.runtime import Runtime, build_runtime
+from workers.ops.redis_server import RedisUsers, start_server, wait_ready
 
 
 def free_port() -> int:

@@ -15,8 +15,8 @@ from celery import Celery, signals
 from celery.worker.request import Request
 
 from config import Settings, load_settings, local_environ
-from workers.logformat import configure
-from workers.redaction import args_repr
+from workers.ops.logformat import configure
+from workers.ops.redaction import args_repr
 
 
 class RedactedRequest(Request):
@@ -68,7 +68,7 @@ def create_celery(settings: Settings) -> Celery:
         task_create_missing_queues=True,
     )
     if settings.broker_url.startswith(("redis://", "rediss://")):
-        app.conf.broker_transport = "workers.broker_transport:Transport"
+        app.conf.broker_transport = "workers.ops.broker_transport:Transport"
     if settings.redis_sentinel_master:
         # Celery's own Sentinel support: broker and result backend follow the master through failovers.
         for options in (app.conf.broker_transport_options, app.conf.result_backend_transport_options):

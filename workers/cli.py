@@ -255,13 +255,13 @@ def _refresh(settings: Settings, options: argparse.Namespace) -> int:
 
 
 def _runtime(settings: Settings) -> Any:
-    from workers.runtime import build_runtime
+    from workers.engine.runtime import build_runtime
 
     return build_runtime(settings)
 
 
 def _list(settings: Settings, options: argparse.Namespace) -> int:
-    from workers.overview import overview
+    from workers.engine.overview import overview
 
     rows = [("NAME", "GRANT", "STATUS", "EXPIRES IN", "REASON")]
     for row in overview(_runtime(settings).store, time.time()):
@@ -299,8 +299,8 @@ def _show(settings: Settings, options: argparse.Namespace) -> int:
 
 def _reader(settings: Settings) -> Any:
     from workers.consumer import TokenReader
+    from workers.engine.runtime import redis_client
     from workers.producer import send
-    from workers.runtime import redis_client
 
     app = _celery(settings)
     return TokenReader(
@@ -327,7 +327,7 @@ def _render(settings: Settings, options: argparse.Namespace) -> int:
 
 
 def _authorize_url(settings: Settings, options: argparse.Namespace) -> int:
-    from workers.links import authorization_link, parse_duration
+    from workers.engine.links import authorization_link, parse_duration
 
     try:
         ttl = parse_duration(options.expires) if options.expires is not None else settings.authorize_link_ttl
@@ -351,7 +351,7 @@ def _authorize_url(settings: Settings, options: argparse.Namespace) -> int:
 
 
 def _genkey(settings: Settings, options: argparse.Namespace) -> int:
-    from workers.secretbox import generate_key
+    from workers.crypto.secretbox import generate_key
 
     print(generate_key())
     return 0
@@ -365,8 +365,8 @@ def _public_key(settings: Settings, options: argparse.Namespace) -> int:
 
 
 def _seal(settings: Settings, options: argparse.Namespace) -> int:
+    from workers.crypto.sealing import Sealer
     from workers.producer import find_public_key
-    from workers.sealing import Sealer
 
     if sys.stdin.isatty():
         import getpass
@@ -383,7 +383,7 @@ def _seal(settings: Settings, options: argparse.Namespace) -> int:
 
 
 def _rotate_keys(settings: Settings, options: argparse.Namespace) -> int:
-    from workers.keyrotation import purge_old_ciphertext, rotate_secrets
+    from workers.engine.keyrotation import purge_old_ciphertext, rotate_secrets
 
     runtime = _runtime(settings)
     report = rotate_secrets(runtime)
@@ -397,7 +397,7 @@ def _rotate_keys(settings: Settings, options: argparse.Namespace) -> int:
 
 
 def _standalone(settings: Settings, options: argparse.Namespace) -> int:
-    from workers.standalone import run
+    from workers.ops.standalone import run
 
     return run(settings, dict(os.environ))
 

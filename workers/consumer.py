@@ -16,7 +16,7 @@ import redis
 
 from workers.clock import Clock
 from workers.errors import NotFoundError, StateError, TokenkeeperError
-from workers.metrics import observe_read
+from workers.ops.metrics import observe_read
 
 READABLE_FIELDS = ("access_token", "token_type", "expires_at", "scope", "status")
 

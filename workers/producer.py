@@ -24,9 +24,9 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 
 from config import Settings
+from workers.crypto.sealing import Sealer, public_key_for
 from workers.errors import ConfigurationError
-from workers.redaction import args_repr
-from workers.sealing import Sealer, public_key_for
+from workers.ops.redaction import args_repr
 
 # The argument of each task that carries a spec or spec changes, whose secret fields are sealed.
 SPEC_ARGUMENT = {"tokenkeeper.create_integration": 0, "tokenkeeper.update_integration": 1}

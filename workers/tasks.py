@@ -13,15 +13,15 @@ from typing import Any
 
 from celery import Task
 
-from workers.authorization import Authorizations
 from workers.celery_app import RedactedRequest, app, settings
+from workers.engine.authorization import Authorizations
+from workers.engine.refresher import Refresher
+from workers.engine.registry import Registry
+from workers.engine.runtime import Runtime, build_runtime
+from workers.engine.scheduler import dispatch_due
 from workers.errors import TokenkeeperError, WebhookError
-from workers.notifications import Event, forward_events
-from workers.redaction import args_repr
-from workers.refresher import Refresher
-from workers.registry import Registry
-from workers.runtime import Runtime, build_runtime
-from workers.scheduler import dispatch_due
+from workers.ops.notifications import Event, forward_events
+from workers.ops.redaction import args_repr
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 
 from callback_app import create_app
 from tests.support.token_server import Canned, TokenServer
-from workers.registry import Registry
+from workers.engine.registry import Registry
 
 pytestmark = pytest.mark.e2e
 
@@ -69,7 +69,7 @@ def ac_spec(server: TokenServer, name: str = "drive", **extra: object) -> dict[s
 
 
 def link(settings, name: str = "drive", **options: object) -> str:
-    from workers.links import link_token
+    from workers.engine.links import link_token
 
     return link_token(settings, name, now=time.time(), **options)  # type: ignore[arg-type]
 
@@ -98,7 +98,7 @@ def test_a_stranger_without_a_valid_link_gets_403_and_redis_is_untouched(
     raw_redis: redis.Redis,
 ) -> None:
     """No link, junk, a forged signature, another integration's link, an expired one: 403, no write at all."""
-    from workers.links import link_token
+    from workers.engine.links import link_token
 
     Registry(runtime).create(ac_spec(token_server))
     Registry(runtime).create(ac_spec(token_server, name="other"))
@@ -215,7 +215,7 @@ def test_outstanding_states_per_link_are_bounded(
     redis_client: redis.Redis,
 ) -> None:
     """Even a valid link cannot fill Redis: after a few outstanding states the next visit gets 429."""
-    from workers.authorization import MAX_STATES_PER_LINK
+    from workers.engine.authorization import MAX_STATES_PER_LINK
 
     Registry(runtime).create(ac_spec(token_server))
     token = link(settings)

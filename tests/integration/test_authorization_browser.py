@@ -15,7 +15,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.support.authorization_server import PASSWORD, SUBJECTS, USERNAME, USERS, AuthorizationServerApp
 from tests.support.processes import wait_until
 from tests.support.web import Gunicorn
-from workers.links import authorization_link
+from workers.engine.links import authorization_link
 from workers.producer import call
 
 pytestmark = pytest.mark.e2e

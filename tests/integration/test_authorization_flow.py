@@ -14,9 +14,9 @@ from flask.testing import FlaskClient
 from callback_app import create_app
 from tests.support.processes import wait_until
 from tests.support.token_server import Canned, TokenServer
-from workers.links import link_token
-from workers.refresher import Refresher
-from workers.registry import Registry
+from workers.engine.links import link_token
+from workers.engine.refresher import Refresher
+from workers.engine.registry import Registry
 
 pytestmark = pytest.mark.e2e
 

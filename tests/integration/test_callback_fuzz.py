@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from callback_app import create_app
 from tests.support.token_server import TokenServer
-from workers.registry import Registry
+from workers.engine.registry import Registry
 
 query_values = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60)
 queries = st.dictionaries(
@@ -67,7 +67,7 @@ def test_authorize_with_a_valid_link_for_any_name(client, settings, name: str) -
     """A valid link for a name: a redirect for the real integration, a 404 page for the rest."""
     import time
 
-    from workers.links import link_token
+    from workers.engine.links import link_token
 
     response = client.get("/oauth/authorize/" + name, query_string={"t": link_token(settings, name, now=time.time())})
     assert_handled(response)

@@ -98,7 +98,7 @@ def test_no_worker_and_bad_settings_are_explained(process_env) -> None:
 
 def _link(url: str, settings, name: str = "drive") -> Any:
     """The verified link behind an authorization URL (raises if it is not a valid one for ``name``)."""
-    from workers.links import LinkSigner
+    from workers.engine.links import LinkSigner
 
     prefix = f"{settings.public_url}/oauth/authorize/{name}?t="
     assert url.startswith(prefix), url
@@ -130,7 +130,7 @@ def test_creating_an_authorization_code_integration_prints_what_to_do(start_proc
 def test_authorize_url_takes_a_lifetime_and_new_account(process_env, settings, runtime) -> None:
     """--expires DURATION sets the link's lifetime, --new-account marks it; a bad duration or a missing
     secret key is one clear line and exit 1."""
-    from workers.registry import Registry
+    from workers.engine.registry import Registry
 
     Registry(runtime).create(
         {
@@ -181,7 +181,7 @@ def test_public_key_and_seal_make_boxes_the_worker_opens(
     """public-key prints the key derived from the first secret key; seal's output pasted into a spec creates it."""
     from cryptography.fernet import Fernet
 
-    from workers.sealing import public_key_for
+    from workers.crypto.sealing import public_key_for
 
     printed = cli(process_env, "public-key")
     assert printed.returncode == 0 and printed.stdout.strip() == public_key_for([secret_key])
@@ -215,7 +215,7 @@ def test_sealing_without_any_key_is_explained(process_env, redis_client: redis.R
     """With neither the secret key nor a pinned public key, seal and public-key say what to set; Redis is not asked."""
     from cryptography.fernet import Fernet
 
-    from workers.sealing import public_key_for
+    from workers.crypto.sealing import public_key_for
 
     # A key planted where workers used to publish theirs is not a key to seal to.
     redis_client.set("tokenkeeper:public-key", public_key_for([Fernet.generate_key().decode()]))

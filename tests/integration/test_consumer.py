@@ -10,9 +10,9 @@ import redis
 from tests.conftest import cc_spec, rt_spec
 from tests.support.token_server import TokenServer
 from workers.consumer import TokenReader
+from workers.engine.refresher import Refresher
+from workers.engine.registry import Registry
 from workers.errors import NotFoundError, StateError, TemplateError, TokenkeeperError
-from workers.refresher import Refresher
-from workers.registry import Registry
 from workers.templates import render
 
 

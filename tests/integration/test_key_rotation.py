@@ -10,10 +10,10 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from tests.conftest import rt_spec
 from tests.support.token_server import TokenServer
-from workers.keyrotation import rotate_secrets
-from workers.refresher import Refresher
-from workers.registry import Registry
-from workers.runtime import build_runtime
+from workers.engine.keyrotation import rotate_secrets
+from workers.engine.refresher import Refresher
+from workers.engine.registry import Registry
+from workers.engine.runtime import build_runtime
 
 
 def test_rotation_keeps_secrets_readable_and_moves_them_to_the_new_key(

@@ -11,10 +11,10 @@ from tests.conftest import rt_spec
 from tests.support.processes import CeleryProcess
 from tests.support.token_server import Canned, TokenServer
 from tests.support.webhook_receiver import WebhookReceiver
-from workers.notifications import EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from workers.refresher import Refresher
-from workers.registry import Registry
-from workers.runtime import Runtime
+from workers.engine.refresher import Refresher
+from workers.engine.registry import Registry
+from workers.engine.runtime import Runtime
+from workers.ops.notifications import EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
 SECRET = "webhook-test-secret"
 
@@ -101,8 +101,8 @@ def test_a_webhook_on_loopback_is_refused_unless_private_networks_are_allowed(
 ) -> None:
     """The webhook URL passes the same address checks as token URLs: loopback only with the setting."""
     from config import load_settings
+    from workers.engine.runtime import build_runtime
     from workers.errors import WebhookError
-    from workers.runtime import build_runtime
 
     environ.update({"TOKENKEEPER_WEBHOOK_URL": receiver.url, "TOKENKEEPER_WEBHOOK_SECRET": SECRET})
     strict = build_runtime(load_settings({**environ, "TOKENKEEPER_ALLOW_PRIVATE_NETWORKS": "false"}))
@@ -123,7 +123,7 @@ def test_a_webhook_answering_ten_megabytes_is_read_only_up_to_the_cap(environ: d
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from config import load_settings
-    from workers.runtime import build_runtime
+    from workers.engine.runtime import build_runtime
 
     size = 10 * 1024 * 1024
 

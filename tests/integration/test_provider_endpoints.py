@@ -10,10 +10,10 @@ import redis
 from config import load_settings
 from tests.conftest import cc_spec, rt_spec
 from tests.support.token_server import TokenServer
+from workers.engine.refresher import Refresher
+from workers.engine.registry import Registry
+from workers.engine.runtime import Runtime, build_runtime
 from workers.errors import SpecError
-from workers.refresher import Refresher
-from workers.registry import Registry
-from workers.runtime import Runtime, build_runtime
 
 
 def _metadata(server: TokenServer, issuer: str) -> dict[str, str]:

@@ -10,9 +10,9 @@ import redis
 
 from tests.conftest import cc_spec, free_port, rt_spec
 from tests.support.token_server import Canned, TokenServer
-from workers.refresher import Refresher
-from workers.registry import Registry
-from workers.runtime import Runtime, build_runtime
+from workers.engine.refresher import Refresher
+from workers.engine.registry import Registry
+from workers.engine.runtime import Runtime, build_runtime
 
 HTML = {"Content-Type": "text/html"}
 JSON = {"Content-Type": "application/json"}

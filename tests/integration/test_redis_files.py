@@ -7,7 +7,7 @@ from pathlib import Path
 
 import redis
 
-from workers.keyrotation import wait_idle
+from workers.engine.keyrotation import wait_idle
 
 
 def modes(folder: Path) -> dict[str, int]:

@@ -16,8 +16,8 @@ from tests.conftest import free_port, rt_spec
 from tests.support.processes import wait_until
 from tests.support.token_server import TokenServer
 from tests.support.web import Gunicorn
+from workers.ops.redis_server import RedisUsers, start_server, wait_ready
 from workers.producer import send
-from workers.redis_server import RedisUsers, start_server, wait_ready
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ import redis
 
 from tests.conftest import free_port
 from workers.errors import ConfigurationError
-from workers.redis_server import RedisUsers, find_server_binary, start_server, wait_ready
+from workers.ops.redis_server import RedisUsers, find_server_binary, start_server, wait_ready
 
 
 def test_without_redis_server_on_path_the_bundled_server_is_used(monkeypatch, tmp_path: Path) -> None:

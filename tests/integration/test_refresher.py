@@ -9,9 +9,9 @@ import redis
 
 from tests.conftest import cc_spec, rt_spec
 from tests.support.token_server import Canned, TokenServer
-from workers.refresher import Refresher
-from workers.registry import Registry
-from workers.runtime import Runtime
+from workers.engine.refresher import Refresher
+from workers.engine.registry import Registry
+from workers.engine.runtime import Runtime
 
 
 def test_a_rotated_refresh_token_is_stored_encrypted_and_used_next(

@@ -7,9 +7,9 @@ import redis
 
 from tests.conftest import cc_spec, rt_spec
 from tests.support.token_server import Canned, TokenServer
+from workers.engine.registry import Registry
+from workers.engine.runtime import Runtime
 from workers.errors import ConflictError, NotFoundError, PermanentProviderError, SpecError
-from workers.registry import Registry
-from workers.runtime import Runtime
 
 
 def test_creation_stores_token_secrets_sealed_and_schedule(
@@ -124,7 +124,7 @@ def test_a_failed_update_changes_nothing(
 
 def test_update_brings_a_needs_reauth_integration_back(runtime: Runtime, token_server: TokenServer) -> None:
     """Pasting a new refresh token into a needs_reauth integration makes it active again."""
-    from workers.refresher import Refresher
+    from workers.engine.refresher import Refresher
 
     Registry(runtime).create(rt_spec(token_server, "user"))
     token_server.live_refresh.clear()

@@ -19,11 +19,11 @@ import pytest
 import requests
 
 from tests.integration.test_token_client_http import _certificates
-from workers.addresses import AddressPolicy
+from workers.engine.spec import validate_spec
 from workers.errors import TransientProviderError, WebhookError
-from workers.notifications import Webhook
-from workers.spec import validate_spec
-from workers.token_client import TokenClient
+from workers.oauth.addresses import AddressPolicy
+from workers.oauth.token_client import TokenClient
+from workers.ops.notifications import Webhook
 
 LOCAL = AddressPolicy(allow_private=True)
 CONNECT, READ = 0.5, 1.0

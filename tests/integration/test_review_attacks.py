@@ -20,15 +20,15 @@ from config import Settings
 from tests.integration.test_authorization_attacks import JSON, ac_spec, begin, id_token, link
 from tests.support.observe import all_redis_text
 from tests.support.token_server import Canned
-from workers.addresses import AddressPolicy
 from workers.celery_app import create_celery
+from workers.crypto.sealing import Opener, Sealer, public_key_for
+from workers.engine.registry import Registry
+from workers.engine.runtime import build_runtime
+from workers.engine.spec import validate_spec
 from workers.errors import ConfigurationError, SpecError, TransientProviderError
+from workers.oauth.addresses import AddressPolicy
+from workers.oauth.token_client import TokenClient
 from workers.producer import seal_arguments
-from workers.registry import Registry
-from workers.runtime import build_runtime
-from workers.sealing import Opener, Sealer, public_key_for
-from workers.spec import validate_spec
-from workers.token_client import TokenClient
 
 PLANTED = "PLANTED-review-secret-3c9a"
 LOCAL = AddressPolicy(allow_private=True)

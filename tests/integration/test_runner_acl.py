@@ -8,7 +8,7 @@ import redis
 from tests.conftest import cc_spec
 from tests.support.token_server import TokenServer
 from workers.consumer import TokenReader
-from workers.registry import Registry
+from workers.engine.registry import Registry
 from workers.templates import render
 
 

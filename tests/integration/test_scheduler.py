@@ -7,7 +7,7 @@ import threading
 
 import redis
 
-from workers.scheduler import dispatch_due
+from workers.engine.scheduler import dispatch_due
 from workers.store import Store
 
 

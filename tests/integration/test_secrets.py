@@ -23,11 +23,11 @@ from tests.support.processes import wait_until
 from tests.support.token_server import Canned, TokenServer
 from tests.support.web import Gunicorn
 from tests.support.webhook_receiver import WebhookReceiver
+from workers.crypto.sealing import Sealer, public_key_for
+from workers.engine.registry import Registry
+from workers.engine.runtime import build_runtime
 from workers.errors import SpecError
 from workers.producer import call, send
-from workers.registry import Registry
-from workers.runtime import build_runtime
-from workers.sealing import Sealer, public_key_for
 
 pytestmark = pytest.mark.e2e
 

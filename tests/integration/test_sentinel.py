@@ -17,8 +17,8 @@ from tests.support.sentinel import MASTER_NAME, SentinelSet
 from tests.support.token_server import TokenServer
 from workers.celery_app import create_celery
 from workers.consumer import TokenReader
+from workers.engine.runtime import redis_client
 from workers.producer import call
-from workers.runtime import redis_client
 
 pytestmark = pytest.mark.e2e
 

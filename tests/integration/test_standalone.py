@@ -23,8 +23,8 @@ from tests.integration.test_redis_files import modes
 from tests.integration.test_runner_acl import assert_only_our_users_get_in
 from tests.support.processes import ROOT, wait_until
 from tests.support.token_server import TokenServer
-from workers.keyrotation import wait_idle
-from workers.redis_server import RedisUsers, is_up
+from workers.engine.keyrotation import wait_idle
+from workers.ops.redis_server import RedisUsers, is_up
 
 pytestmark = pytest.mark.e2e
 

@@ -22,9 +22,9 @@ from tests.conftest import cc_spec, rt_spec
 from tests.support.processes import CeleryProcess, wait_until
 from tests.support.token_server import Canned, TokenServer
 from tests.support.web import Gunicorn
-from workers.refresher import Refresher
-from workers.registry import Registry
-from workers.runtime import Runtime
+from workers.engine.refresher import Refresher
+from workers.engine.registry import Registry
+from workers.engine.runtime import Runtime
 
 pytestmark = pytest.mark.e2e
 
@@ -185,7 +185,7 @@ def test_connect_is_a_valid_link_and_the_connected_account_is_shown(
     from urllib.parse import parse_qs, urlsplit
 
     from callback_app import create_app
-    from workers.links import LinkSigner
+    from workers.engine.links import LinkSigner
 
     Registry(runtime).create(
         {

@@ -13,10 +13,10 @@ import pytest
 import requests
 
 from tests.support.token_server import Canned, TokenServer
-from workers.addresses import AddressPolicy
+from workers.engine.spec import validate_spec
 from workers.errors import PermanentProviderError, TransientProviderError
-from workers.spec import validate_spec
-from workers.token_client import TokenClient
+from workers.oauth.addresses import AddressPolicy
+from workers.oauth.token_client import TokenClient
 
 # TOKENKEEPER_ALLOW_PRIVATE_NETWORKS=true: these servers listen on 127.0.0.1.
 LOCAL = AddressPolicy(allow_private=True)

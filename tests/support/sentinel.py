@@ -8,7 +8,7 @@ from pathlib import Path
 import redis
 
 from tests.support.processes import wait_until
-from workers.redis_server import SERVICE_USER, RedisUsers, find_server_binary, start_server, wait_ready
+from workers.ops.redis_server import SERVICE_USER, RedisUsers, find_server_binary, start_server, wait_ready
 
 MASTER_NAME = "tokenkeeper-test"
 

@@ -13,7 +13,7 @@ import pytest
 import redis as redis_py
 import yaml
 
-from workers.redis_server import wait_ready
+from workers.ops.redis_server import wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,9 +8,9 @@ from cryptography.fernet import Fernet
 
 from config import load_settings
 from workers.celery_app import create_celery
+from workers.crypto.sealing import Opener, public_key_for
 from workers.errors import ConfigurationError
 from workers.producer import seal_arguments
-from workers.sealing import Opener, public_key_for
 
 
 def test_specs_and_changes_are_sealed_to_the_settings_key_and_other_tasks_left_alone() -> None:

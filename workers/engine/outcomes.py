@@ -1,0 +1,97 @@
+"""What a successful or failed token request writes, shared by creation, refresh and update."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from workers.engine.policy import RefreshPolicy
+from workers.errors import ProviderError
+from workers.oauth.token_client import TokenResponse
+from workers.store import STATUS_ACTIVE, STATUS_NEEDS_REAUTH, STATUS_RETRYING
+
+
+@dataclass(frozen=True)
+class Change:
+    """One guarded write: integration fields, consumer fields, history entry, next refresh."""
+
+    fields: dict[str, Any]
+    token: dict[str, Any] = field(repr=False)
+    history: dict[str, Any]
+    due: float | None
+
+
+def history_entry(now: float, status: str, reason: str) -> dict[str, Any]:
+    return {"at": round(now, 3), "status": status, "reason": reason}
+
+
+def token_obtained(
+    response: TokenResponse,
+    *,
+    sealed_secrets: str,
+    requested_scopes: tuple[str, ...],
+    policy: RefreshPolicy,
+    now: float,
+    reason: str,
+    holds_refresh_token: bool,
+) -> Change:
+    """``holds_refresh_token``: the integration has a refresh token to keep alive (not client credentials)."""
+    due = policy.next_refresh(response.issued_at, response.expires_at, refresh_token=holds_refresh_token)
+    expires_at = "" if response.expires_at is None else str(int(response.expires_at))
+    return Change(
+        fields={
+            "secrets": sealed_secrets,
+            "status": STATUS_ACTIVE,
+            "reason": reason,
+            "status_at": now,
+            "refreshed_at": now,
+            "refresh_at": "" if due is None else due,
+            "expires_at": expires_at,
+            "attempts": 0,
+            "last_error": "",
+        },
+        token={
+            "access_token": response.access_token,
+            "token_type": response.token_type,
+            "expires_at": expires_at,
+            "scope": response.scope if response.scope is not None else " ".join(requested_scopes),
+            "status": STATUS_ACTIVE,
+            "updated_at": str(int(now)),
+        },
+        history=history_entry(now, STATUS_ACTIVE, reason),
+        due=due,
+    )
+
+
+# Failures after which the provider may have acted on a request we never heard back from.
+LOST_RESPONSE_ERRORS = frozenset({"timeout", "connection_error", "request_failed"})
+
+
+def request_failed(
+    error: ProviderError, *, attempts: int, policy: RefreshPolicy, now: float, last_error: str = ""
+) -> Change:
+    """Transient: keep the old token and retry with backoff. Permanent: stop and wait for a person."""
+    reason = str(error)
+    if error.retryable:
+        attempt = attempts + 1
+        due = now + policy.retry_delay(attempt, error.retry_after)
+        status = STATUS_RETRYING
+        reason = f"{reason}; retry {attempt} at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(due))} UTC"
+        fields: dict[str, Any] = {"attempts": attempt, "refresh_at": due}
+    else:
+        due = None
+        status = STATUS_NEEDS_REAUTH
+        fields = {"attempts": attempts + 1, "refresh_at": ""}
+        if error.error == "invalid_grant" and last_error in LOST_RESPONSE_ERRORS:
+            reason += (
+                f" after an unanswered refresh ({last_error}): the provider probably rotated the "
+                "refresh token in the answer that was lost; authorize again or paste a new refresh token"
+            )
+    fields.update({"status": status, "reason": reason, "status_at": now, "last_error": error.error})
+    return Change(
+        fields=fields,
+        token={"status": status, "updated_at": str(int(now))},
+        history=history_entry(now, status, reason),
+        due=due,
+    )

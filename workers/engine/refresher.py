@@ -1,0 +1,226 @@
+"""The refresh engine: one single-flight refresh of one integration.
+
+Single flight holds across workers, duplicate deliveries and a second beat: a
+lock with an owner token (released by compare-and-delete), and a write accepted
+only if the stored version is still the one this refresh started from. So a
+rotated refresh token is used once, and a late writer never overwrites a newer
+token with an older one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from workers.engine.outcomes import Change, request_failed, token_obtained
+from workers.engine.runtime import Runtime
+from workers.engine.spec import IntegrationSpec, spec_from_stored
+from workers.errors import NotFoundError, ProviderError, StateError
+from workers.ops.metrics import RefreshMetrics
+from workers.store import (
+    STATUS_NEEDS_REAUTH,
+    STATUS_PENDING,
+    WRITE_LOST_LOCK,
+    IntegrationRecord,
+    Lock,
+)
+
+log = logging.getLogger(__name__)
+
+# Plans travel as JSON floats and Redis scores; they compare equal within this.
+_PLANNED_TOLERANCE = 0.001
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    name: str
+    outcome: str  # refreshed | retrying | needs_reauth | busy | skipped | superseded
+    status: str
+    expires_at: str = ""
+    detail: str = ""
+    written: bool = field(default=False, repr=False, compare=False)
+    # Set when the provider was asked: seconds the request took, and how late it went out against its plan.
+    duration: float | None = field(default=None, repr=False, compare=False)
+    lateness: float | None = field(default=None, repr=False, compare=False)
+
+    def as_dict(self) -> dict[str, str]:
+        result = {"name": self.name, "outcome": self.outcome, "status": self.status}
+        if self.expires_at:
+            result["expires_at"] = self.expires_at
+        if self.detail:
+            result["detail"] = self.detail
+        return result
+
+
+class Refresher:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.metrics = RefreshMetrics(runtime.store)
+
+    def refresh(self, name: str, planned_at: float | None = None) -> RefreshResult:
+        """Refresh ``name`` now, unless another refresh holds it or it was already done.
+
+        ``planned_at`` marks a refresh queued by the scheduler: it is dropped when
+        a newer plan exists (a duplicate delivery, or a refresh forced meanwhile).
+        Without it the refresh is forced (a producer asked for it).
+        """
+        result = self._refresh(name, planned_at)
+        self._report(result)
+        return result
+
+    def _report(self, result: RefreshResult) -> None:
+        """One log line and the metrics for each refresh."""
+        if not result.written:
+            # A written result was counted by the write itself.
+            self.metrics.record(result.outcome, result.duration, result.lateness)
+        if result.duration is None:
+            log.debug("refresh %s: %s (%s)", result.name, result.outcome, result.detail or "no request made")
+            return
+        late = "" if result.lateness is None else f", {result.lateness:.3f}s late"
+        level = logging.INFO if result.outcome == "refreshed" else logging.WARNING
+        log.log(
+            level,
+            "refresh %s: %s in %.3fs%s%s",
+            result.name,
+            result.outcome,
+            result.duration,
+            late,
+            f" ({result.detail})" if result.detail and result.outcome != "refreshed" else "",
+            extra={
+                "integration": result.name,
+                "outcome": result.outcome,
+                "status": result.status,
+                "duration": round(result.duration, 4),
+                "lateness": None if result.lateness is None else round(result.lateness, 4),
+            },
+        )
+
+    def _refresh(self, name: str, planned_at: float | None) -> RefreshResult:
+        store = self.rt.store
+        lock, record = store.acquire_and_load(name, self.rt.settings.lock_ttl)
+        result: RefreshResult | None = None
+        try:
+            if record is None:
+                raise NotFoundError(f"no integration named {name!r}")
+            if lock is None:
+                return RefreshResult(name, "busy", record.status, detail="another refresh is under way")
+            if planned_at is not None and _superseded(record, planned_at):
+                return RefreshResult(name, "superseded", record.status)
+            if record.status in (STATUS_NEEDS_REAUTH, STATUS_PENDING):
+                if planned_at is not None:
+                    return RefreshResult(name, "skipped", record.status, detail=record.reason)
+                raise StateError(
+                    f"integration {name!r} is {record.status}: update or re-authorize it first"
+                    + (f" ({record.reason})" if record.reason else "")
+                )
+            result = self._refresh_locked(lock, record, planned_at)
+            return result
+        finally:
+            # An accepted write released the lock in the same step.
+            if lock is not None and not (result is not None and result.written):
+                store.release(lock)
+
+    def _refresh_locked(self, lock: Lock, record: IntegrationRecord, planned_at: float | None) -> RefreshResult:
+        rt = self.rt
+        secrets = rt.box.open(record.sealed_secrets)
+        spec = spec_from_stored(record.public, secrets)
+        now = rt.clock()
+        try:
+            if spec.grant_type == "client_credentials":
+                response = rt.client.client_credentials(spec)
+            else:
+                refresh_token = secrets.get("refresh_token")
+                if not refresh_token:
+                    return self._no_refresh_token(lock, record)
+                response = rt.client.refresh(spec, refresh_token)
+        except ProviderError as error:
+            change = request_failed(
+                error, attempts=record.attempts, policy=rt.policy, now=rt.clock(), last_error=record.last_error
+            )
+            return self._commit(lock, record, change, failed=error, timing=_Timing(now, self.rt.clock(), planned_at))
+        if response.refresh_token and response.refresh_token != secrets.get("refresh_token"):
+            secrets = {**secrets, "refresh_token": response.refresh_token}
+            sealed = rt.box.seal(secrets)
+        else:
+            sealed = record.sealed_secrets
+        done = rt.clock()
+        change = token_obtained(
+            response,
+            sealed_secrets=sealed,
+            requested_scopes=spec.scopes,
+            policy=rt.policy,
+            now=done,
+            reason="refreshed",
+            holds_refresh_token=bool(secrets.get("refresh_token")),
+        )
+        if planned_at is not None:
+            # How late against the plan the request went out (negative: early): the scheduler's accuracy.
+            change.fields["lateness"] = round(now - planned_at, 3)
+        return self._commit(lock, record, change, timing=_Timing(now, done, planned_at))
+
+    def _no_refresh_token(self, lock: Lock, record: IntegrationRecord) -> RefreshResult:
+        error = ProviderError("no_refresh_token", "the provider issued no refresh token; authorize again")
+        change = request_failed(error, attempts=record.attempts, policy=self.rt.policy, now=self.rt.clock())
+        return self._commit(lock, record, change, failed=error)
+
+    def _commit(
+        self,
+        lock: Lock,
+        record: IntegrationRecord,
+        change: Change,
+        failed: ProviderError | None = None,
+        timing: _Timing | None = None,
+    ) -> RefreshResult:
+        rotated = change.fields.get("secrets", record.sealed_secrets) != record.sealed_secrets
+        status = change.fields["status"]
+        outcome = status if failed is not None else "refreshed"
+        duration = None if timing is None else max(0.0, timing.done - timing.started)
+        lateness = None if timing is None or timing.planned_at is None else timing.started - timing.planned_at
+        version = self.rt.store.write(
+            lock,
+            record.version,
+            change.fields,
+            change.token,
+            change.history,
+            change.due,
+            # A new refresh token exists only in this process until written: outlast a Redis restart.
+            patience=min(10.0, self.rt.settings.lock_ttl / 2),
+            durable=rotated,
+            release=True,
+            # Counted in the same step as the write: no extra round trip per refresh.
+            counters=self.metrics.increments(outcome, duration, lateness),
+        )
+        if version < 0:
+            # Someone else changed it since we read it (our lock ran out): theirs stands.
+            why = "lock expired" if version == WRITE_LOST_LOCK else "changed meanwhile"
+            return RefreshResult(
+                record.name, "superseded", record.status, detail=why, duration=duration, lateness=lateness
+            )
+        return RefreshResult(
+            record.name,
+            outcome,
+            status,
+            expires_at="" if failed else change.token["expires_at"],
+            detail=change.fields["reason"] if failed else "",
+            written=True,
+            duration=duration,
+            lateness=lateness,
+        )
+
+
+@dataclass(frozen=True)
+class _Timing:
+    started: float  # when the token request went out
+    done: float  # when its answer (or failure) was in
+    planned_at: float | None  # the plan of a scheduled refresh
+
+
+def _superseded(record: IntegrationRecord, planned_at: float) -> bool:
+    # A scheduled refresh carries the plan it was queued for; any other stored plan
+    # means a refresh (or update) has happened since. Not an ordering: jitter may
+    # put a newer plan before an older one.
+    return record.refresh_at is None or abs(record.refresh_at - planned_at) > _PLANNED_TOLERANCE
+
+
+def stored_spec(runtime: Runtime, record: IntegrationRecord) -> IntegrationSpec:
+    return spec_from_stored(record.public, runtime.box.open(record.sealed_secrets))

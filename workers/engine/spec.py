@@ -1,0 +1,317 @@
+"""The integration spec: validation of what producers send, and its stored form.
+
+Plain Python and marshmallow only. ``validate_spec`` is the single door every spec
+goes through (create, update, re-validation of a stored spec), so the rules of
+``CONTRACT.md`` live here once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from workers.errors import SpecError
+from workers.oauth.addresses import AddressPolicy, literal_address
+from workers.oauth.providers import expand_preset
+
+GRANT_TYPES = ("client_credentials", "authorization_code", "refresh_token")
+AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+# fullmatch, not match: ``$`` also matches before a final newline, and "svc\n" is no name.
+_NAME = re.compile(NAME_PATTERN)
+
+# Which grant types each optional or conditional field belongs to.
+FIELD_GRANTS: dict[str, tuple[str, ...]] = {
+    "token_url": ("client_credentials", "authorization_code"),
+    "auth_url": ("authorization_code",),
+    "refresh_url": ("refresh_token",),
+    "refresh_token": ("refresh_token",),
+    "pkce": ("authorization_code",),
+    "extra_auth_params": ("authorization_code",),
+}
+REQUIRED_BY_GRANT: dict[str, tuple[str, ...]] = {
+    "client_credentials": ("token_url",),
+    "authorization_code": ("token_url", "auth_url"),
+    "refresh_token": ("refresh_url", "refresh_token"),
+}
+SECRET_FIELDS = ("client_secret", "refresh_token")
+URL_FIELDS = ("token_url", "auth_url", "refresh_url", "issuer", "revocation_url")
+
+
+@dataclass(frozen=True)
+class IntegrationSpec:
+    name: str
+    grant_type: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    token_url: str | None = None
+    auth_url: str | None = None
+    refresh_url: str | None = None
+    refresh_token: str | None = field(default=None, repr=False)
+    scopes: tuple[str, ...] = ()
+    auth_method: str = "client_secret_basic"
+    pkce: bool = True
+    extra_auth_params: Mapping[str, str] = field(default_factory=dict)
+    extra_token_params: Mapping[str, str] = field(default_factory=dict)
+    provider: str | None = None
+    provider_params: Mapping[str, str] = field(default_factory=dict)
+    issuer: str | None = None
+    revocation_url: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """Where tokens are requested: ``refresh_url`` for the refresh_token grant."""
+        url = self.refresh_url if self.grant_type == "refresh_token" else self.token_url
+        assert url is not None  # guaranteed by validation
+        return url
+
+    def public_fields(self) -> dict[str, Any]:
+        """The spec as JSON-safe data without its secrets (what may be shown and stored plainly)."""
+        data = dataclasses.asdict(self)
+        for name in SECRET_FIELDS:
+            data.pop(name)
+        data["scopes"] = list(self.scopes)
+        return {
+            key: value
+            for key, value in data.items()
+            if value is not None and self.grant_type in FIELD_GRANTS.get(key, GRANT_TYPES)
+        }
+
+    def secrets(self) -> dict[str, str]:
+        return {name: getattr(self, name) for name in SECRET_FIELDS if getattr(self, name)}
+
+
+class _Scopes(fields.Field):
+    """A list of strings, or one space-separated string; stored as a tuple."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            return tuple(value.split())
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            scopes: list[str] = []
+            for item in value:
+                if not item.strip() or len(item.split()) != 1:
+                    raise ValidationError("each scope must be one non-empty word without spaces")
+                scopes.append(item.strip())
+            return tuple(scopes)
+        raise ValidationError("must be a list of strings or one space-separated string")
+
+
+class _StrictBoolean(fields.Field):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ValidationError("must be true or false")
+        return value
+
+
+class _Url(fields.String):
+    """An absolute http(s) URL; plain http only to loopback or operator-allowed hosts."""
+
+    def __init__(self, insecure_hosts: Iterable[str] = (), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.insecure_hosts = {host.lower() for host in insecure_hosts}
+        self.addresses = AddressPolicy()
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            parts = urlsplit(text)
+            host = parts.hostname
+            parts.port  # noqa: B018 -- raises ValueError on a bad port
+        except ValueError as exc:
+            raise ValidationError(f"is not a valid URL ({exc})") from None
+        if parts.scheme not in ("http", "https"):
+            raise ValidationError("must be an http:// or https:// URL")
+        if not host:
+            raise ValidationError("must name a host")
+        if parts.username or parts.password:
+            raise ValidationError("must not carry credentials; use client_id and client_secret")
+        if parts.fragment:
+            raise ValidationError("must not have a #fragment")
+        problem = self.addresses.check_host(host)
+        if problem:
+            raise ValidationError(f"must not point at {host}: {problem}")
+        if parts.scheme == "http" and not (is_loopback(host) or host.lower() in self.insecure_hosts):
+            raise ValidationError(
+                f"plain http:// is only allowed to loopback hosts; use https:// for {host!r} "
+                "(or list the host in TOKENKEEPER_INSECURE_HTTP_HOSTS)"
+            )
+        return text
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    address = literal_address(host)
+    return address is not None and address.is_loopback
+
+
+def _valid_name(value: str) -> None:
+    if not _NAME.fullmatch(value):
+        raise ValidationError("must start with a letter and contain only letters, digits, _ and - (at most 64)")
+
+
+# Request parameters that carry a credential. In a parameter map they would travel and rest in clear
+# (maps are public fields, shown by `show` and the status page; auth parameters even reach the browser),
+# so a secret smuggled there is refused: each has a sealed field of its own, or is ours to set.
+SECRET_PARAMETERS = frozenset(
+    {
+        "client_secret",
+        "client_assertion",
+        "refresh_token",
+        "access_token",
+        "id_token",
+        "code",
+        "code_verifier",
+        "password",
+        "assertion",
+        "subject_token",
+        "actor_token",
+        "device_code",
+        "private_key",
+        "client_key",
+    }
+)
+
+
+def _no_secret_parameters(value: Mapping[str, str]) -> None:
+    smuggled = sorted(key for key in value if key.strip().lower() in SECRET_PARAMETERS)
+    if smuggled:
+        raise ValidationError(
+            f"{', '.join(smuggled)} would travel and be stored in clear here; secrets go in "
+            "their own (sealed) spec fields"
+        )
+
+
+def _string_map() -> fields.Dict:
+    return fields.Dict(keys=fields.String(), values=fields.String(), validate=_no_secret_parameters)
+
+
+class SpecSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    def __init__(
+        self, *, insecure_hosts: Iterable[str] = (), addresses: AddressPolicy | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        for name in URL_FIELDS:
+            url_field: Any = self.fields[name]
+            url_field.insecure_hosts = {h.lower() for h in insecure_hosts}
+            url_field.addresses = addresses or AddressPolicy()
+
+    name = fields.String(required=True, validate=_valid_name)
+    grant_type = fields.String(required=True, validate=validate.OneOf(GRANT_TYPES))
+    client_id = fields.String(required=True, validate=validate.Length(min=1))
+    client_secret = fields.String(required=True, validate=validate.Length(min=1))
+    token_url = _Url()
+    auth_url = _Url()
+    refresh_url = _Url()
+    refresh_token = fields.String(validate=validate.Length(min=1))
+    scopes = _Scopes()
+    auth_method = fields.String(validate=validate.OneOf(AUTH_METHODS))
+    pkce = _StrictBoolean()
+    extra_auth_params = _string_map()
+    extra_token_params = _string_map()
+    provider = fields.String()
+    provider_params = _string_map()
+    issuer = _Url()
+    revocation_url = _Url()
+
+    @validates_schema(skip_on_field_errors=False, pass_original=True)
+    def _fits_grant_type(self, data: dict[str, Any], original: dict[str, Any], **kwargs: Any) -> None:
+        # ``original``: a field that failed its own validation is absent from ``data``
+        # but must not be reported as missing as well.
+        grant = data.get("grant_type")
+        if grant not in GRANT_TYPES:
+            return
+        errors: dict[str, list[str]] = {}
+        for name, grants in FIELD_GRANTS.items():
+            if name in original and grant not in grants:
+                errors[name] = [f"not used by grant_type {grant}; only by {', '.join(grants)}"]
+        for name in REQUIRED_BY_GRANT[grant]:
+            if name not in original:
+                errors[name] = [f"required for grant_type {grant}"]
+        if errors:
+            raise ValidationError(errors)
+
+
+def validate_spec(
+    data: Any, *, insecure_hosts: Iterable[str] = (), addresses: AddressPolicy | None = None
+) -> IntegrationSpec:
+    """Return the validated spec, or raise :class:`SpecError` naming every bad field."""
+    if not isinstance(data, Mapping):
+        raise SpecError({"_spec": ["must be a JSON object"]})
+    schema = SpecSchema(insecure_hosts=insecure_hosts, addresses=addresses)
+    try:
+        loaded = schema.load(expand_preset(data))
+    except ValidationError as exc:
+        raise SpecError(_flatten(exc.messages)) from None
+    return IntegrationSpec(**loaded)
+
+
+def check_url(
+    name: str, value: Any, *, insecure_hosts: Iterable[str] = (), addresses: AddressPolicy | None = None
+) -> str:
+    """One URL checked by the rules of the spec's URL fields, before anything is fetched from it."""
+    url = _Url(insecure_hosts=insecure_hosts)
+    url.addresses = addresses or AddressPolicy()
+    try:
+        return url.deserialize(value)
+    except ValidationError as exc:
+        raise SpecError({name: [str(message) for message in exc.messages]}) from None
+
+
+def merge_changes(current: IntegrationSpec, changes: Any) -> dict[str, Any]:
+    """The spec data after applying ``changes``; ``name`` and ``grant_type`` stay fixed."""
+    if not isinstance(changes, Mapping):
+        raise SpecError({"_changes": ["must be a JSON object"]})
+    errors = {
+        key: ["cannot change"]
+        for key in ("name", "grant_type")
+        if key in changes and changes[key] != getattr(current, key)
+    }
+    if errors:
+        raise SpecError(errors)
+    merged = {**current.public_fields(), **current.secrets()}
+    if "provider" in changes or "provider_params" in changes:
+        # The preset's URLs follow a new provider or tenant unless the change names them itself.
+        for key in URL_FIELDS:
+            merged.pop(key, None)
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)  # null removes an optional field
+        else:
+            merged[key] = value
+    return merged
+
+
+def spec_from_stored(public: Mapping[str, Any], secrets: Mapping[str, str]) -> IntegrationSpec:
+    """Rebuild a spec that was validated before it was stored."""
+    data = dict(public)
+    data["scopes"] = tuple(data.get("scopes", ()))
+    return IntegrationSpec(**data, **secrets)
+
+
+def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    flat: dict[str, list[str]] = {}
+    if isinstance(messages, Mapping):
+        for key, value in messages.items():
+            name = str(key) if key != "_schema" else "_spec"
+            path = f"{prefix}.{name}" if prefix else name
+            if isinstance(value, Mapping):
+                flat.update(_flatten(value, path))
+            else:
+                flat[path] = [str(item) for item in (value if isinstance(value, list) else [value])]
+    else:
+        flat[prefix or "_spec"] = [str(messages)]
+    return flat
+
+
+__all__ = ["EXCLUDE", "IntegrationSpec", "SpecSchema", "merge_changes", "spec_from_stored", "validate_spec"]

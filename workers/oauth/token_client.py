@@ -1,0 +1,353 @@
+"""A client for OAuth 2.0 token endpoints (RFC 6749 §3.2, §4.1.3, §4.4, §6).
+
+The HTTP session and clock are passed in; the session is guarded by the address
+policy (:mod:`workers.oauth.transport`), so every request goes only to an address that
+was checked just before. Redirects are never followed, so a 307 can never resend
+a refresh token or client secret to another host. Bodies
+are read up to a size cap, and every request ends by its deadline, connect +
+read timeout, however slowly the server answers. Every failure becomes a :class:`ProviderError` whose
+type says whether a retry can help (RFC 6749 §5.2).
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, quote_plus, urlsplit
+
+import requests
+
+from workers.clock import Clock
+from workers.engine.spec import IntegrationSpec
+from workers.errors import PermanentProviderError, ProviderError, TransientProviderError, scrub
+from workers.oauth.addresses import AddressPolicy
+from workers.oauth.transport import DeadlinePassed, ForbiddenAddressError, guard, iter_body
+
+# RFC 6749 §5.2 codes: the same request will fail again until a person acts.
+PERMANENT_ERRORS = frozenset(
+    {
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+        "access_denied",
+    }
+)
+# Codes some providers send from the token endpoint for passing trouble.
+TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error", "slow_down"})
+TRANSIENT_STATUSES = frozenset({408, 425, 429})
+
+
+@dataclass(frozen=True)
+class TokenResponse:
+    access_token: str = field(repr=False)
+    token_type: str
+    issued_at: float
+    # None when the provider gave no lifetime and the token is not a JWT with exp.
+    expires_at: float | None
+    refresh_token: str | None = field(default=None, repr=False)
+    scope: str | None = None
+    # OpenID Connect: says which account consented (read by the Authorization Code flow).
+    id_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class TokenClient:
+    session: requests.Session
+    clock: Clock
+    connect_timeout: float = 5.0
+    read_timeout: float = 20.0
+    max_bytes: int = 1_048_576
+    addresses: AddressPolicy = field(default_factory=AddressPolicy)
+
+    def __post_init__(self) -> None:
+        # Whatever session is passed in, its requests go through the address policy.
+        guard(self.session, self.addresses)
+
+    def client_credentials(self, spec: IntegrationSpec) -> TokenResponse:
+        params = {"grant_type": "client_credentials"}
+        if spec.scopes:
+            params["scope"] = " ".join(spec.scopes)
+        return self.request(spec, params)
+
+    def refresh(self, spec: IntegrationSpec, refresh_token: str) -> TokenResponse:
+        params = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        if spec.scopes and spec.grant_type == "refresh_token":
+            params["scope"] = " ".join(spec.scopes)
+        return self.request(spec, params, secrets=(refresh_token,))
+
+    def exchange_code(
+        self, spec: IntegrationSpec, code: str, redirect_uri: str, code_verifier: str | None
+    ) -> TokenResponse:
+        params = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+        if code_verifier:
+            params["code_verifier"] = code_verifier
+        return self.request(spec, params, secrets=(code, code_verifier))
+
+    def request(
+        self, spec: IntegrationSpec, params: Mapping[str, str], secrets: tuple[str | None, ...] = ()
+    ) -> TokenResponse:
+        known_secrets = (spec.client_secret, spec.refresh_token, *secrets)
+        sent_at = self.clock()
+        status, response_headers, body = self._post(
+            spec, spec.endpoint, {**spec.extra_token_params, **params}, "token endpoint"
+        )
+        return parse_token_response(
+            status, response_headers, body, sent_at=sent_at, secrets=known_secrets, now=self.clock()
+        )
+
+    def revoke(self, spec: IntegrationSpec, token: str, hint: str) -> None:
+        """Revoke ``token`` at the spec's revocation endpoint (RFC 7009 §2.1); raises ProviderError."""
+        assert spec.revocation_url is not None  # the caller checks
+        status, headers, body = self._post(
+            spec,
+            spec.revocation_url,
+            {"token": token, "token_type_hint": hint},
+            "revocation endpoint",
+        )
+        if status == 200:
+            return  # also for a token the server no longer knows (§2.2)
+        payload = _decode_body(headers.get("Content-Type", ""), body) or {}
+        if "error" in payload:
+            raise _oauth_error(status, headers, payload, (spec.client_secret, token), self.clock())
+        cls = TransientProviderError if status >= 500 or status in TRANSIENT_STATUSES else PermanentProviderError
+        raise cls(
+            "revocation_failed",
+            f"HTTP {status} from the revocation endpoint",
+            status=status,
+            retry_after=retry_after_seconds(headers, self.clock()),
+        )
+
+    def get_json(self, url: str, what: str) -> dict[str, Any]:
+        """GET a JSON document (discovery metadata) under the same address policy and size cap."""
+        try:
+            with self.session.get(
+                url,
+                headers={"Accept": "application/json"},
+                timeout=(self.connect_timeout, self.read_timeout),
+                allow_redirects=False,
+                stream=True,
+            ) as response:
+                body = self._read_capped(response)
+                status = response.status_code
+        except ForbiddenAddressError as exc:
+            raise PermanentProviderError("forbidden_address", f"{what}: {exc}") from None
+        except DeadlinePassed as exc:
+            raise TransientProviderError("timeout", f"{what}: {exc}") from None
+        except requests.RequestException as exc:
+            raise TransientProviderError("request_failed", f"{what}: {type(exc).__name__}") from None
+        if status != 200:
+            raise PermanentProviderError("not_found", f"{what} answered HTTP {status}", status=status)
+        try:
+            document = json.loads(body)
+        except ValueError:
+            raise PermanentProviderError("invalid_metadata", f"{what} is not JSON") from None
+        if not isinstance(document, dict):
+            raise PermanentProviderError("invalid_metadata", f"{what} is not a JSON object")
+        return document
+
+    def _post(
+        self, spec: IntegrationSpec, url: str, params: Mapping[str, str], what: str
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        data = dict(params)
+        headers = {"Accept": "application/json"}
+        if spec.auth_method == "client_secret_post":
+            data["client_id"] = spec.client_id
+            data["client_secret"] = spec.client_secret
+        else:
+            headers["Authorization"] = basic_authorization(spec.client_id, spec.client_secret)
+        try:
+            with self.session.post(
+                url,
+                data=data,
+                headers=headers,
+                timeout=(self.connect_timeout, self.read_timeout),
+                allow_redirects=False,
+                stream=True,
+            ) as response:
+                return response.status_code, response.headers, self._read_capped(response)
+        except ForbiddenAddressError as exc:
+            raise PermanentProviderError("forbidden_address", f"the {what}: {exc}") from None
+        except DeadlinePassed as exc:
+            # "timeout" like the per-read one: either way the provider may have acted on the request.
+            raise TransientProviderError("timeout", f"the {what} did not answer in time: {exc}") from None
+        except requests.Timeout:
+            raise TransientProviderError("timeout", f"the {what} did not answer in time") from None
+        except requests.ConnectionError:
+            raise TransientProviderError("connection_error", f"could not connect to the {what}") from None
+        except requests.RequestException as exc:
+            raise TransientProviderError("request_failed", type(exc).__name__) from None
+
+    def _read_capped(self, response: requests.Response) -> bytes:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            raise TransientProviderError(
+                "response_too_large",
+                f"body of {declared} bytes is over the {self.max_bytes}-byte cap",
+                status=response.status_code,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in iter_body(response):
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise TransientProviderError(
+                    "response_too_large",
+                    f"body is over the {self.max_bytes}-byte cap",
+                    status=response.status_code,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def basic_authorization(client_id: str, client_secret: str) -> str:
+    """HTTP Basic credentials as RFC 6749 §2.3.1 wants: each part form-urlencoded first."""
+    pair = f"{quote_plus(client_id)}:{quote_plus(client_secret)}"
+    return "Basic " + base64.b64encode(pair.encode()).decode()
+
+
+def parse_token_response(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    sent_at: float,
+    now: float,
+    secrets: tuple[str | None, ...] = (),
+) -> TokenResponse:
+    """Turn what a token endpoint answered into a token, or raise a classified error."""
+    payload = _decode_body(headers.get("Content-Type", ""), body)
+    if 300 <= status < 400:
+        raise TransientProviderError(
+            "redirect_not_followed",
+            f"the token endpoint answered with a redirect to {_location_host(headers)}; "
+            "redirects are never followed, check token_url",
+            status=status,
+        )
+    if payload is not None and payload.get("error"):
+        raise _oauth_error(status, headers, payload, secrets, now)
+    if not 200 <= status < 300:
+        cls: type[ProviderError] = (
+            TransientProviderError if status >= 500 or status in TRANSIENT_STATUSES else PermanentProviderError
+        )
+        raise cls(f"http_{status}", _describe_body(body), status=status, retry_after=retry_after_seconds(headers, now))
+    if payload is None:
+        raise TransientProviderError(
+            "malformed_response", "the token endpoint sent neither JSON nor a form", status=status
+        )
+    access_token = payload.get("access_token")
+    if not isinstance(access_token, str) or not access_token:
+        raise TransientProviderError("malformed_response", "the answer has no access_token", status=status)
+    refresh_token = payload.get("refresh_token")
+    scope = payload.get("scope")
+    id_token = payload.get("id_token")
+    return TokenResponse(
+        access_token=access_token,
+        token_type=_token_type(payload.get("token_type")),
+        issued_at=sent_at,
+        expires_at=_expires_at(payload.get("expires_in"), access_token, sent_at),
+        refresh_token=refresh_token if isinstance(refresh_token, str) and refresh_token else None,
+        scope=" ".join(scope) if isinstance(scope, list) else (scope if isinstance(scope, str) else None),
+        id_token=id_token if isinstance(id_token, str) and id_token else None,
+    )
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float) -> float | None:
+    """``Retry-After`` as seconds from now, from either of its RFC 9110 forms."""
+    raw = (headers.get("Retry-After") or "").strip()
+    if not raw:
+        return None
+    if raw.isdigit():
+        return float(raw)
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def _decode_body(content_type: str, body: bytes) -> dict[str, Any] | None:
+    text = body.decode("utf-8", errors="replace").strip()
+    if not text:
+        return None
+    if "json" in content_type or text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+    if "x-www-form-urlencoded" in content_type or "text/plain" in content_type:
+        # GitHub answers in this form unless asked for JSON.
+        pairs = parse_qsl(text, keep_blank_values=True)
+        return dict(pairs) if pairs and "<" not in text[:1] else None
+    return None
+
+
+def _oauth_error(
+    status: int,
+    headers: Mapping[str, str],
+    payload: Mapping[str, Any],
+    secrets: tuple[str | None, ...],
+    now: float,
+) -> ProviderError:
+    code = scrub(str(payload.get("error")), secrets, limit=80)
+    description = scrub(str(payload.get("error_description") or ""), secrets)
+    if code in PERMANENT_ERRORS:
+        cls: type[ProviderError] = PermanentProviderError
+    elif code in TRANSIENT_ERRORS or status >= 500 or status in TRANSIENT_STATUSES:
+        cls = TransientProviderError
+    else:
+        cls = PermanentProviderError
+    return cls(code, description, status=status, retry_after=retry_after_seconds(headers, now))
+
+
+def _token_type(raw: Any) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        return "Bearer"
+    # RFC 6749 §5.1: case-insensitive; consumers put it straight in a header.
+    return "Bearer" if raw.strip().lower() == "bearer" else raw.strip()
+
+
+def _expires_at(expires_in: Any, access_token: str, sent_at: float) -> float | None:
+    # Counting from when the request was sent errs on the early side.
+    try:
+        seconds = float(expires_in)
+    except (TypeError, ValueError):
+        seconds = None
+    if seconds is not None and seconds > 0:
+        return sent_at + seconds
+    return jwt_expiry(access_token)
+
+
+def jwt_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a JWT access token, read without verifying it (it is only a hint)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    segment = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(segment.encode()))
+    except ValueError:
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
+
+
+def _describe_body(body: bytes) -> str:
+    text = body.decode("utf-8", errors="replace").strip()
+    if text.lower().startswith(("<!doctype", "<html")) or "<body" in text[:500].lower():
+        return "the token endpoint sent an HTML page"
+    # Unknown text may echo what we sent; report only its size.
+    return f"{len(body)} bytes of unexpected body" if text else "empty body"
+
+
+def _location_host(headers: Mapping[str, str]) -> str:
+    location = headers.get("Location", "")
+    host = urlsplit(location).hostname if location else None
+    return host or "an unnamed location"
