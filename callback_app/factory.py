@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 from flask import Flask, Response
 
 from config import Settings, load_settings, local_environ
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from workers.engine.runtime import Runtime
 
 # No scripts at all; styles only from our own static file.
 CONTENT_SECURITY_POLICY = (
@@ -17,7 +22,9 @@ CONTENT_SECURITY_POLICY = (
 MAX_REQUEST_BODY = 16 * 1024
 
 
-def create_app(settings: Settings | None = None, *, runtime: Any = None, celery: Any = None) -> Flask:
+def create_app(
+    settings: Settings | None = None, *, runtime: Runtime | None = None, celery: Celery | None = None
+) -> Flask:
     from workers.celery_app import create_celery
     from workers.engine.runtime import build_runtime
 

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from flask import current_app
 
 from config import Settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from workers.engine.runtime import Runtime
 
 
 def settings() -> Settings:
     return current_app.extensions["tokenkeeper"]["settings"]
 
 
-def runtime() -> Any:
+def runtime() -> Runtime:
     return current_app.extensions["tokenkeeper"]["runtime"]
 
 
-def celery() -> Any:
+def celery() -> Celery:
     return current_app.extensions["tokenkeeper"]["celery"]

@@ -263,13 +263,13 @@ def _runtime(settings: Settings) -> Any:
 def _list(settings: Settings, options: argparse.Namespace) -> int:
     from workers.engine.overview import overview
 
-    rows = [("NAME", "GRANT", "STATUS", "EXPIRES IN", "REASON")]
+    lines = [("NAME", "GRANT", "STATUS", "EXPIRES IN", "REASON")]
     for row in overview(_runtime(settings).store, time.time()):
         expires = "-" if row.expires_in is None else f"{int(row.expires_in)}s"
-        rows.append((row.name, row.grant_type, row.status, expires, row.reason[:60]))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        lines.append((row.name, row.grant_type, row.status, expires, row.reason[:60]))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
     return 0
 
 

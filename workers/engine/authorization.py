@@ -323,7 +323,7 @@ class Authorizations:
                 "checked against the connected account and was refused; nothing was changed. "
                 "To connect another account, ask for a link made for a new account."
             )
-        if not same_account(account, record.account):
+        if not same_account(account, dict(record.account)):
             self._discard(
                 spec,
                 record,

@@ -87,7 +87,7 @@ class IntegrationSpec:
         return {name: getattr(self, name) for name in SECRET_FIELDS if getattr(self, name)}
 
 
-class _Scopes(fields.Field):
+class _Scopes(fields.Field[tuple[str, ...]]):
     """A list of strings, or one space-separated string; stored as a tuple."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> tuple[str, ...]:
@@ -103,7 +103,7 @@ class _Scopes(fields.Field):
         raise ValidationError("must be a list of strings or one space-separated string")
 
 
-class _StrictBoolean(fields.Field):
+class _StrictBoolean(fields.Field[bool]):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
         if not isinstance(value, bool):
             raise ValidationError("must be true or false")
@@ -294,9 +294,9 @@ def merge_changes(current: IntegrationSpec, changes: Any) -> dict[str, Any]:
 
 def spec_from_stored(public: Mapping[str, Any], secrets: Mapping[str, str]) -> IntegrationSpec:
     """Rebuild a spec that was validated before it was stored."""
-    data = dict(public)
+    data: dict[str, Any] = {**public, **secrets}
     data["scopes"] = tuple(data.get("scopes", ()))
-    return IntegrationSpec(**data, **secrets)
+    return IntegrationSpec(**data)
 
 
 def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:

