@@ -1,4 +1,4 @@
-"""The Celery tasks of CONTRACT.md: each one line of delegation to a domain object.
+"""The Celery tasks of docs/contract.md: each one line of delegation to a domain object.
 
 Names are stable. Arguments are JSON: names and specs in, small secret-free
 dicts out. Errors of ours are ``throws``: expected, stored as the task's

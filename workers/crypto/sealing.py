@@ -25,7 +25,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from workers.errors import ConfigurationError, SpecError
 
-# Every spec field that holds a secret, whichever grant type uses it (CONTRACT.md).
+# Every spec field that holds a secret, whichever grant type uses it (docs/contract.md).
 SEALED_FIELDS = ("client_secret", "refresh_token", "private_key", "client_key", "subject_token")
 # Changing it changes every derived key pair: boxes sealed before would no longer open.
 _HKDF_INFO = b"tokenkeeper sealed-box v1"

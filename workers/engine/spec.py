@@ -2,7 +2,7 @@
 
 Plain Python and marshmallow only. ``validate_spec`` is the single door every spec
 goes through (create, update, re-validation of a stored spec), so the rules of
-``CONTRACT.md`` live here once.
+``docs/contract.md`` live here once.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Keys (``P`` is the configurable prefix, ``tokenkeeper:`` by default):
 
-    P token:<name>        hash   the consumer interface (CONTRACT.md); no secrets but the access token
+    P token:<name>        hash   the consumer interface (docs/contract.md); no secrets but the access token
     P integration:<name>  hash   spec (JSON, no secrets), sealed secrets, status, version, schedule,
                                  connected account (JSON: sub, email, name)
     P history:<name>      list   status changes, newest first, capped

@@ -1,4 +1,4 @@
-"""Spec validation follows CONTRACT.md field by field; every rejection names the field."""
+"""Spec validation follows docs/contract.md field by field; every rejection names the field."""
 
 from __future__ import annotations
 
