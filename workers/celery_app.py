@@ -1,7 +1,12 @@
-"""The one place the Celery app is built.
+"""The one place a Celery app is built: ``create_celery(settings)``.
 
 Run a worker with ``celery -A workers.celery_app worker`` and the scheduler with
-``celery -A workers.celery_app beat``, both from the repository root.
+``celery -A workers.celery_app beat``, both from the repository root. Celery finds
+the module's ``app`` attribute; it is built from the environment on that first
+access (PEP 562), so importing this module (the Flask factory, the CLI, a
+producer, tests) reads no settings and builds no app. Each entry point builds
+one app from the settings it loaded; the tasks and the signal handlers below
+find the settings through the app (:func:`settings_of`), never a module global.
 """
 
 from __future__ import annotations
@@ -11,10 +16,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from celery import Celery, signals
+from celery import Celery, current_app, signals
 from celery.worker.request import Request
 
 from config import Settings, load_settings, local_environ
+from workers.errors import ConfigurationError
 from workers.ops.logformat import configure
 from workers.ops.redaction import args_repr
 
@@ -88,13 +94,33 @@ def _redact_published_arguments(
         headers["argsrepr"], headers["kwargsrepr"] = args_repr(body[0] or (), body[1] or {})
 
 
-settings = load_settings(local_environ(os.environ))
-app = create_celery(settings)
+def settings_of(app: Celery) -> Settings:
+    """The settings ``app`` was built from by :func:`create_celery`."""
+    settings = app.conf.get("tokenkeeper_settings")
+    if not isinstance(settings, Settings):
+        raise ConfigurationError(f"Celery app {app.main!r} was not built by workers.celery_app.create_celery")
+    return settings
+
+
+def __getattr__(name: str) -> Celery:
+    # `celery -A workers.celery_app` asks for `app`: only then are the settings read.
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    app = create_celery(load_settings(local_environ(os.environ)))
+    globals()["app"] = app
+    return app
+
+
+def _own_settings(app: Celery) -> Settings | None:
+    # The handlers below are connected for every app in the process; they act only for ours.
+    settings = app.conf.get("tokenkeeper_settings")
+    return settings if isinstance(settings, Settings) else None
 
 
 @signals.worker_init.connect
-def _require_secret_key(**_: Any) -> None:
-    if not settings.secret_keys:
+def _require_secret_key(sender: Any = None, **_: Any) -> None:
+    settings = _own_settings(sender.app)
+    if settings is not None and not settings.secret_keys:
         raise SystemExit(
             "TOKENKEEPER_SECRET_KEY is not set: workers need it to seal and open secrets "
             "(create one with `tokenkeeper genkey`)"
@@ -102,12 +128,18 @@ def _require_secret_key(**_: Any) -> None:
 
 
 @signals.beat_init.connect
-def _make_data_dir(**_: Any) -> None:
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+def _make_data_dir(sender: Any = None, **_: Any) -> None:
+    settings = _own_settings(sender.app)
+    if settings is not None:
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
 
 
 @signals.after_setup_logger.connect
 @signals.after_setup_task_logger.connect
 def _configure_logs(logger: logging.Logger, loglevel: int | str | None = None, **_: Any) -> None:
+    # Celery sends these without a sender; the app setting up logs is the process's current one.
+    settings = _own_settings(current_app)
+    if settings is None:
+        return
     debug = loglevel in (logging.DEBUG, "DEBUG")
     configure(logger, json_lines=settings.log_format == "json", quiet_routine=not debug)

@@ -3,17 +3,22 @@
 Names are stable. Arguments are JSON: names and specs in, small secret-free
 dicts out. Errors of ours are ``throws``: expected, stored as the task's
 failure, logged without a traceback.
+
+The tasks are shared: they bind to whichever app the process built (the
+worker's, from ``celery -A workers.celery_app``) and reach the settings through
+it, so importing this module reads no settings.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
+import threading
+import weakref
 from typing import Any
 
-from celery import Task
+from celery import Celery, Task, current_app, shared_task
 
-from workers.celery_app import RedactedRequest, app, settings
+from workers.celery_app import RedactedRequest, settings_of
 from workers.engine.authorization import Authorizations
 from workers.engine.refresher import Refresher
 from workers.engine.registry import Registry
@@ -29,10 +34,19 @@ log = logging.getLogger(__name__)
 BUSY_RETRY_SECONDS = 1.0
 
 
-@functools.cache
+_runtimes: weakref.WeakKeyDictionary[Celery, Runtime] = weakref.WeakKeyDictionary()
+_runtimes_lock = threading.Lock()
+
+
 def runtime() -> Runtime:
+    """The runtime for the settings of the app running this task, built once per app."""
     # Built on first use, inside the worker process (after prefork's fork).
-    return build_runtime(settings)
+    app = current_app._get_current_object()
+    with _runtimes_lock:
+        found = _runtimes.get(app)
+        if found is None:
+            found = _runtimes[app] = build_runtime(settings_of(app))
+        return found
 
 
 class TokenkeeperTask(Task):
@@ -41,7 +55,7 @@ class TokenkeeperTask(Task):
 
 
 def _task(name: str, **options: Any) -> Any:
-    return app.task(name=name, base=TokenkeeperTask, **options)
+    return shared_task(name=name, base=TokenkeeperTask, **options)
 
 
 @_task("tokenkeeper.create_integration")
@@ -105,9 +119,9 @@ def schedule_refreshes() -> int:
         rt.store,
         enqueue_refresh,
         now=rt.clock(),
-        horizon=settings.schedule_horizon,
-        lost_after=settings.lost_after,
-        max_rate=settings.max_refresh_rate,
+        horizon=rt.settings.schedule_horizon,
+        lost_after=rt.settings.lost_after,
+        max_rate=rt.settings.max_refresh_rate,
     )
 
 
