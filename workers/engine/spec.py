@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from workers.errors import SpecError
-from workers.oauth.addresses import AddressPolicy, literal_address
+from workers.oauth.addresses import AddressPolicy, is_loopback
 from workers.oauth.providers import expand_preset
 
 GRANT_TYPES = ("client_credentials", "authorization_code", "refresh_token")
@@ -143,13 +143,6 @@ class _Url(fields.String):
                 "(or list the host in TOKENKEEPER_INSECURE_HTTP_HOSTS)"
             )
         return text
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    address = literal_address(host)
-    return address is not None and address.is_loopback
 
 
 def _valid_name(value: str) -> None:
