@@ -34,14 +34,14 @@ from typing import Any
 
 import redis
 
+from workers.store.codec import text, text_map
+from workers.store.keys import DEFAULT_PREFIX, Keys
+from workers.store.status import Status
+
+__all__ = ["KEEP_SCHEDULE", "IntegrationRecord", "Keys", "Lock", "Status", "Store"]
+
 TOKEN_FIELDS = ("access_token", "token_type", "expires_at", "scope", "status", "updated_at")
 HISTORY_LENGTH = 50
-
-STATUS_PENDING = "pending_authorization"
-STATUS_ACTIVE = "active"
-STATUS_RETRYING = "retrying"
-STATUS_NEEDS_REAUTH = "needs_reauth"
-STATUSES = (STATUS_PENDING, STATUS_ACTIVE, STATUS_RETRYING, STATUS_NEEDS_REAUTH)
 
 # A guarded write that leaves the refresh schedule untouched.
 KEEP_SCHEDULE = "keep"
@@ -266,9 +266,10 @@ class Lock:
 class Store:
     """Redis access for one key prefix. Receives its client; opens nothing itself."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "tokenkeeper:", *, outbox: bool = False) -> None:
+    def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX, *, outbox: bool = False) -> None:
         self.redis = client
         self.prefix = prefix
+        self.keys = Keys(prefix)
         # Status changes are queued for the webhook only when one is configured.
         self.outbox = outbox
         self._create = client.register_script(_CREATE)
@@ -281,104 +282,60 @@ class Store:
         self._note = client.register_script(_NOTE)
         self._aof_supported: bool | None = None
 
-    # -- key names -------------------------------------------------------
-    def token_key(self, name: str) -> str:
-        return f"{self.prefix}token:{name}"
-
-    def integration_key(self, name: str) -> str:
-        return f"{self.prefix}integration:{name}"
-
-    def history_key(self, name: str) -> str:
-        return f"{self.prefix}history:{name}"
-
-    def lock_key(self, name: str) -> str:
-        return f"{self.prefix}lock:{name}"
-
-    def reserve_key(self, name: str) -> str:
-        return f"{self.prefix}reserve:{name}"
-
-    def state_key(self, state_id: str) -> str:
-        return f"{self.prefix}state:{state_id}"
-
-    def link_states_key(self, link_id: str) -> str:
-        return f"{self.prefix}link:states:{link_id}"
-
-    def link_spent_key(self, link_id: str) -> str:
-        return f"{self.prefix}link:spent:{link_id}"
-
-    def channel(self, name: str) -> str:
-        return f"{self.prefix}events:{name}"
-
-    @property
-    def outbox_key(self) -> str:
-        return f"{self.prefix}outbox"
-
-    @property
-    def names_key(self) -> str:
-        return f"{self.prefix}names"
-
-    @property
-    def schedule_key(self) -> str:
-        return f"{self.prefix}schedule"
-
-    @property
-    def inflight_key(self) -> str:
-        return f"{self.prefix}inflight"
-
     # -- reads -----------------------------------------------------------
     def exists(self, name: str) -> bool:
-        return bool(self.redis.exists(self.integration_key(name)))
+        return bool(self.redis.exists(self.keys.integration(name)))
 
     def load(self, name: str) -> IntegrationRecord | None:
-        raw = self.redis.hgetall(self.integration_key(name))
-        return IntegrationRecord.from_hash(name, _text_map(raw)) if raw else None
+        raw = self.redis.hgetall(self.keys.integration(name))
+        return IntegrationRecord.from_hash(name, text_map(raw)) if raw else None
 
     def load_many(self, names: Iterable[str]) -> list[tuple[IntegrationRecord, dict[str, str]]]:
         """Integration and consumer hash of each of ``names`` in one round trip; deleted ones left out."""
         wanted = list(names)
         pipe = self.redis.pipeline(transaction=False)
         for name in wanted:
-            pipe.hgetall(self.integration_key(name))
-            pipe.hgetall(self.token_key(name))
+            pipe.hgetall(self.keys.integration(name))
+            pipe.hgetall(self.keys.token(name))
         replies = pipe.execute()
         return [
-            (IntegrationRecord.from_hash(name, _text_map(raw)), _text_map(token))
+            (IntegrationRecord.from_hash(name, text_map(raw)), text_map(token))
             for name, raw, token in zip(wanted, replies[::2], replies[1::2], strict=True)
             if raw
         ]
 
     def token(self, name: str) -> dict[str, str]:
-        return _text_map(self.redis.hgetall(self.token_key(name)))
+        return text_map(self.redis.hgetall(self.keys.token(name)))
 
     def tokens(self, names: Iterable[str]) -> list[dict[str, str]]:
         """The consumer hashes of ``names`` in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
-            pipe.hgetall(self.token_key(name))
-        return [_text_map(raw) for raw in pipe.execute()]
+            pipe.hgetall(self.keys.token(name))
+        return [text_map(raw) for raw in pipe.execute()]
 
     def statuses(self, names: Iterable[str]) -> list[str]:
         """The consumer-visible status of each of ``names``, in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
-            pipe.hget(self.token_key(name), "status")
-        return [_text(status) if status is not None else "" for status in pipe.execute()]
+            pipe.hget(self.keys.token(name), "status")
+        return [text(status) if status is not None else "" for status in pipe.execute()]
 
     def names(self) -> list[str]:
-        return sorted(_text(name) for name in self.redis.smembers(self.names_key))
+        return sorted(text(name) for name in self.redis.smembers(self.keys.names))
 
     def history(self, name: str) -> list[dict[str, Any]]:
-        return [json.loads(entry) for entry in self.redis.lrange(self.history_key(name), 0, -1)]
+        return [json.loads(entry) for entry in self.redis.lrange(self.keys.history(name), 0, -1)]
 
     # -- creation --------------------------------------------------------
     def reserve(self, name: str, ttl: float) -> bool:
         """Hold ``name`` while its first token is fetched, so two creations cannot race."""
         if self.exists(name):
             return False
-        return bool(self.redis.set(self.reserve_key(name), "1", nx=True, px=int(ttl * 1000)))
+        return bool(self.redis.set(self.keys.reserve(name), "1", nx=True, px=int(ttl * 1000)))
 
     def unreserve(self, name: str) -> None:
-        self.redis.delete(self.reserve_key(name))
+        self.redis.delete(self.keys.reserve(name))
 
     def create(
         self,
@@ -389,13 +346,13 @@ class Store:
         due: float | None,
     ) -> bool:
         keys = [
-            self.integration_key(name),
-            self.token_key(name),
-            self.history_key(name),
-            self.names_key,
-            self.schedule_key,
-            self.reserve_key(name),
-            self.outbox_key,
+            self.keys.integration(name),
+            self.keys.token(name),
+            self.keys.history(name),
+            self.keys.names,
+            self.keys.schedule,
+            self.keys.reserve(name),
+            self.keys.outbox,
         ]
         args = [
             _json_fields(fields),
@@ -435,13 +392,13 @@ class Store:
         """
         name = lock.name
         keys = [
-            self.integration_key(name),
-            self.token_key(name),
-            self.history_key(name),
-            self.schedule_key,
-            self.inflight_key,
-            self.lock_key(name),
-            self.outbox_key,
+            self.keys.integration(name),
+            self.keys.token(name),
+            self.keys.history(name),
+            self.keys.schedule,
+            self.keys.inflight,
+            self.keys.lock(name),
+            self.keys.outbox,
         ]
         args = [
             lock.owner,
@@ -451,7 +408,7 @@ class Store:
             _json_fields(token),
             json.dumps(history),
             _score(due),
-            self.channel(name),
+            self.keys.events(name),
             HISTORY_LENGTH,
             "1" if release else "0",
             "1" if self.outbox else "0",
@@ -491,23 +448,23 @@ class Store:
     def delete(self, name: str) -> bool:
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(
-            self.integration_key(name),
-            self.token_key(name),
-            self.history_key(name),
-            self.reserve_key(name),
-            self.lock_key(name),
+            self.keys.integration(name),
+            self.keys.token(name),
+            self.keys.history(name),
+            self.keys.reserve(name),
+            self.keys.lock(name),
         )
-        pipe.srem(self.names_key, name)
-        pipe.zrem(self.schedule_key, name)
-        pipe.zrem(self.inflight_key, name)
-        pipe.publish(self.channel(name), "deleted")
+        pipe.srem(self.keys.names, name)
+        pipe.zrem(self.keys.schedule, name)
+        pipe.zrem(self.keys.inflight, name)
+        pipe.publish(self.keys.events(name), "deleted")
         deleted = pipe.execute()[0]
         return bool(deleted)
 
     # -- single flight ---------------------------------------------------
     def acquire(self, name: str, ttl: float) -> Lock | None:
         owner = _secrets.token_hex(16)
-        if self.redis.set(self.lock_key(name), owner, nx=True, px=int(ttl * 1000)):
+        if self.redis.set(self.keys.lock(name), owner, nx=True, px=int(ttl * 1000)):
             return Lock(name, owner)
         return None
 
@@ -515,9 +472,9 @@ class Store:
         """Take the lock and read the integration in one round trip; the record comes either way."""
         owner = _secrets.token_hex(16)
         taken, raw = self._acquire_and_load(
-            keys=[self.lock_key(name), self.integration_key(name)], args=[owner, int(ttl * 1000)]
+            keys=[self.keys.lock(name), self.keys.integration(name)], args=[owner, int(ttl * 1000)]
         )
-        pairs = [_text(item) for item in raw]
+        pairs = [text(item) for item in raw]
         record = IntegrationRecord.from_hash(name, dict(zip(pairs[::2], pairs[1::2], strict=True))) if pairs else None
         return (Lock(name, owner) if taken else None), record
 
@@ -532,7 +489,7 @@ class Store:
             time.sleep(0.05)
 
     def release(self, lock: Lock) -> bool:
-        return bool(self._release(keys=[self.lock_key(lock.name)], args=[lock.owner]))
+        return bool(self._release(keys=[self.keys.lock(lock.name)], args=[lock.owner]))
 
     # -- scheduling ------------------------------------------------------
     def claim_due(
@@ -547,40 +504,40 @@ class Store:
         """
         gap = 1.0 / max_rate if max_rate > 0 else 0.0
         raw = self._claim(
-            keys=[self.schedule_key, self.inflight_key, f"{self.prefix}rate_slot"],
-            args=[repr(now), repr(now + horizon), repr(lost_after), limit, self.integration_key(""), repr(gap)],
+            keys=[self.keys.schedule, self.keys.inflight, self.keys.rate_slot],
+            args=[repr(now), repr(now + horizon), repr(lost_after), limit, self.keys.integration(""), repr(gap)],
         )
-        return [(_text(raw[i]), float(raw[i + 1]), float(raw[i + 2])) for i in range(0, len(raw), 3)]
+        return [(text(raw[i]), float(raw[i + 1]), float(raw[i + 2])) for i in range(0, len(raw), 3)]
 
     def schedule(self, name: str, due: float) -> None:
-        self.redis.zadd(self.schedule_key, {name: due})
+        self.redis.zadd(self.keys.schedule, {name: due})
 
     # -- one-time values (authorization state, parked codes) -------------
     def put_state(
         self, state_id: str, value: Mapping[str, Any], ttl: int, *, link_id: str, now: float, most: int
     ) -> int:
         """Store a state for the link ``link_id`` unless it is spent (-1) or has ``most`` outstanding (0)."""
-        keys = [self.state_key(state_id), self.link_states_key(link_id), self.link_spent_key(link_id)]
+        keys = [self.keys.state(state_id), self.keys.link_states(link_id), self.keys.link_spent(link_id)]
         return int(self._put_state(keys=keys, args=[json.dumps({**value, "link": link_id}), ttl, repr(now), most]))
 
     def take_state(self, state_id: str) -> dict[str, Any] | None:
         """Return and delete in one step, so a state is used once even by racing callbacks."""
-        raw = self._take_state(keys=[self.state_key(state_id)], args=[self.link_states_key("")])
+        raw = self._take_state(keys=[self.keys.state(state_id)], args=[self.keys.link_states("")])
         return json.loads(raw) if raw else None
 
     def link_spent(self, link_id: str) -> bool:
-        return bool(self.redis.exists(self.link_spent_key(link_id)))
+        return bool(self.redis.exists(self.keys.link_spent(link_id)))
 
     def note(self, name: str, entry: Mapping[str, Any]) -> bool:
         """Add an entry to ``name``'s history without changing its status (what only operators may read)."""
-        keys = [self.integration_key(name), self.history_key(name)]
+        keys = [self.keys.integration(name), self.keys.history(name)]
         return bool(self._note(keys=keys, args=[json.dumps(entry), HISTORY_LENGTH]))
 
     def put_exchange(self, exchange_id: str, value: Mapping[str, Any], ttl: int) -> None:
-        self.redis.set(f"{self.prefix}exchange:{exchange_id}", json.dumps(value), ex=ttl)
+        self.redis.set(self.keys.exchange(exchange_id), json.dumps(value), ex=ttl)
 
     def take_exchange(self, exchange_id: str) -> dict[str, Any] | None:
-        raw = self.redis.getdel(f"{self.prefix}exchange:{exchange_id}")
+        raw = self.redis.getdel(self.keys.exchange(exchange_id))
         return json.loads(raw) if raw else None
 
     def add_counters(self, counters: Iterable[tuple[str, str, float]]) -> None:
@@ -592,29 +549,21 @@ class Store:
     # -- the webhook's outbox ----------------------------------------------
     def take_events(self, limit: int) -> list[dict[str, Any]]:
         """Remove and return up to ``limit`` of the oldest events; two takers never get the same one."""
-        raw = self.redis.lpop(self.outbox_key, limit) or []
+        raw = self.redis.lpop(self.keys.outbox, limit) or []
         return [json.loads(item) for item in raw]
 
     def put_back_events(self, events: list[dict[str, Any]]) -> None:
         """Return events that could not be handed on, to the front, in their order."""
         if events:
-            self.redis.lpush(self.outbox_key, *[json.dumps(event) for event in reversed(events)])
+            self.redis.lpush(self.keys.outbox, *[json.dumps(event) for event in reversed(events)])
 
     def mark_tick(self, now: float) -> None:
         """Record that a scheduling tick ran (beat and a worker are both alive)."""
-        self.redis.set(f"{self.prefix}beat:last_tick", repr(now))
+        self.redis.set(self.keys.last_tick, repr(now))
 
     def last_tick(self) -> float | None:
-        raw = self.redis.get(f"{self.prefix}beat:last_tick")
+        raw = self.redis.get(self.keys.last_tick)
         return float(raw) if raw else None
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _text_map(raw: Mapping[Any, Any]) -> dict[str, str]:
-    return {_text(key): _text(value) for key, value in raw.items()}
 
 
 def _optional_float(value: str | None) -> float | None:
