@@ -17,6 +17,9 @@ import redis
 from workers.clock import Clock
 from workers.errors import NotFoundError, StateError, TokenkeeperError
 from workers.ops.metrics import observe_read
+from workers.store.codec import text_map
+from workers.store.keys import DEFAULT_PREFIX, Keys
+from workers.store.status import Status
 
 READABLE_FIELDS = ("access_token", "token_type", "expires_at", "scope", "status")
 
@@ -54,25 +57,23 @@ class TokenReader:
     def __init__(
         self,
         client: redis.Redis,
-        prefix: str = "tokenkeeper:",
+        prefix: str = DEFAULT_PREFIX,
         *,
         request_refresh: Callable[[str], object] | None = None,
         clock: Clock = time.time,
     ) -> None:
         self.redis = client
         self.prefix = prefix
+        self.keys = Keys(prefix)
         self.request_refresh = request_refresh
         self.clock = clock
 
-    def key(self, name: str) -> str:
-        return f"{self.prefix}token:{name}"
-
     def read(self, name: str) -> Token:
         """The stored token as it is, whatever its expiry."""
-        raw = self.redis.hgetall(self.key(name))
+        raw = self.redis.hgetall(self.keys.token(name))
         if not raw:
             raise NotFoundError(f"no integration named {name!r}")
-        token = Token.from_hash(name, _decode(raw))
+        token = Token.from_hash(name, text_map(raw))
         observe_read(token.updated_at, self.clock())
         return token
 
@@ -87,10 +88,10 @@ class TokenReader:
         """The consumer hashes of ``names`` as stored, in one round trip (a single HGETALL for one name)."""
         wanted = list(dict.fromkeys(names))
         if len(wanted) == 1:
-            replies = [self.redis.hgetall(self.key(wanted[0]))]
+            replies = [self.redis.hgetall(self.keys.token(wanted[0]))]
         else:
-            replies = self._hgetall_many([self.key(name) for name in wanted])
-        found = {name: _decode(raw) if raw else None for name, raw in zip(wanted, replies, strict=True)}
+            replies = self._hgetall_many([self.keys.token(name) for name in wanted])
+        found = {name: text_map(raw) if raw else None for name, raw in zip(wanted, replies, strict=True)}
         now = self.clock()
         for raw in found.values():
             if raw and raw.get("updated_at"):
@@ -125,7 +126,7 @@ class TokenReader:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
             # Subscribe before asking, so the refresh cannot finish unseen in between.
-            pubsub.subscribe(f"{self.prefix}events:{name}")
+            pubsub.subscribe(self.keys.events(name))
             self.request_refresh(name)
             deadline = time.monotonic() + timeout
             while True:
@@ -145,11 +146,5 @@ class TokenReader:
 
 
 def _raise_if_stopped(token: Token) -> None:
-    if token.status in ("needs_reauth", "pending_authorization"):
+    if token.status in (Status.NEEDS_REAUTH, Status.PENDING):
         raise StateError(f"integration {token.name!r} is {token.status}; it will not refresh by itself")
-
-
-def _decode(raw: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
-    return {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()
-    }

@@ -69,7 +69,7 @@ def test_each_status_change_reaches_the_webhook_signed(
     assert len({d.event["id"] for d in deliveries}) == 5
     assert len(receiver.refused) == 1 and receiver.refused[0].event in [d.event for d in deliveries]
     # Nothing is left waiting and nothing more arrives.
-    assert runtime.store.redis.llen(runtime.store.outbox_key) == 0
+    assert runtime.store.redis.llen(runtime.store.keys.outbox) == 0
 
 
 def test_no_webhook_no_outbox(runtime: Runtime, token_server: TokenServer) -> None:
@@ -77,7 +77,7 @@ def test_no_webhook_no_outbox(runtime: Runtime, token_server: TokenServer) -> No
     Registry(runtime).create(rt_spec(token_server, "crm"))
     token_server.queue(Canned(status=503, body=b"busy"))
     Refresher(runtime).refresh("crm")
-    assert runtime.store.redis.exists(runtime.store.outbox_key) == 0
+    assert runtime.store.redis.exists(runtime.store.keys.outbox) == 0
 
 
 def test_event_ids_stay_unique_when_a_name_is_used_again(

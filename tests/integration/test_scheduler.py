@@ -60,7 +60,7 @@ def test_a_lost_refresh_of_a_deleted_integration_is_dropped(runtime) -> None:
     store.schedule("gone", 100.0)
     assert len(collect(store, now=99, lost_after=30)) == 1
     assert collect(store, now=200, lost_after=30) == []
-    assert runtime.store.redis.zcard(store.inflight_key) == 0
+    assert runtime.store.redis.zcard(store.keys.inflight) == 0
 
 
 def test_two_schedulers_never_queue_the_same_refresh(runtime, redis_url: str) -> None:

@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from workers.engine.links import LinkSigner
 from workers.engine.outcomes import history_entry, token_obtained
+from workers.engine.policy import LOCK_WAIT
 from workers.engine.runtime import Runtime
 from workers.engine.spec import IntegrationSpec, spec_from_stored
 from workers.errors import (
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 
 STATE_TTL = 600
 EXCHANGE_TTL = 120
-LOCK_WAIT = 10.0
 # Flows one link may have under way at once: enough for a retry in another tab, too few to fill Redis.
 MAX_STATES_PER_LINK = 5
 # A state or binding longer than this is not one of ours; refused without a Redis lookup.
@@ -281,7 +281,7 @@ class Authorizations:
                         change, due=response.expires_at, fields={**change.fields, "refresh_at": response.expires_at}
                     )
             # The link is spent in the same step that stores the tokens: one success per link.
-            spent = (self.rt.store.link_spent_key(parked["link"]), "1", max(1.0, parked["link_expires"] - now))
+            spent = (self.rt.store.keys.link_spent(parked["link"]), "1", max(1.0, parked["link_expires"] - now))
             version = self.rt.store.write(
                 lock, record.version, change.fields, change.token, change.history, change.due, marks=[spent]
             )

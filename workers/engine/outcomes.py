@@ -9,7 +9,7 @@ from typing import Any
 from workers.engine.policy import RefreshPolicy
 from workers.errors import ProviderError
 from workers.oauth.token_client import TokenResponse
-from workers.store import STATUS_ACTIVE, STATUS_NEEDS_REAUTH, STATUS_RETRYING
+from workers.store import Status
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def token_obtained(
     return Change(
         fields={
             "secrets": sealed_secrets,
-            "status": STATUS_ACTIVE,
+            "status": Status.ACTIVE,
             "reason": reason,
             "status_at": now,
             "refreshed_at": now,
@@ -56,10 +56,10 @@ def token_obtained(
             "token_type": response.token_type,
             "expires_at": expires_at,
             "scope": response.scope if response.scope is not None else " ".join(requested_scopes),
-            "status": STATUS_ACTIVE,
+            "status": Status.ACTIVE,
             "updated_at": str(int(now)),
         },
-        history=history_entry(now, STATUS_ACTIVE, reason),
+        history=history_entry(now, Status.ACTIVE, reason),
         due=due,
     )
 
@@ -76,12 +76,12 @@ def request_failed(
     if error.retryable:
         attempt = attempts + 1
         due = now + policy.retry_delay(attempt, error.retry_after)
-        status = STATUS_RETRYING
+        status = Status.RETRYING
         reason = f"{reason}; retry {attempt} at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(due))} UTC"
         fields: dict[str, Any] = {"attempts": attempt, "refresh_at": due}
     else:
         due = None
-        status = STATUS_NEEDS_REAUTH
+        status = Status.NEEDS_REAUTH
         fields = {"attempts": attempts + 1, "refresh_at": ""}
         if error.error == "invalid_grant" and last_error in LOST_RESPONSE_ERRORS:
             reason += (

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from workers.oauth.accounts import describe
 from workers.oauth.providers import presets
-from workers.store import STATUS_ACTIVE, STATUS_NEEDS_REAUTH, STATUS_PENDING, STATUS_RETRYING, Store
+from workers.store import Status, Store
 
 # What needs a person first: stopped, then struggling, then waiting for consent, then fine.
-SEVERITY = {STATUS_NEEDS_REAUTH: 0, STATUS_RETRYING: 1, STATUS_PENDING: 2, STATUS_ACTIVE: 3}
+# Keyed by the stored strings (Status is a str enum, so its members are those strings).
+SEVERITY: dict[str, int] = {Status.NEEDS_REAUTH: 0, Status.RETRYING: 1, Status.PENDING: 2, Status.ACTIVE: 3}
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,12 @@ class IntegrationRow:
 
     @property
     def connect_label(self) -> str:
-        return "Connect" if self.status == STATUS_PENDING else "Reconnect"
+        return "Connect" if self.status == Status.PENDING else "Reconnect"
 
     @property
     def can_refresh(self) -> bool:
         # A stopped integration refuses a refresh until someone updates or re-authorizes it.
-        return self.status not in (STATUS_PENDING, STATUS_NEEDS_REAUTH)
+        return self.status not in (Status.PENDING, Status.NEEDS_REAUTH)
 
 
 def overview(store: Store, now: float) -> list[IntegrationRow]:

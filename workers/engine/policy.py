@@ -19,6 +19,10 @@ Random = Callable[[], float]
 # A provider's Retry-After is honoured, but no longer than this.
 MAX_RETRY_AFTER = 3600.0
 
+# How long a change (an update, a deletion, a finished authorization) waits for a refresh under way
+# to let go of the integration's lock; a refresh holds it for one token request at most.
+LOCK_WAIT = 10.0
+
 
 @dataclass(frozen=True)
 class RefreshPolicy:

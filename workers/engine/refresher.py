@@ -14,16 +14,10 @@ from dataclasses import dataclass, field
 
 from workers.engine.outcomes import Change, request_failed, token_obtained
 from workers.engine.runtime import Runtime
-from workers.engine.spec import IntegrationSpec, spec_from_stored
+from workers.engine.spec import spec_from_stored
 from workers.errors import NotFoundError, ProviderError, StateError
 from workers.ops.metrics import RefreshMetrics
-from workers.store import (
-    STATUS_NEEDS_REAUTH,
-    STATUS_PENDING,
-    WRITE_LOST_LOCK,
-    IntegrationRecord,
-    Lock,
-)
+from workers.store import WRITE_LOST_LOCK, IntegrationRecord, Lock, Status
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +100,7 @@ class Refresher:
                 return RefreshResult(name, "busy", record.status, detail="another refresh is under way")
             if planned_at is not None and _superseded(record, planned_at):
                 return RefreshResult(name, "superseded", record.status)
-            if record.status in (STATUS_NEEDS_REAUTH, STATUS_PENDING):
+            if record.status in (Status.NEEDS_REAUTH, Status.PENDING):
                 if planned_at is not None:
                     return RefreshResult(name, "skipped", record.status, detail=record.reason)
                 raise StateError(
@@ -220,7 +214,3 @@ def _superseded(record: IntegrationRecord, planned_at: float) -> bool:
     # means a refresh (or update) has happened since. Not an ordering: jitter may
     # put a newer plan before an older one.
     return record.refresh_at is None or abs(record.refresh_at - planned_at) > _PLANNED_TOLERANCE
-
-
-def stored_spec(runtime: Runtime, record: IntegrationRecord) -> IntegrationSpec:
-    return spec_from_stored(record.public, runtime.box.open(record.sealed_secrets))

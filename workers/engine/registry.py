@@ -14,18 +14,23 @@ from typing import Any
 
 from workers.engine.links import authorization_link
 from workers.engine.outcomes import Change, history_entry, token_obtained
-from workers.engine.refresher import stored_spec
+from workers.engine.policy import LOCK_WAIT
 from workers.engine.runtime import Runtime
-from workers.engine.spec import FIELD_GRANTS, GRANT_TYPES, IntegrationSpec, check_url, merge_changes, validate_spec
+from workers.engine.spec import (
+    FIELD_GRANTS,
+    GRANT_TYPES,
+    IntegrationSpec,
+    check_url,
+    merge_changes,
+    stored_spec,
+    validate_spec,
+)
 from workers.errors import ConflictError, NotFoundError, ProviderError, StateError
 from workers.oauth.discovery import discover
 from workers.oauth.providers import expand_preset
-from workers.store import KEEP_SCHEDULE, STATUS_PENDING, IntegrationRecord, Lock
+from workers.store import KEEP_SCHEDULE, IntegrationRecord, Lock, Status
 
 log = logging.getLogger(__name__)
-
-# How long an update or a deletion waits for a refresh under way to finish.
-LOCK_WAIT = 10.0
 
 
 def summary(name: str, status: str, expires_at: str = "", authorization_url: str = "") -> dict[str, str]:
@@ -101,7 +106,7 @@ class Registry:
             fields = {
                 **base,
                 "secrets": rt.box.seal(spec.secrets()),
-                "status": STATUS_PENDING,
+                "status": Status.PENDING,
                 "reason": "waiting for the user to authorize",
                 "status_at": now,
                 "attempts": 0,
@@ -111,13 +116,13 @@ class Registry:
                 "token_type": "",
                 "expires_at": "",
                 "scope": "",
-                "status": STATUS_PENDING,
+                "status": Status.PENDING,
                 "updated_at": str(int(now)),
             }
-            history = history_entry(now, STATUS_PENDING, "created")
+            history = history_entry(now, Status.PENDING, "created")
             if not rt.store.create(spec.name, fields, token, history, None):
                 raise ConflictError(f"an integration named {spec.name!r} already exists")
-            return summary(spec.name, STATUS_PENDING, authorization_url=self.authorization_url(spec.name))
+            return summary(spec.name, Status.PENDING, authorization_url=self.authorization_url(spec.name))
         change = self._first_token(spec, reason="created")
         if not rt.store.create(spec.name, {**base, **change.fields}, change.token, change.history, change.due):
             raise ConflictError(f"an integration named {spec.name!r} already exists")
@@ -153,7 +158,7 @@ class Registry:
         lock = self._wait_for_lock(name)
         try:
             record = self._load(name)
-            current = stored_spec(rt, record)
+            current = stored_spec(record, rt.box)
             spec = self.validate(merge_changes(current, changes))
             now = rt.clock()
             base = {"spec": spec.public_fields()}
@@ -181,7 +186,7 @@ class Registry:
         try:
             record = self._load(name)
             result: dict[str, Any] = {"name": name, "deleted": True}
-            result.update(self._revoke(stored_spec(self.rt, record), self.rt.store.token(name)))
+            result.update(self._revoke(stored_spec(record, self.rt.box), self.rt.store.token(name)))
             if not self.rt.store.delete(name):
                 raise NotFoundError(f"no integration named {name!r}")
             return result

@@ -11,14 +11,18 @@ import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from workers.errors import SpecError
-from workers.oauth.addresses import AddressPolicy, literal_address
+from workers.oauth.addresses import AddressPolicy, is_loopback
 from workers.oauth.providers import expand_preset
+
+if TYPE_CHECKING:
+    from workers.crypto.secretbox import SecretBox
+    from workers.store import IntegrationRecord
 
 GRANT_TYPES = ("client_credentials", "authorization_code", "refresh_token")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post")
@@ -143,13 +147,6 @@ class _Url(fields.String):
                 "(or list the host in TOKENKEEPER_INSECURE_HTTP_HOSTS)"
             )
         return text
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    address = literal_address(host)
-    return address is not None and address.is_loopback
 
 
 def _valid_name(value: str) -> None:
@@ -297,6 +294,11 @@ def spec_from_stored(public: Mapping[str, Any], secrets: Mapping[str, str]) -> I
     data: dict[str, Any] = {**public, **secrets}
     data["scopes"] = tuple(data.get("scopes", ()))
     return IntegrationSpec(**data)
+
+
+def stored_spec(record: IntegrationRecord, box: SecretBox) -> IntegrationSpec:
+    """The whole spec of a stored integration, its secrets opened with ``box``."""
+    return spec_from_stored(record.public, box.open(record.sealed_secrets))
 
 
 def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:

@@ -50,6 +50,14 @@ def literal_address(host: str) -> IPAddress | None:
     return _unmapped(address)
 
 
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback IP literal: where plain ``http://`` cannot be read on the way."""
+    if host.lower() == "localhost":
+        return True
+    address = literal_address(host)
+    return address is not None and address.is_loopback
+
+
 def is_loopback_name(host: str) -> bool:
     """``localhost`` and ``*.localhost`` always mean loopback (RFC 6761 §6.3)."""
     name = host.lower().rstrip(".")

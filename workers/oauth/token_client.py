@@ -12,20 +12,25 @@ type says whether a retry can help (RFC 6749 §5.2).
 from __future__ import annotations
 
 import base64
-import email.utils
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, quote_plus, urlsplit
 
 import requests
 
 from workers.clock import Clock
-from workers.engine.spec import IntegrationSpec
 from workers.errors import PermanentProviderError, ProviderError, TransientProviderError, scrub
 from workers.oauth.addresses import AddressPolicy
-from workers.oauth.transport import DeadlinePassed, ForbiddenAddressError, guard, iter_body
+from workers.oauth.transport import (
+    TRANSIENT_STATUSES,
+    DeadlinePassed,
+    ForbiddenAddressError,
+    guard,
+    iter_body,
+    retry_after_seconds,
+)
 
 # RFC 6749 §5.2 codes: the same request will fail again until a person acts.
 PERMANENT_ERRORS = frozenset(
@@ -41,7 +46,33 @@ PERMANENT_ERRORS = frozenset(
 )
 # Codes some providers send from the token endpoint for passing trouble.
 TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error", "slow_down"})
-TRANSIENT_STATUSES = frozenset({408, 425, 429})
+
+
+class ClientSpec(Protocol):
+    """What a token or revocation request needs to know of an integration.
+
+    The engine's ``IntegrationSpec`` has all of it; the protocol layer names only what it reads,
+    so it never depends on how integrations are validated or kept.
+    """
+
+    @property
+    def grant_type(self) -> str: ...
+    @property
+    def client_id(self) -> str: ...
+    @property
+    def client_secret(self) -> str: ...
+    @property
+    def refresh_token(self) -> str | None: ...
+    @property
+    def scopes(self) -> tuple[str, ...]: ...
+    @property
+    def auth_method(self) -> str: ...
+    @property
+    def extra_token_params(self) -> Mapping[str, str]: ...
+    @property
+    def revocation_url(self) -> str | None: ...
+    @property
+    def endpoint(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -70,28 +101,26 @@ class TokenClient:
         # Whatever session is passed in, its requests go through the address policy.
         guard(self.session, self.addresses)
 
-    def client_credentials(self, spec: IntegrationSpec) -> TokenResponse:
+    def client_credentials(self, spec: ClientSpec) -> TokenResponse:
         params = {"grant_type": "client_credentials"}
         if spec.scopes:
             params["scope"] = " ".join(spec.scopes)
         return self.request(spec, params)
 
-    def refresh(self, spec: IntegrationSpec, refresh_token: str) -> TokenResponse:
+    def refresh(self, spec: ClientSpec, refresh_token: str) -> TokenResponse:
         params = {"grant_type": "refresh_token", "refresh_token": refresh_token}
         if spec.scopes and spec.grant_type == "refresh_token":
             params["scope"] = " ".join(spec.scopes)
         return self.request(spec, params, secrets=(refresh_token,))
 
-    def exchange_code(
-        self, spec: IntegrationSpec, code: str, redirect_uri: str, code_verifier: str | None
-    ) -> TokenResponse:
+    def exchange_code(self, spec: ClientSpec, code: str, redirect_uri: str, code_verifier: str | None) -> TokenResponse:
         params = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
         if code_verifier:
             params["code_verifier"] = code_verifier
         return self.request(spec, params, secrets=(code, code_verifier))
 
     def request(
-        self, spec: IntegrationSpec, params: Mapping[str, str], secrets: tuple[str | None, ...] = ()
+        self, spec: ClientSpec, params: Mapping[str, str], secrets: tuple[str | None, ...] = ()
     ) -> TokenResponse:
         known_secrets = (spec.client_secret, spec.refresh_token, *secrets)
         sent_at = self.clock()
@@ -102,7 +131,7 @@ class TokenClient:
             status, response_headers, body, sent_at=sent_at, secrets=known_secrets, now=self.clock()
         )
 
-    def revoke(self, spec: IntegrationSpec, token: str, hint: str) -> None:
+    def revoke(self, spec: ClientSpec, token: str, hint: str) -> None:
         """Revoke ``token`` at the spec's revocation endpoint (RFC 7009 §2.1); raises ProviderError."""
         assert spec.revocation_url is not None  # the caller checks
         status, headers, body = self._post(
@@ -153,7 +182,7 @@ class TokenClient:
         return document
 
     def _post(
-        self, spec: IntegrationSpec, url: str, params: Mapping[str, str], what: str
+        self, spec: ClientSpec, url: str, params: Mapping[str, str], what: str
     ) -> tuple[int, Mapping[str, str], bytes]:
         data = dict(params)
         headers = {"Accept": "application/json"}
@@ -256,20 +285,6 @@ def parse_token_response(
         scope=" ".join(scope) if isinstance(scope, list) else (scope if isinstance(scope, str) else None),
         id_token=id_token if isinstance(id_token, str) and id_token else None,
     )
-
-
-def retry_after_seconds(headers: Mapping[str, str], now: float) -> float | None:
-    """``Retry-After`` as seconds from now, from either of its RFC 9110 forms."""
-    raw = (headers.get("Retry-After") or "").strip()
-    if not raw:
-        return None
-    if raw.isdigit():
-        return float(raw)
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now)
 
 
 def _decode_body(content_type: str, body: bytes) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import email.utils
 import heapq
 import itertools
 import os
@@ -30,7 +31,7 @@ import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,6 +43,23 @@ from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from workers.oauth.addresses import AddressPolicy, AddressRefused, ResolutionTimeout
+
+# HTTP statuses that say "later" rather than "no" (RFC 9110 §15.5.9, RFC 8470, RFC 6585 §4).
+TRANSIENT_STATUSES = frozenset({408, 425, 429})
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float) -> float | None:
+    """``Retry-After`` as seconds from now, from either of its RFC 9110 forms."""
+    raw = (headers.get("Retry-After") or "").strip()
+    if not raw:
+        return None
+    if raw.isdigit():
+        return float(raw)
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
 
 
 class ForbiddenAddressError(requests.exceptions.InvalidURL):

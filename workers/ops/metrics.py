@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from workers.store import STATUSES, Store
+from workers.store import Status, Store
+from workers.store.codec import text_map
 
 LATENESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)
@@ -41,7 +42,7 @@ class RefreshMetrics:
         self.store = store
 
     def key(self, metric: str) -> str:
-        return f"{self.store.prefix}metrics:{metric}"
+        return self.store.keys.metrics(metric)
 
     def increments(
         self, outcome: str, duration: float | None = None, lateness: float | None = None
@@ -79,7 +80,7 @@ class StoreCollector(Collector):
         pipe = redis.pipeline(transaction=False)
         for metric in ("refresh_outcomes", "refresh_duration", "refresh_lateness"):
             pipe.hgetall(self.refresh.key(metric))
-        outcomes, duration, lateness = (_text_map(raw) for raw in pipe.execute())
+        outcomes, duration, lateness = (text_map(raw) for raw in pipe.execute())
 
         counter = CounterMetricFamily(
             "tokenkeeper_refreshes", "Refreshes by outcome, all workers together.", labels=["outcome"]
@@ -103,7 +104,7 @@ class StoreCollector(Collector):
         names = self.store.names()
         statuses = self.store.statuses(names)
         gauge = GaugeMetricFamily("tokenkeeper_integrations", "Integrations by status.", labels=["status"])
-        for status in STATUSES:
+        for status in Status:
             gauge.add_metric([status], float(sum(1 for s in statuses if s == status)))
         yield gauge
 
@@ -115,12 +116,6 @@ def _histogram(name: str, documentation: str, buckets: Iterable[float], raw: dic
         cumulative += float(raw.get(bound, 0))
         points.append((bound, cumulative))
     return HistogramMetricFamily(name, documentation, buckets=points, sum_value=float(raw.get("sum", 0)))
-
-
-def _text_map(raw: dict[bytes | str, bytes | str]) -> dict[str, str]:
-    return {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()
-    }
 
 
 def exposition(store: Store) -> bytes:

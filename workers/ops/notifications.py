@@ -24,8 +24,14 @@ import requests
 from workers.clock import Clock
 from workers.errors import WebhookError
 from workers.oauth.addresses import AddressPolicy
-from workers.oauth.token_client import TRANSIENT_STATUSES, retry_after_seconds
-from workers.oauth.transport import DeadlinePassed, ForbiddenAddressError, guard, iter_body
+from workers.oauth.transport import (
+    TRANSIENT_STATUSES,
+    DeadlinePassed,
+    ForbiddenAddressError,
+    guard,
+    iter_body,
+    retry_after_seconds,
+)
 from workers.store import Store
 
 SIGNATURE_HEADER = "X-Tokenkeeper-Signature"

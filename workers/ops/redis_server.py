@@ -27,6 +27,7 @@ from urllib.parse import quote, urlsplit
 import redis
 
 from workers.errors import ConfigurationError
+from workers.store.keys import DEFAULT_PREFIX, Keys
 
 SERVICE_USER = "tokenkeeper"
 RUNNER_USER = "runner"
@@ -52,7 +53,7 @@ class RedisUsers:
         return f"redis://{RUNNER_USER}:{quote(self.runner_password, safe='')}@{host}:{port}/{db}"
 
 
-def acl_rules(users: RedisUsers, key_prefix: str = "tokenkeeper:") -> list[str]:
+def acl_rules(users: RedisUsers, key_prefix: str = DEFAULT_PREFIX) -> list[str]:
     """``user`` lines for a Redis config: default off, the service with everything, the runner read-only."""
 
     def digest(password: str) -> str:
@@ -65,7 +66,7 @@ def acl_rules(users: RedisUsers, key_prefix: str = "tokenkeeper:") -> list[str]:
         # (redis/redis#14541, valkey-io/valkey#3983; Redis 7.0 and 7.2, Valkey 8 do this).
         "user default off resetpass ~* &* +@all",
         f"user {SERVICE_USER} on {digest(users.service_password)} ~* &* +@all",
-        f"user {RUNNER_USER} on {digest(users.runner_password)} resetkeys ~{key_prefix}token:* "
+        f"user {RUNNER_USER} on {digest(users.runner_password)} resetkeys ~{Keys(key_prefix).token('*')} "
         "resetchannels -@all +hgetall +hmget",
     ]
 
@@ -103,7 +104,7 @@ def start_server(
     *,
     persistent: bool,
     users: RedisUsers,
-    key_prefix: str = "tokenkeeper:",
+    key_prefix: str = DEFAULT_PREFIX,
     binary: str | None = None,
     extra_config: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:

@@ -17,10 +17,14 @@ Keys (``P`` is the configurable prefix, ``tokenkeeper:`` by default):
     P exchange:<id>       string a sealed authorization code waiting for a worker (TTL 2 min)
     P outbox              list   status changes waiting to be sent to the webhook (only when one is set)
     P metrics:*           hashes counters behind /metrics (refresh outcomes, lateness)
+    P rate_slot           string when the next refresh may start under the rate cap
+    P beat:last_tick      string when the last scheduling tick ran
+    P events:<name>       pub/sub a write announces the new version (the reader waits on it)
 
-Writes that belong together are one Lua script, so a reader never sees a new
-access token with an old expiry, and a write is accepted only when the lock is
-still ours and the stored version is the one the work started from.
+Key names are built by :class:`~workers.store.keys.Keys`. Writes that belong together are one Lua
+script (``lua/*.lua``, each naming its KEYS and ARGV in its header), so a reader never sees a new
+access token with an old expiry, and a write is accepted only when the lock is still ours and the
+stored version is the one the work started from.
 """
 
 from __future__ import annotations
@@ -30,18 +34,31 @@ import secrets as _secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 import redis
 
+from workers.store.codec import text, text_map
+from workers.store.keys import DEFAULT_PREFIX, Keys
+from workers.store.status import Status
+
+__all__ = [
+    "HISTORY_LENGTH",
+    "KEEP_SCHEDULE",
+    "TOKEN_FIELDS",
+    "WRITE_LOST_LOCK",
+    "WRITE_OK",
+    "WRITE_STALE_VERSION",
+    "IntegrationRecord",
+    "Keys",
+    "Lock",
+    "Status",
+    "Store",
+]
+
 TOKEN_FIELDS = ("access_token", "token_type", "expires_at", "scope", "status", "updated_at")
 HISTORY_LENGTH = 50
-
-STATUS_PENDING = "pending_authorization"
-STATUS_ACTIVE = "active"
-STATUS_RETRYING = "retrying"
-STATUS_NEEDS_REAUTH = "needs_reauth"
-STATUSES = (STATUS_PENDING, STATUS_ACTIVE, STATUS_RETRYING, STATUS_NEEDS_REAUTH)
 
 # A guarded write that leaves the refresh schedule untouched.
 KEEP_SCHEDULE = "keep"
@@ -51,172 +68,10 @@ WRITE_OK = 1
 WRITE_LOST_LOCK = -1
 WRITE_STALE_VERSION = -2
 
-# KEYS: integration, token, history, names, schedule, reserve, outbox
-# ARGV: integration fields (JSON), token fields (JSON), history entry, name, due ('' = none),
-#       outbox ('1': record the status change for the webhook)
-_CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local fields = cjson.decode(ARGV[1])
-if ARGV[6] == '1' then
-  -- The id (name, creation time, version) stays unique when a name is deleted and used again.
-  local entry = cjson.decode(ARGV[3])
-  redis.call('RPUSH', KEYS[7], cjson.encode({id = ARGV[4] .. ':' .. fields['created_at'] .. ':1', name = ARGV[4],
-    old_status = cjson.null,
-    new_status = entry['status'], reason = entry['reason'], at = entry['at']}))
-end
-for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
-redis.call('HSET', KEYS[1], 'version', 1)
-redis.call('DEL', KEYS[2])
-for k, v in pairs(cjson.decode(ARGV[2])) do redis.call('HSET', KEYS[2], k, v) end
-redis.call('DEL', KEYS[3])
-redis.call('LPUSH', KEYS[3], ARGV[3])
-redis.call('SADD', KEYS[4], ARGV[4])
-if ARGV[5] ~= '' then redis.call('ZADD', KEYS[5], ARGV[5], ARGV[4]) end
-redis.call('DEL', KEYS[6])
-return 1
-"""
 
-# KEYS: integration, token, history, schedule, inflight, lock, outbox
-# ARGV: lock owner, expected version, name, integration fields (JSON),
-#       token fields (JSON, may be {}), history entry, due ('' = unschedule), channel, history length,
-#       release ('1': drop the lock in the same step), outbox ('1': record a status change for the webhook),
-#       counters (JSON [[hash, field, amount], ...]: metrics added with the write),
-#       marks (JSON [[key, value, ttl ms], ...]: strings set with the write, e.g. a spent link)
-_WRITE = """
-if redis.call('GET', KEYS[6]) ~= ARGV[1] then return -1 end
-if redis.call('HGET', KEYS[1], 'version') ~= ARGV[2] then return -2 end
-local fields = cjson.decode(ARGV[4])
-local old_status = redis.call('HGET', KEYS[1], 'status')
-local same_status = fields['status'] == nil or fields['status'] == old_status
-local flat = {}
-for k, v in pairs(fields) do
-  if not (k == 'status_at' and same_status) then flat[#flat + 1] = k; flat[#flat + 1] = v end
-end
-if #flat > 0 then redis.call('HSET', KEYS[1], unpack(flat)) end
-local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
-local token = {}
-for k, v in pairs(cjson.decode(ARGV[5])) do token[#token + 1] = k; token[#token + 1] = v end
-if #token > 0 then redis.call('HSET', KEYS[2], unpack(token)) end
-if not same_status then
-  redis.call('LPUSH', KEYS[3], ARGV[6])
-  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[9]) - 1)
-  if ARGV[11] == '1' then
-    -- In the same step as the change itself, so no change is ever missed or announced untrue.
-    local entry = cjson.decode(ARGV[6])
-    local created = redis.call('HGET', KEYS[1], 'created_at')
-    redis.call('RPUSH', KEYS[7], cjson.encode({id = ARGV[3] .. ':' .. created .. ':' .. version, name = ARGV[3],
-      old_status = old_status, new_status = fields['status'], reason = entry['reason'], at = entry['at']}))
-  end
-end
-if ARGV[7] == 'keep' then
-  -- leave the schedule as it is (a change that does not touch tokens)
-elseif ARGV[7] ~= '' then
-  redis.call('ZADD', KEYS[4], ARGV[7], ARGV[3])
-  redis.call('ZREM', KEYS[5], ARGV[3])
-else
-  redis.call('ZREM', KEYS[4], ARGV[3])
-  redis.call('ZREM', KEYS[5], ARGV[3])
-end
-redis.call('PUBLISH', ARGV[8], version)
-if ARGV[10] == '1' then redis.call('DEL', KEYS[6]) end
-for _, counter in ipairs(cjson.decode(ARGV[12])) do
-  redis.call('HINCRBYFLOAT', counter[1], counter[2], counter[3])
-end
-for _, mark in ipairs(cjson.decode(ARGV[13] or '[]')) do
-  redis.call('SET', mark[1], mark[2], 'PX', mark[3])
-end
-return version
-"""
-
-# KEYS: state, the link's outstanding states, the link's spent marker.
-# ARGV: state value, ttl (s), now, most outstanding states.  Returns 1 (stored), 0 (too many), -1 (spent).
-_PUT_STATE = """
-if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 0 end
-local expires = tonumber(ARGV[3]) + tonumber(ARGV[2])
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('ZADD', KEYS[2], expires, KEYS[1])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-return 1
-"""
-
-# KEYS: state.  ARGV: prefix of the links' outstanding-state sets.  Get and delete in one step,
-# and free the link's slot; a missing state costs no write at all.
-_TAKE_STATE = """
-local value = redis.call('GETDEL', KEYS[1])
-if not value then return false end
-local link = cjson.decode(value)['link']
-if link then redis.call('ZREM', ARGV[1] .. link, KEYS[1]) end
-return value
-"""
-
-# KEYS: integration, history.  ARGV: entry, history length.  A note for operators (no status change),
-# kept only while the integration exists.
-_NOTE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('LPUSH', KEYS[2], ARGV[1])
-redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
-return 1
-"""
-
-# KEYS: lock, integration.  ARGV: owner, ttl in ms.  One round trip for the start of a refresh:
-# returns 1 or 0 (lock taken or not) and the integration hash either way.
-_ACQUIRE_AND_LOAD = """
-local taken = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
-return {taken and 1 or 0, redis.call('HGETALL', KEYS[2])}
-"""
-
-# KEYS: schedule, inflight, rate slot.
-# ARGV: now, horizon end, lost_after, limit, integration key prefix, seconds between refreshes (0 = no cap)
-# (the integration hashes are read by name: fine on one Redis, not on a cluster)
-# Returns name, plan, start, name, plan, start, ...: start is when the refresh may go out,
-# the plan pushed back as far as the rate cap needs.
-_CLAIM = """
-local now = tonumber(ARGV[1])
-local horizon_end = tonumber(ARGV[2])
-local gap = tonumber(ARGV[6])
-local lost = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
-for _, name in ipairs(lost) do
-  redis.call('ZREM', KEYS[2], name)
-  -- Back under the plan stored with the integration, so the refresh queued now
-  -- matches it; a deleted or stopped integration has none and is dropped.
-  local plan = redis.call('HGET', ARGV[5] .. name, 'refresh_at')
-  if plan and plan ~= '' then redis.call('ZADD', KEYS[1], 'NX', plan, name) end
-end
-local slot = tonumber(redis.call('GET', KEYS[3]) or '0')
-if slot < now then slot = now end
-local limit = tonumber(ARGV[4])
-if gap > 0 then
-  -- Claim no more than the cap lets start within the horizon; the rest wait in the schedule.
-  limit = math.min(limit, math.floor((horizon_end - slot) / gap + 1e-6) + 1)
-  if limit <= 0 then return {} end
-end
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'WITHSCORES', 'LIMIT', 0, limit)
-local claimed = {}
-for i = 1, #due, 2 do
-  local plan = tonumber(due[i + 1])
-  local start = plan
-  if gap > 0 then
-    if slot > start then start = slot end
-    slot = start + gap
-  end
-  if start < now then start = now end
-  redis.call('ZREM', KEYS[1], due[i])
-  -- Lost counts from when it can run: an overdue refresh gets its full grace from then.
-  redis.call('ZADD', KEYS[2], start + tonumber(ARGV[3]), due[i])
-  claimed[#claimed + 1] = due[i]
-  claimed[#claimed + 1] = due[i + 1]
-  claimed[#claimed + 1] = string.format('%.6f', start)
-end
-if gap > 0 then redis.call('SET', KEYS[3], string.format('%.6f', slot), 'EX', 3600) end
-return claimed
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+# The Lua scripts are files in lua/, each naming every KEYS[i] and ARGV[i] it reads in its header.
+def _lua(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -266,119 +121,76 @@ class Lock:
 class Store:
     """Redis access for one key prefix. Receives its client; opens nothing itself."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "tokenkeeper:", *, outbox: bool = False) -> None:
+    def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX, *, outbox: bool = False) -> None:
         self.redis = client
         self.prefix = prefix
+        self.keys = Keys(prefix)
         # Status changes are queued for the webhook only when one is configured.
         self.outbox = outbox
-        self._create = client.register_script(_CREATE)
-        self._write = client.register_script(_WRITE)
-        self._claim = client.register_script(_CLAIM)
-        self._release = client.register_script(_RELEASE)
-        self._acquire_and_load = client.register_script(_ACQUIRE_AND_LOAD)
-        self._put_state = client.register_script(_PUT_STATE)
-        self._take_state = client.register_script(_TAKE_STATE)
-        self._note = client.register_script(_NOTE)
+        self._create = client.register_script(_lua("create"))
+        self._write = client.register_script(_lua("write"))
+        self._claim = client.register_script(_lua("claim"))
+        self._release = client.register_script(_lua("release"))
+        self._acquire_and_load = client.register_script(_lua("acquire_and_load"))
+        self._put_state = client.register_script(_lua("put_state"))
+        self._take_state = client.register_script(_lua("take_state"))
+        self._note = client.register_script(_lua("note"))
         self._aof_supported: bool | None = None
-
-    # -- key names -------------------------------------------------------
-    def token_key(self, name: str) -> str:
-        return f"{self.prefix}token:{name}"
-
-    def integration_key(self, name: str) -> str:
-        return f"{self.prefix}integration:{name}"
-
-    def history_key(self, name: str) -> str:
-        return f"{self.prefix}history:{name}"
-
-    def lock_key(self, name: str) -> str:
-        return f"{self.prefix}lock:{name}"
-
-    def reserve_key(self, name: str) -> str:
-        return f"{self.prefix}reserve:{name}"
-
-    def state_key(self, state_id: str) -> str:
-        return f"{self.prefix}state:{state_id}"
-
-    def link_states_key(self, link_id: str) -> str:
-        return f"{self.prefix}link:states:{link_id}"
-
-    def link_spent_key(self, link_id: str) -> str:
-        return f"{self.prefix}link:spent:{link_id}"
-
-    def channel(self, name: str) -> str:
-        return f"{self.prefix}events:{name}"
-
-    @property
-    def outbox_key(self) -> str:
-        return f"{self.prefix}outbox"
-
-    @property
-    def names_key(self) -> str:
-        return f"{self.prefix}names"
-
-    @property
-    def schedule_key(self) -> str:
-        return f"{self.prefix}schedule"
-
-    @property
-    def inflight_key(self) -> str:
-        return f"{self.prefix}inflight"
 
     # -- reads -----------------------------------------------------------
     def exists(self, name: str) -> bool:
-        return bool(self.redis.exists(self.integration_key(name)))
+        return bool(self.redis.exists(self.keys.integration(name)))
 
     def load(self, name: str) -> IntegrationRecord | None:
-        raw = self.redis.hgetall(self.integration_key(name))
-        return IntegrationRecord.from_hash(name, _text_map(raw)) if raw else None
+        raw = self.redis.hgetall(self.keys.integration(name))
+        return IntegrationRecord.from_hash(name, text_map(raw)) if raw else None
 
     def load_many(self, names: Iterable[str]) -> list[tuple[IntegrationRecord, dict[str, str]]]:
         """Integration and consumer hash of each of ``names`` in one round trip; deleted ones left out."""
         wanted = list(names)
         pipe = self.redis.pipeline(transaction=False)
         for name in wanted:
-            pipe.hgetall(self.integration_key(name))
-            pipe.hgetall(self.token_key(name))
+            pipe.hgetall(self.keys.integration(name))
+            pipe.hgetall(self.keys.token(name))
         replies = pipe.execute()
         return [
-            (IntegrationRecord.from_hash(name, _text_map(raw)), _text_map(token))
+            (IntegrationRecord.from_hash(name, text_map(raw)), text_map(token))
             for name, raw, token in zip(wanted, replies[::2], replies[1::2], strict=True)
             if raw
         ]
 
     def token(self, name: str) -> dict[str, str]:
-        return _text_map(self.redis.hgetall(self.token_key(name)))
+        return text_map(self.redis.hgetall(self.keys.token(name)))
 
     def tokens(self, names: Iterable[str]) -> list[dict[str, str]]:
         """The consumer hashes of ``names`` in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
-            pipe.hgetall(self.token_key(name))
-        return [_text_map(raw) for raw in pipe.execute()]
+            pipe.hgetall(self.keys.token(name))
+        return [text_map(raw) for raw in pipe.execute()]
 
     def statuses(self, names: Iterable[str]) -> list[str]:
         """The consumer-visible status of each of ``names``, in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
-            pipe.hget(self.token_key(name), "status")
-        return [_text(status) if status is not None else "" for status in pipe.execute()]
+            pipe.hget(self.keys.token(name), "status")
+        return [text(status) if status is not None else "" for status in pipe.execute()]
 
     def names(self) -> list[str]:
-        return sorted(_text(name) for name in self.redis.smembers(self.names_key))
+        return sorted(text(name) for name in self.redis.smembers(self.keys.names))
 
     def history(self, name: str) -> list[dict[str, Any]]:
-        return [json.loads(entry) for entry in self.redis.lrange(self.history_key(name), 0, -1)]
+        return [json.loads(entry) for entry in self.redis.lrange(self.keys.history(name), 0, -1)]
 
     # -- creation --------------------------------------------------------
     def reserve(self, name: str, ttl: float) -> bool:
         """Hold ``name`` while its first token is fetched, so two creations cannot race."""
         if self.exists(name):
             return False
-        return bool(self.redis.set(self.reserve_key(name), "1", nx=True, px=int(ttl * 1000)))
+        return bool(self.redis.set(self.keys.reserve(name), "1", nx=True, px=int(ttl * 1000)))
 
     def unreserve(self, name: str) -> None:
-        self.redis.delete(self.reserve_key(name))
+        self.redis.delete(self.keys.reserve(name))
 
     def create(
         self,
@@ -389,13 +201,13 @@ class Store:
         due: float | None,
     ) -> bool:
         keys = [
-            self.integration_key(name),
-            self.token_key(name),
-            self.history_key(name),
-            self.names_key,
-            self.schedule_key,
-            self.reserve_key(name),
-            self.outbox_key,
+            self.keys.integration(name),
+            self.keys.token(name),
+            self.keys.history(name),
+            self.keys.names,
+            self.keys.schedule,
+            self.keys.reserve(name),
+            self.keys.outbox,
         ]
         args = [
             _json_fields(fields),
@@ -435,28 +247,33 @@ class Store:
         """
         name = lock.name
         keys = [
-            self.integration_key(name),
-            self.token_key(name),
-            self.history_key(name),
-            self.schedule_key,
-            self.inflight_key,
-            self.lock_key(name),
-            self.outbox_key,
+            self.keys.integration(name),
+            self.keys.token(name),
+            self.keys.history(name),
+            self.keys.schedule,
+            self.keys.inflight,
+            self.keys.lock(name),
+            self.keys.outbox,
         ]
-        args: list[str | int | float] = [
-            lock.owner,
-            str(expected_version),
-            name,
-            _json_fields(fields),
-            _json_fields(token),
-            json.dumps(history),
-            _score(due),
-            self.channel(name),
-            HISTORY_LENGTH,
-            "1" if release else "0",
-            "1" if self.outbox else "0",
-            json.dumps([list(counter) for counter in counters]),
-            json.dumps([[key, value, max(1, int(ttl * 1000))] for key, value, ttl in marks]),
+        # One JSON argument with named values (see lua/write.lua): still one round trip.
+        args = [
+            json.dumps(
+                {
+                    "owner": lock.owner,
+                    "version": str(expected_version),
+                    "name": name,
+                    "fields": _string_fields(fields),
+                    "token": _string_fields(token),
+                    "history": json.dumps(history),
+                    "due": _score(due),
+                    "channel": self.keys.events(name),
+                    "history_length": HISTORY_LENGTH,
+                    "release": release,
+                    "outbox": self.outbox,
+                    "counters": [list(counter) for counter in counters],
+                    "marks": [[key, value, max(1, int(ttl * 1000))] for key, value, ttl in marks],
+                }
+            )
         ]
         deadline = time.monotonic() + patience
         while True:
@@ -491,23 +308,23 @@ class Store:
     def delete(self, name: str) -> bool:
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(
-            self.integration_key(name),
-            self.token_key(name),
-            self.history_key(name),
-            self.reserve_key(name),
-            self.lock_key(name),
+            self.keys.integration(name),
+            self.keys.token(name),
+            self.keys.history(name),
+            self.keys.reserve(name),
+            self.keys.lock(name),
         )
-        pipe.srem(self.names_key, name)
-        pipe.zrem(self.schedule_key, name)
-        pipe.zrem(self.inflight_key, name)
-        pipe.publish(self.channel(name), "deleted")
+        pipe.srem(self.keys.names, name)
+        pipe.zrem(self.keys.schedule, name)
+        pipe.zrem(self.keys.inflight, name)
+        pipe.publish(self.keys.events(name), "deleted")
         deleted = pipe.execute()[0]
         return bool(deleted)
 
     # -- single flight ---------------------------------------------------
     def acquire(self, name: str, ttl: float) -> Lock | None:
         owner = _secrets.token_hex(16)
-        if self.redis.set(self.lock_key(name), owner, nx=True, px=int(ttl * 1000)):
+        if self.redis.set(self.keys.lock(name), owner, nx=True, px=int(ttl * 1000)):
             return Lock(name, owner)
         return None
 
@@ -515,9 +332,9 @@ class Store:
         """Take the lock and read the integration in one round trip; the record comes either way."""
         owner = _secrets.token_hex(16)
         taken, raw = self._acquire_and_load(
-            keys=[self.lock_key(name), self.integration_key(name)], args=[owner, int(ttl * 1000)]
+            keys=[self.keys.lock(name), self.keys.integration(name)], args=[owner, int(ttl * 1000)]
         )
-        pairs = [_text(item) for item in raw]
+        pairs = [text(item) for item in raw]
         record = IntegrationRecord.from_hash(name, dict(zip(pairs[::2], pairs[1::2], strict=True))) if pairs else None
         return (Lock(name, owner) if taken else None), record
 
@@ -532,7 +349,7 @@ class Store:
             time.sleep(0.05)
 
     def release(self, lock: Lock) -> bool:
-        return bool(self._release(keys=[self.lock_key(lock.name)], args=[lock.owner]))
+        return bool(self._release(keys=[self.keys.lock(lock.name)], args=[lock.owner]))
 
     # -- scheduling ------------------------------------------------------
     def claim_due(
@@ -547,40 +364,40 @@ class Store:
         """
         gap = 1.0 / max_rate if max_rate > 0 else 0.0
         raw = self._claim(
-            keys=[self.schedule_key, self.inflight_key, f"{self.prefix}rate_slot"],
-            args=[repr(now), repr(now + horizon), repr(lost_after), limit, self.integration_key(""), repr(gap)],
+            keys=[self.keys.schedule, self.keys.inflight, self.keys.rate_slot],
+            args=[repr(now), repr(now + horizon), repr(lost_after), limit, self.keys.integration(""), repr(gap)],
         )
-        return [(_text(raw[i]), float(raw[i + 1]), float(raw[i + 2])) for i in range(0, len(raw), 3)]
+        return [(text(raw[i]), float(raw[i + 1]), float(raw[i + 2])) for i in range(0, len(raw), 3)]
 
     def schedule(self, name: str, due: float) -> None:
-        self.redis.zadd(self.schedule_key, {name: due})
+        self.redis.zadd(self.keys.schedule, {name: due})
 
     # -- one-time values (authorization state, parked codes) -------------
     def put_state(
         self, state_id: str, value: Mapping[str, Any], ttl: int, *, link_id: str, now: float, most: int
     ) -> int:
         """Store a state for the link ``link_id`` unless it is spent (-1) or has ``most`` outstanding (0)."""
-        keys = [self.state_key(state_id), self.link_states_key(link_id), self.link_spent_key(link_id)]
+        keys = [self.keys.state(state_id), self.keys.link_states(link_id), self.keys.link_spent(link_id)]
         return int(self._put_state(keys=keys, args=[json.dumps({**value, "link": link_id}), ttl, repr(now), most]))
 
     def take_state(self, state_id: str) -> dict[str, Any] | None:
         """Return and delete in one step, so a state is used once even by racing callbacks."""
-        raw = self._take_state(keys=[self.state_key(state_id)], args=[self.link_states_key("")])
+        raw = self._take_state(keys=[self.keys.state(state_id)], args=[self.keys.link_states("")])
         return json.loads(raw) if raw else None
 
     def link_spent(self, link_id: str) -> bool:
-        return bool(self.redis.exists(self.link_spent_key(link_id)))
+        return bool(self.redis.exists(self.keys.link_spent(link_id)))
 
     def note(self, name: str, entry: Mapping[str, Any]) -> bool:
         """Add an entry to ``name``'s history without changing its status (what only operators may read)."""
-        keys = [self.integration_key(name), self.history_key(name)]
+        keys = [self.keys.integration(name), self.keys.history(name)]
         return bool(self._note(keys=keys, args=[json.dumps(entry), HISTORY_LENGTH]))
 
     def put_exchange(self, exchange_id: str, value: Mapping[str, Any], ttl: int) -> None:
-        self.redis.set(f"{self.prefix}exchange:{exchange_id}", json.dumps(value), ex=ttl)
+        self.redis.set(self.keys.exchange(exchange_id), json.dumps(value), ex=ttl)
 
     def take_exchange(self, exchange_id: str) -> dict[str, Any] | None:
-        raw = self.redis.getdel(f"{self.prefix}exchange:{exchange_id}")
+        raw = self.redis.getdel(self.keys.exchange(exchange_id))
         return json.loads(raw) if raw else None
 
     def add_counters(self, counters: Iterable[tuple[str, str, float]]) -> None:
@@ -592,29 +409,21 @@ class Store:
     # -- the webhook's outbox ----------------------------------------------
     def take_events(self, limit: int) -> list[dict[str, Any]]:
         """Remove and return up to ``limit`` of the oldest events; two takers never get the same one."""
-        raw: list[str | bytes] = self.redis.lpop(self.outbox_key, limit) or []  # type: ignore[assignment]
+        raw: list[str | bytes] = self.redis.lpop(self.keys.outbox, limit) or []  # type: ignore[assignment]
         return [json.loads(item) for item in raw]
 
     def put_back_events(self, events: list[dict[str, Any]]) -> None:
         """Return events that could not be handed on, to the front, in their order."""
         if events:
-            self.redis.lpush(self.outbox_key, *[json.dumps(event) for event in reversed(events)])
+            self.redis.lpush(self.keys.outbox, *[json.dumps(event) for event in reversed(events)])
 
     def mark_tick(self, now: float) -> None:
         """Record that a scheduling tick ran (beat and a worker are both alive)."""
-        self.redis.set(f"{self.prefix}beat:last_tick", repr(now))
+        self.redis.set(self.keys.last_tick, repr(now))
 
     def last_tick(self) -> float | None:
-        raw = self.redis.get(f"{self.prefix}beat:last_tick")
+        raw = self.redis.get(self.keys.last_tick)
         return float(raw) if raw else None
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _text_map(raw: Mapping[Any, Any]) -> dict[str, str]:
-    return {_text(key): _text(value) for key, value in raw.items()}
 
 
 def _optional_float(value: str | None) -> float | None:
@@ -628,8 +437,12 @@ def _score(due: float | str | None) -> str:
 
 
 def _json_fields(fields: Mapping[str, Any]) -> str:
+    return json.dumps(_string_fields(fields))
+
+
+def _string_fields(fields: Mapping[str, Any]) -> dict[str, str]:
     # Hash values are strings; None means "empty" in the consumer contract.
-    return json.dumps({key: "" if value is None else _plain(value) for key, value in fields.items()})
+    return {key: "" if value is None else _plain(value) for key, value in fields.items()}
 
 
 def _plain(value: Any) -> str:

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from workers.errors import PermanentProviderError, TransientProviderError
-from workers.oauth.token_client import basic_authorization, jwt_expiry, parse_token_response, retry_after_seconds
+from workers.oauth.token_client import basic_authorization, jwt_expiry, parse_token_response
+from workers.oauth.transport import retry_after_seconds
 
 JSON = {"Content-Type": "application/json"}
 SENT = 1_000.0

@@ -1,0 +1,70 @@
+-- A guarded write: apply one change to an integration if the refresh lock is still ours and the stored
+-- version is the one the work started from. Everything that belongs to the change (token, status,
+-- history, schedule, webhook event, metrics, marks) happens in this one step.
+-- Returns the new version, -1 (the lock is not ours) or -2 (the version moved on).
+--
+-- KEYS[1]  integration hash        P integration:<name>
+-- KEYS[2]  consumer token hash     P token:<name>
+-- KEYS[3]  history list            P history:<name>
+-- KEYS[4]  refresh schedule zset   P schedule
+-- KEYS[5]  in-flight zset          P inflight
+-- KEYS[6]  refresh lock            P lock:<name>
+-- KEYS[7]  webhook outbox list     P outbox
+-- ARGV[1]  one JSON object with these named values:
+--   owner           the lock owner token the write must still hold
+--   version         the expected stored version (a string, as HGET returns it)
+--   name            the integration's name
+--   fields          integration fields to set (object of strings; status_at only kept when the status changes)
+--   token           consumer token fields to set (object of strings, may be empty)
+--   history         the history entry, a JSON string {at, status, reason}, pushed when the status changes
+--   due             next planned refresh (a score), '' to unschedule, 'keep' to leave the schedule alone
+--   channel         the pub/sub channel the new version is announced on
+--   history_length  how many history entries are kept
+--   release         true: drop the lock in the same step
+--   outbox          true: record a status change in the outbox for the webhook
+--   counters        [[hash, field, amount], ...]: metrics added with the write
+--   marks           [[key, value, ttl ms], ...]: strings set with the write (e.g. a spent link)
+local a = cjson.decode(ARGV[1])
+if redis.call('GET', KEYS[6]) ~= a.owner then return -1 end
+if redis.call('HGET', KEYS[1], 'version') ~= a.version then return -2 end
+local fields = a.fields
+local old_status = redis.call('HGET', KEYS[1], 'status')
+local same_status = fields['status'] == nil or fields['status'] == old_status
+local flat = {}
+for k, v in pairs(fields) do
+  if not (k == 'status_at' and same_status) then flat[#flat + 1] = k; flat[#flat + 1] = v end
+end
+if #flat > 0 then redis.call('HSET', KEYS[1], unpack(flat)) end
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+local token = {}
+for k, v in pairs(a.token) do token[#token + 1] = k; token[#token + 1] = v end
+if #token > 0 then redis.call('HSET', KEYS[2], unpack(token)) end
+if not same_status then
+  redis.call('LPUSH', KEYS[3], a.history)
+  redis.call('LTRIM', KEYS[3], 0, a.history_length - 1)
+  if a.outbox then
+    -- In the same step as the change itself, so no change is ever missed or announced untrue.
+    local entry = cjson.decode(a.history)
+    local created = redis.call('HGET', KEYS[1], 'created_at')
+    redis.call('RPUSH', KEYS[7], cjson.encode({id = a.name .. ':' .. created .. ':' .. version, name = a.name,
+      old_status = old_status, new_status = fields['status'], reason = entry['reason'], at = entry['at']}))
+  end
+end
+if a.due == 'keep' then
+  -- leave the schedule as it is (a change that does not touch tokens)
+elseif a.due ~= '' then
+  redis.call('ZADD', KEYS[4], a.due, a.name)
+  redis.call('ZREM', KEYS[5], a.name)
+else
+  redis.call('ZREM', KEYS[4], a.name)
+  redis.call('ZREM', KEYS[5], a.name)
+end
+redis.call('PUBLISH', a.channel, version)
+if a.release then redis.call('DEL', KEYS[6]) end
+for _, counter in ipairs(a.counters) do
+  redis.call('HINCRBYFLOAT', counter[1], counter[2], counter[3])
+end
+for _, mark in ipairs(a.marks) do
+  redis.call('SET', mark[1], mark[2], 'PX', mark[3])
+end
+return version
