@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from tests.conftest import cc_spec, rt_spec
+from tests.support.specs import cc_spec, rt_spec
 from tests.support.token_server import TokenServer
 from workers.producer import send
 

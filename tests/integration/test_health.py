@@ -34,7 +34,7 @@ def test_with_worker_and_beat_health_is_200(settings, start_processes, runtime) 
 def test_with_redis_down_health_is_503(environ) -> None:
     """Redis unreachable: 503 and the JSON says so."""
     from config import load_settings
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
 
     settings = load_settings({**environ, "TOKENKEEPER_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
     response = create_app(settings).test_client().get("/healthz")

@@ -11,9 +11,10 @@ import pytest
 import redis
 
 from config import load_settings
-from tests.conftest import cc_spec, free_port, rt_spec
+from tests.support.ports import free_port
 from tests.support.processes import start_beat, start_worker, wait_until
 from tests.support.sentinel import MASTER_NAME, SentinelSet
+from tests.support.specs import cc_spec, rt_spec
 from tests.support.token_server import TokenServer
 from workers.celery_app import create_celery
 from workers.consumer import TokenReader

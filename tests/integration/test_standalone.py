@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import cc_spec, free_port
 from tests.integration.test_redis_files import modes
 from tests.integration.test_runner_acl import assert_only_our_users_get_in
+from tests.support.ports import free_port
 from tests.support.processes import ROOT, wait_until
+from tests.support.specs import cc_spec
 from tests.support.token_server import TokenServer
 from workers.engine.keyrotation import wait_idle
 from workers.ops.redis_server import RedisUsers, is_up

@@ -18,8 +18,8 @@ from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tests.conftest import cc_spec, rt_spec
 from tests.support.processes import CeleryProcess, wait_until
+from tests.support.specs import cc_spec, rt_spec
 from tests.support.token_server import Canned, TokenServer
 from tests.support.web import Gunicorn
 from workers.engine.refresher import Refresher

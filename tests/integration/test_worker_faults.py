@@ -10,8 +10,8 @@ import time
 import pytest
 import redis
 
-from tests.conftest import cc_spec, rt_spec
 from tests.support.processes import pool_children, wait_until
+from tests.support.specs import cc_spec, rt_spec
 from tests.support.token_server import Canned, TokenServer
 from workers.producer import call, send
 
