@@ -269,7 +269,10 @@ def test_token_age_at_read_is_measured_by_the_python_helper(runtime: Runtime, to
 
     Registry(runtime).create(cc_spec(token_server, "billing_api"))
     reader = TokenReader(runtime.store.redis, clock=lambda: runtime.clock() + 42)
-    count = lambda: REGISTRY.get_sample_value("tokenkeeper_token_age_at_read_seconds_count") or 0  # noqa: E731
+
+    def count() -> float:
+        return REGISTRY.get_sample_value("tokenkeeper_token_age_at_read_seconds_count") or 0
+
     before = count()
     reader.read("billing_api")
     reader.read_many(["billing_api", "billing_api"])
