@@ -73,13 +73,3 @@ def test_tokens_stay_fresh_through_a_failover(
         worker.stop()
         app.close()
         server.stop()
-
-
-def test_sentinel_urls_need_the_master_name(environ: dict[str, str]) -> None:
-    """A sentinel:// URL without TOKENKEEPER_REDIS_SENTINEL_MASTER, or the reverse, is a settings error."""
-    from config import SettingsError
-
-    with pytest.raises(SettingsError, match="TOKENKEEPER_REDIS_SENTINEL_MASTER: required"):
-        load_settings({**environ, "TOKENKEEPER_REDIS_URL": "sentinel://127.0.0.1:26379/0"})
-    with pytest.raises(SettingsError, match="must list the sentinels"):
-        load_settings({**environ, "TOKENKEEPER_REDIS_SENTINEL_MASTER": "mymaster"})
