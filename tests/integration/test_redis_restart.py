@@ -64,6 +64,7 @@ def healthy(url: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_a_redis_restart_under_load_loses_nothing(
     aof_redis: AofRedis,
     token_server: TokenServer,

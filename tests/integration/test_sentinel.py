@@ -31,6 +31,7 @@ def sentinels(tmp_path: Path) -> Iterator[SentinelSet]:
     cluster.stop()
 
 
+@pytest.mark.slow
 def test_tokens_stay_fresh_through_a_failover(
     sentinels: SentinelSet,
     environ: dict[str, str],

@@ -68,6 +68,7 @@ def argv_of(pid: int) -> str:
         return ""
 
 
+@pytest.mark.slow
 def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path, token_server: TokenServer) -> None:
     """Without TOKENKEEPER_REDIS_URL, standalone starts its own Redis (AOF on, ACL users only), then worker, beat,
     app, Flower; the CLI finds it with no variables; Flower lists our tasks by their contract names with the
