@@ -2,11 +2,12 @@
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY config ./config
 COPY workers ./workers
 COPY callback_app ./callback_app
-RUN pip install --no-cache-dir -e . && useradd --system --home /data tokenkeeper && mkdir -p /data \
+# constraints.txt: the dependency versions the tests passed on (scripts/lock.py writes it).
+RUN pip install --no-cache-dir -c constraints.txt -e . && useradd --system --home /data tokenkeeper && mkdir -p /data \
     && chown tokenkeeper /data
 USER tokenkeeper
 ENV TOKENKEEPER_DATA_DIR=/data

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from workers.ops.redis_server import RedisUsers, start_server, wait_ready  # noqa: E402
+from workers.ops.redis_server import RedisUsers, start_server, wait_ready  # noqa: E402 -- after the checkout is put on sys.path
 
 # The benchmarks' token servers listen on 127.0.0.1, which the service refuses unless allowed.
 LOCAL_NETWORKS = {"TOKENKEEPER_ALLOW_PRIVATE_NETWORKS": "true"}

@@ -96,7 +96,7 @@ def check_parts(settings: Settings, store: Any, celery: Any) -> dict[str, str]:
         try:
             replies = celery.control.ping(timeout=PING_TIMEOUT) or []
             checks["worker"] = f"ok ({len(replies)})" if replies else "down: no worker answered"
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 -- any failure to ping means "down", and is reported
             checks["worker"] = f"down: {type(exc).__name__}"
     if checks["redis"] == "ok":
         last = store.last_tick()

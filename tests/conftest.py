@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,15 +12,10 @@ import redis
 from cryptography.fernet import Fernet
 
 from config import Settings, load_settings
+from tests.support.ports import free_port
 from tests.support.token_server import TokenServer
 from workers.engine.runtime import Runtime, build_runtime
 from workers.ops.redis_server import RedisUsers, start_server, wait_ready
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -130,26 +124,3 @@ def token_server() -> Iterator[TokenServer]:
     server = TokenServer().start()
     yield server
     server.stop()
-
-
-def cc_spec(server: TokenServer, name: str = "svc", **extra: object) -> dict[str, object]:
-    return {
-        "name": name,
-        "grant_type": "client_credentials",
-        "client_id": "client-id",
-        "client_secret": "client-secret",
-        "token_url": server.url,
-        **extra,
-    }
-
-
-def rt_spec(server: TokenServer, name: str = "user", **extra: object) -> dict[str, object]:
-    return {
-        "name": name,
-        "grant_type": "refresh_token",
-        "client_id": "client-id",
-        "client_secret": "client-secret",
-        "refresh_url": server.url,
-        "refresh_token": server.new_refresh_token(),
-        **extra,
-    }

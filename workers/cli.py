@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from config import Settings, SettingsError, load_settings, local_environ
@@ -167,7 +168,7 @@ def _create(settings: Settings, options: argparse.Namespace) -> int:
 def _read_specs(source: str) -> Any:
     """One JSON spec, a JSON array of specs, or JSON Lines (one spec per line)."""
     try:
-        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()  # noqa: SIM115
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as exc:
         raise TokenkeeperError(f"cannot read {source}: {exc.strerror}") from None
     try:

@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pytest
 from celery import Celery
+from flask.testing import FlaskClient
 
+from callback_app import create_app
 from config import Settings
 from tests.support.browser import chromium
 from tests.support.processes import CeleryProcess, start_beat, start_worker, wait_until
 from tests.support.web import Gunicorn
 from tests.support.webhook_receiver import WebhookReceiver
 from workers.celery_app import create_celery
+from workers.engine.runtime import Runtime
 
 
 @pytest.fixture
@@ -57,6 +60,27 @@ def start_processes(
     yield start
     for process in reversed(started):
         process.stop()
+
+
+@pytest.fixture
+def make_client(settings: Settings, runtime: Runtime, celery_client: Celery) -> Callable[..., FlaskClient]:
+    """Flask test clients of the callback app in-process: each call a fresh cookie jar (another browser).
+
+    Without arguments, on the test's settings, runtime and Celery client; given other settings (an operator
+    password, a dead Redis), on an app built from those alone, as the service would build it.
+    """
+    app = create_app(settings, runtime=runtime, celery=celery_client)
+
+    def make(other: Settings | None = None) -> FlaskClient:
+        return (app if other is None else create_app(other)).test_client()
+
+    return make
+
+
+@pytest.fixture
+def client(make_client: Callable[..., FlaskClient]) -> FlaskClient:
+    """The callback app's Flask test client on the test's settings, runtime and Celery client."""
+    return make_client()
 
 
 @pytest.fixture

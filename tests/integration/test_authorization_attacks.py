@@ -18,7 +18,6 @@ import redis
 from cryptography.fernet import Fernet
 from flask.testing import FlaskClient
 
-from callback_app import create_app
 from tests.support.token_server import Canned, TokenServer
 from workers.engine.registry import Registry
 
@@ -30,18 +29,15 @@ ATTACKER_TEXT = "Your account is locked - call +1-555-0100 or visit https://evil
 
 
 @pytest.fixture
-def app(settings, runtime, celery_client):
-    return create_app(settings, runtime=runtime, celery=celery_client)
+def victim(make_client) -> FlaskClient:
+    """The victim's browser."""
+    return make_client()
 
 
 @pytest.fixture
-def victim(app) -> Iterator[FlaskClient]:
-    yield app.test_client()
-
-
-@pytest.fixture
-def stranger(app) -> Iterator[FlaskClient]:
-    yield app.test_client()
+def stranger(make_client) -> FlaskClient:
+    """Another browser, the attacker's."""
+    return make_client()
 
 
 @pytest.fixture
@@ -156,7 +152,7 @@ def test_a_state_used_from_another_browser_is_refused_and_changes_nothing(
     runtime,
     victim: FlaskClient,
     stranger: FlaskClient,
-    app,
+    make_client,
     token_server: TokenServer,
     raw_redis: redis.Redis,
     start_processes,
@@ -170,7 +166,7 @@ def test_a_state_used_from_another_browser_is_refused_and_changes_nothing(
     no_cookie = stranger.get("/oauth/callback", query_string={"state": state, "code": "attacker-code"})
     assert no_cookie.status_code == 400, no_cookie.data[:300]
     assert b"this browser" in no_cookie.data
-    other = app.test_client()
+    other = make_client()
     other.set_cookie(COOKIE, "attacker-chosen-binding-value-0123456789abcdef")
     other_cookie = other.get("/oauth/callback", query_string={"state": state, "code": "attacker-code"})
     assert other_cookie.status_code == 400
@@ -185,7 +181,7 @@ def test_a_state_used_from_another_browser_is_refused_and_changes_nothing(
 def test_a_flood_of_bogus_callbacks_reaches_no_provider_and_writes_nothing(
     settings,
     runtime,
-    app,
+    make_client,
     token_server: TokenServer,
     raw_redis: redis.Redis,
     start_processes,
@@ -193,7 +189,7 @@ def test_a_flood_of_bogus_callbacks_reaches_no_provider_and_writes_nothing(
     """200 rounds of authorize-without-link plus callbacks with made-up codes: no token request, no write."""
     start_processes("worker")
     Registry(runtime).create(ac_spec(token_server))
-    attacker = app.test_client()
+    attacker = make_client()
     before = snapshot(raw_redis)
     for number in range(200):
         started = attacker.get("/oauth/authorize/drive")
@@ -281,7 +277,7 @@ def test_authorize_does_not_decrypt_secrets(
 def test_the_binding_cookie_is_httponly_lax_and_host_prefixed_under_https(
     settings,
     runtime,
-    celery_client,
+    make_client,
     token_server: TokenServer,
 ) -> None:
     """Set-Cookie: HttpOnly, SameSite=Lax, Path=/; with an https public URL also __Host- and Secure."""
@@ -293,7 +289,7 @@ def test_the_binding_cookie_is_httponly_lax_and_host_prefixed_under_https(
         ("https://tokens.example", "__Host-" + COOKIE, True),
     ):
         changed = dataclasses.replace(settings, public_url=public_url)
-        client = create_app(changed, runtime=runtime, celery=celery_client).test_client()
+        client = make_client(changed)
         response = client.get("/oauth/authorize/drive", query_string={"t": link(changed)})
         assert response.status_code == 302
         cookie = response.headers["Set-Cookie"]

@@ -5,13 +5,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from collections.abc import Iterator
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pytest
 from flask.testing import FlaskClient
 
-from callback_app import create_app
 from tests.support.processes import wait_until
 from tests.support.token_server import Canned, TokenServer
 from workers.engine.links import link_token
@@ -21,11 +19,6 @@ from workers.engine.registry import Registry
 pytestmark = pytest.mark.e2e
 
 JSON = {"Content-Type": "application/json"}
-
-
-@pytest.fixture
-def client(settings, celery_client) -> Iterator[FlaskClient]:
-    yield create_app(settings, celery=celery_client).test_client()
 
 
 def ac_spec(server: TokenServer, **extra: object) -> dict[str, object]:

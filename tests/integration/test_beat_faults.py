@@ -8,8 +8,8 @@ import time
 import pytest
 import redis
 
-from tests.conftest import cc_spec
 from tests.support.processes import wait_until
+from tests.support.specs import cc_spec
 from tests.support.token_server import TokenServer
 from workers.producer import send
 

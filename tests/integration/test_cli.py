@@ -12,8 +12,8 @@ from urllib.parse import unquote
 import pytest
 import redis
 
-from tests.conftest import cc_spec
 from tests.support.processes import ROOT
+from tests.support.specs import cc_spec
 from tests.support.token_server import TokenServer
 
 pytestmark = pytest.mark.e2e

@@ -7,7 +7,7 @@ import threading
 import pytest
 import redis
 
-from tests.conftest import cc_spec, rt_spec
+from tests.support.specs import cc_spec, rt_spec
 from tests.support.token_server import TokenServer
 from workers.consumer import TokenReader
 from workers.engine.refresher import Refresher

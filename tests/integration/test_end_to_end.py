@@ -8,11 +8,11 @@ import time
 import pytest
 import redis
 
-from tests.conftest import cc_spec, rt_spec
+from tests.support.specs import cc_spec, rt_spec
 from tests.support.token_server import TokenServer
 from workers.producer import send
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 READ_SECONDS = 30.0
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
 
-from tests.conftest import rt_spec
+from tests.support.specs import rt_spec
 from tests.support.token_server import TokenServer
 from workers.engine.keyrotation import rotate_secrets
 from workers.engine.refresher import Refresher

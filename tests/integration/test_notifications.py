@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import rt_spec
 from tests.support.processes import CeleryProcess
+from tests.support.specs import rt_spec
 from tests.support.token_server import Canned, TokenServer
 from tests.support.webhook_receiver import WebhookReceiver
 from workers.engine.refresher import Refresher

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from config import load_settings
-from tests.conftest import cc_spec, rt_spec
+from tests.support.specs import cc_spec, rt_spec
 from tests.support.token_server import TokenServer
 from workers.engine.refresher import Refresher
 from workers.engine.registry import Registry

@@ -8,7 +8,8 @@ import time
 import pytest
 import redis
 
-from tests.conftest import cc_spec, free_port, rt_spec
+from tests.support.ports import free_port
+from tests.support.specs import cc_spec, rt_spec
 from tests.support.token_server import Canned, TokenServer
 from workers.engine.refresher import Refresher
 from workers.engine.registry import Registry

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import free_port, rt_spec
+from tests.support.ports import free_port
 from tests.support.processes import wait_until
+from tests.support.specs import rt_spec
 from tests.support.token_server import TokenServer
 from tests.support.web import Gunicorn
 from workers.ops.redis_server import RedisUsers, start_server, wait_ready
@@ -63,6 +64,7 @@ def healthy(url: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_a_redis_restart_under_load_loses_nothing(
     aof_redis: AofRedis,
     token_server: TokenServer,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import free_port
+from tests.support.ports import free_port
 from workers.errors import ConfigurationError
 from workers.ops.redis_server import RedisUsers, find_server_binary, start_server, wait_ready
 

@@ -7,7 +7,7 @@ import time
 
 import redis
 
-from tests.conftest import cc_spec, rt_spec
+from tests.support.specs import cc_spec, rt_spec
 from tests.support.token_server import Canned, TokenServer
 from workers.engine.refresher import Refresher
 from workers.engine.registry import Registry

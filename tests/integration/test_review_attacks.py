@@ -15,7 +15,6 @@ import requests
 from cryptography.fernet import Fernet
 from flask.testing import FlaskClient
 
-from callback_app import create_app
 from config import Settings
 from tests.integration.test_authorization_attacks import JSON, ac_spec, begin, id_token, link
 from tests.support.observe import all_redis_text
@@ -138,8 +137,9 @@ def test_a_token_endpoint_dripping_its_answer_cannot_hold_a_worker_past_the_time
 
 
 @pytest.fixture
-def victim(settings, runtime, celery_client) -> FlaskClient:
-    return create_app(settings, runtime=runtime, celery=celery_client).test_client()
+def victim(make_client) -> FlaskClient:
+    """The victim's browser."""
+    return make_client()
 
 
 @pytest.mark.e2e

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tests.conftest import cc_spec
+from tests.support.specs import cc_spec
 from tests.support.token_server import TokenServer
 from workers.consumer import TokenReader
 from workers.engine.registry import Registry

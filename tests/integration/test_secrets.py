@@ -16,10 +16,10 @@ from celery import Celery
 from cryptography.fernet import Fernet
 
 from config import Settings
-from tests.conftest import cc_spec, rt_spec
 from tests.integration.test_cli import cli
 from tests.support.observe import EventLog, all_redis_text, broker_messages, disk_text, spellings
 from tests.support.processes import wait_until
+from tests.support.specs import cc_spec, rt_spec
 from tests.support.token_server import Canned, TokenServer
 from tests.support.web import Gunicorn
 from tests.support.webhook_receiver import WebhookReceiver

@@ -11,9 +11,10 @@ import pytest
 import redis
 
 from config import load_settings
-from tests.conftest import cc_spec, free_port, rt_spec
+from tests.support.ports import free_port
 from tests.support.processes import start_beat, start_worker, wait_until
 from tests.support.sentinel import MASTER_NAME, SentinelSet
+from tests.support.specs import cc_spec, rt_spec
 from tests.support.token_server import TokenServer
 from workers.celery_app import create_celery
 from workers.consumer import TokenReader
@@ -30,6 +31,7 @@ def sentinels(tmp_path: Path) -> Iterator[SentinelSet]:
     cluster.stop()
 
 
+@pytest.mark.slow
 def test_tokens_stay_fresh_through_a_failover(
     sentinels: SentinelSet,
     environ: dict[str, str],
@@ -72,13 +74,3 @@ def test_tokens_stay_fresh_through_a_failover(
         worker.stop()
         app.close()
         server.stop()
-
-
-def test_sentinel_urls_need_the_master_name(environ: dict[str, str]) -> None:
-    """A sentinel:// URL without TOKENKEEPER_REDIS_SENTINEL_MASTER, or the reverse, is a settings error."""
-    from config import SettingsError
-
-    with pytest.raises(SettingsError, match="TOKENKEEPER_REDIS_SENTINEL_MASTER: required"):
-        load_settings({**environ, "TOKENKEEPER_REDIS_URL": "sentinel://127.0.0.1:26379/0"})
-    with pytest.raises(SettingsError, match="must list the sentinels"):
-        load_settings({**environ, "TOKENKEEPER_REDIS_SENTINEL_MASTER": "mymaster"})

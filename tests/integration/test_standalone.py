@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import cc_spec, free_port
 from tests.integration.test_redis_files import modes
 from tests.integration.test_runner_acl import assert_only_our_users_get_in
+from tests.support.ports import free_port
 from tests.support.processes import ROOT, wait_until
+from tests.support.specs import cc_spec
 from tests.support.token_server import TokenServer
 from workers.engine.keyrotation import wait_idle
 from workers.ops.redis_server import RedisUsers, is_up
@@ -67,6 +68,7 @@ def argv_of(pid: int) -> str:
         return ""
 
 
+@pytest.mark.slow
 def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path, token_server: TokenServer) -> None:
     """Without TOKENKEEPER_REDIS_URL, standalone starts its own Redis (AOF on, ACL users only), then worker, beat,
     app, Flower; the CLI finds it with no variables; Flower lists our tasks by their contract names with the

@@ -18,8 +18,8 @@ from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tests.conftest import cc_spec, rt_spec
 from tests.support.processes import CeleryProcess, wait_until
+from tests.support.specs import cc_spec, rt_spec
 from tests.support.token_server import Canned, TokenServer
 from tests.support.web import Gunicorn
 from workers.engine.refresher import Refresher
@@ -179,12 +179,12 @@ def test_connect_is_a_valid_link_and_the_connected_account_is_shown(
     settings,
     runtime: Runtime,
     redis_client: redis.Redis,
+    make_client,
 ) -> None:
     """Reconnect carries a signed link for that integration (it redirects to the provider); the row shows
     the account that consented."""
     from urllib.parse import parse_qs, urlsplit
 
-    from callback_app import create_app
     from workers.engine.links import LinkSigner
 
     Registry(runtime).create(
@@ -201,7 +201,7 @@ def test_connect_is_a_valid_link_and_the_connected_account_is_shown(
         "tokenkeeper:integration:drive",
         mapping={"status": "needs_reauth", "account": json.dumps({"sub": "1234", "email": "alice@example.com"})},
     )
-    client = create_app(settings).test_client()
+    client = make_client(settings)
     page = client.get("/status", headers={"Authorization": _basic(*OPERATOR)}).get_data(as_text=True)
     assert "alice@example.com (sub 1234)" in page
     href = re.search(r'href="([^"]*/oauth/authorize/drive\?t=[^"]*)"[^>]*>Reconnect<', page).group(1)
@@ -218,13 +218,14 @@ def test_a_long_list_is_cut_with_the_ones_needing_attention_first(
     runtime: Runtime,
     token_server: TokenServer,
     monkeypatch: pytest.MonkeyPatch,
+    make_client,
 ) -> None:
     """Past the page size the page says how many it shows, and the stopped integration is among them."""
-    from callback_app import create_app, status
+    from callback_app import status
 
     _four_states(runtime, token_server)
     monkeypatch.setattr(status, "PAGE_ROWS", 2)
-    client = create_app(settings).test_client()
+    client = make_client(settings)
     page = client.get("/status", headers={"Authorization": _basic(*OPERATOR)}).get_data(as_text=True)
     assert "Showing the first 2 of 4" in page
     assert 'data-name="old_sync"' in page and 'data-name="crm"' in page and 'data-name="billing_api"' not in page
@@ -269,7 +270,10 @@ def test_token_age_at_read_is_measured_by_the_python_helper(runtime: Runtime, to
 
     Registry(runtime).create(cc_spec(token_server, "billing_api"))
     reader = TokenReader(runtime.store.redis, clock=lambda: runtime.clock() + 42)
-    count = lambda: REGISTRY.get_sample_value("tokenkeeper_token_age_at_read_seconds_count") or 0  # noqa: E731
+
+    def count() -> float:
+        return REGISTRY.get_sample_value("tokenkeeper_token_age_at_read_seconds_count") or 0
+
     before = count()
     reader.read("billing_api")
     reader.read_many(["billing_api", "billing_api"])
@@ -336,40 +340,38 @@ def test_json_logs_have_one_line_per_refresh(
         b"not base64 at all \xe9",
     ],
 )
-def test_non_ascii_or_garbled_basic_credentials_are_a_401(operator_env: None, settings, credentials: bytes) -> None:
+def test_non_ascii_or_garbled_basic_credentials_are_a_401(
+    operator_env: None, settings, credentials: bytes, make_client
+) -> None:
     """Basic credentials that are not ASCII, not UTF-8 or not base64 are refused with 401, never a 500."""
-    from callback_app import create_app
-
-    client = create_app(settings).test_client()
+    client = make_client(settings)
     for path in ("/status", "/metrics"):
         response = client.get(path, headers=[("Authorization", (b"Basic " + credentials).decode("latin-1"))])
         assert response.status_code == 401, (path, response.status_code)
 
 
-def test_a_non_ascii_operator_password_works(environ: dict[str, str]) -> None:
+def test_a_non_ascii_operator_password_works(environ: dict[str, str], make_client) -> None:
     """An operator password with non-ASCII characters is accepted when sent as UTF-8."""
-    from callback_app import create_app
     from config import load_settings
 
     settings = load_settings(
         {**environ, "TOKENKEEPER_OPERATOR_USER": "ops", "TOKENKEEPER_OPERATOR_PASSWORD": "pässwörd"}
     )
-    client = create_app(settings).test_client()
+    client = make_client(settings)
     good = "Basic " + base64.b64encode("ops:pässwörd".encode()).decode()
     assert client.get("/status", headers={"Authorization": good}).status_code == 200
     assert client.get("/status", headers={"Authorization": _basic("ops", "passwort")}).status_code == 401
 
 
-def test_metrics_need_the_operator_unless_made_public(environ: dict[str, str]) -> None:
+def test_metrics_need_the_operator_unless_made_public(environ: dict[str, str], make_client) -> None:
     """/metrics is behind the operator login; TOKENKEEPER_METRICS_PUBLIC=true opens it to a scraper."""
-    from callback_app import create_app
     from config import load_settings
 
     operator = {"TOKENKEEPER_OPERATOR_USER": OPERATOR[0], "TOKENKEEPER_OPERATOR_PASSWORD": OPERATOR[1]}
-    client = create_app(load_settings({**environ, **operator})).test_client()
+    client = make_client(load_settings({**environ, **operator}))
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers={"Authorization": _basic("ops", "wrong")}).status_code == 401
     assert client.get("/metrics", headers={"Authorization": _basic(*OPERATOR)}).status_code == 200
-    public = create_app(load_settings({**environ, **operator, "TOKENKEEPER_METRICS_PUBLIC": "true"})).test_client()
+    public = make_client(load_settings({**environ, **operator, "TOKENKEEPER_METRICS_PUBLIC": "true"}))
     assert public.get("/metrics").status_code == 200
     assert public.get("/status").status_code == 401  # only the metrics are opened

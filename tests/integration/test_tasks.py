@@ -8,9 +8,9 @@ import pytest
 import redis
 from celery import Celery, signals
 
-from tests.conftest import cc_spec, rt_spec
 from tests.support.observe import EventLog, all_redis_text
 from tests.support.processes import wait_until
+from tests.support.specs import cc_spec, rt_spec
 from tests.support.token_server import TokenServer
 from workers.celery_app import _redact_published_arguments
 from workers.producer import call

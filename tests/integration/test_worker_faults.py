@@ -10,12 +10,12 @@ import time
 import pytest
 import redis
 
-from tests.conftest import cc_spec, rt_spec
 from tests.support.processes import pool_children, wait_until
+from tests.support.specs import cc_spec, rt_spec
 from tests.support.token_server import Canned, TokenServer
 from workers.producer import call, send
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 LIFETIME = 20.0
 

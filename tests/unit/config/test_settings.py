@@ -152,6 +152,14 @@ def test_every_sentinel_password_is_hidden_from_repr() -> None:
     assert "sentinel://:***@h1:26379;sentinel://:***@h2:26379/0" in repr(settings)
 
 
+def test_sentinel_urls_need_the_master_name() -> None:
+    """A sentinel:// URL without TOKENKEEPER_REDIS_SENTINEL_MASTER, or the reverse, is a settings error."""
+    with pytest.raises(SettingsError, match="TOKENKEEPER_REDIS_SENTINEL_MASTER: required"):
+        load_settings({"TOKENKEEPER_REDIS_URL": "sentinel://127.0.0.1:26379/0"})
+    with pytest.raises(SettingsError, match="must list the sentinels"):
+        load_settings({"TOKENKEEPER_REDIS_SENTINEL_MASTER": "mymaster"})
+
+
 def test_a_pinned_public_key_must_be_32_bytes_of_standard_base64() -> None:
     """TOKENKEEPER_PUBLIC_KEY keeps a 32-byte standard-base64 key and refuses anything else by name."""
     import base64

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from workers.errors import TemplateError
 from workers.templates import placeholders
@@ -41,10 +43,6 @@ def test_malformed_placeholders_are_errors(text: str) -> None:
     """A placeholder that starts like ours but is not well formed is reported, not passed through."""
     with pytest.raises(TemplateError, match="malformed"):
         placeholders(text)
-
-
-from hypothesis import given  # noqa: E402 -- property tests below share the module's subject
-from hypothesis import strategies as st  # noqa: E402
 
 
 @given(st.text())
