@@ -78,6 +78,12 @@ class Settings:
     max_response_bytes: int = 1_048_576
     backoff_base: float = 2.0
     backoff_max: float = 300.0
+    # No integration is refreshed sooner than this after its last refresh, even when its tokens
+    # arrive already expired (expires_in 1, a JWT exp in the past).
+    min_refresh_interval: float = 30.0
+    # Unclear answers (an unknown error code, a CDN or firewall page) are retried this long before
+    # the integration goes to needs_reauth.
+    unclear_error_window: float = 3600.0
     result_expires: int = 3600
     # Redis broker: a message not acked within this long is redelivered. Must
     # exceed the longest countdown we ever set (the horizon) by a wide margin.
@@ -264,6 +270,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_response_bytes": _positive_int,
     "backoff_base": _positive_float,
     "backoff_max": _positive_float,
+    "min_refresh_interval": _non_negative_float,
+    "unclear_error_window": _non_negative_float,
     "result_expires": _positive_int,
     "visibility_timeout": _positive_int,
     "data_dir": _text,

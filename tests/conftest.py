@@ -102,6 +102,7 @@ def environ(redis_url: str, secret_key: str, tmp_path: Path) -> dict[str, str]:
         "TOKENKEEPER_HTTP_READ_TIMEOUT": "3",
         "TOKENKEEPER_BACKOFF_BASE": "0.5",
         "TOKENKEEPER_BACKOFF_MAX": "2",
+        "TOKENKEEPER_MIN_REFRESH_INTERVAL": "0.25",
         # Token servers in tests listen on 127.0.0.1, which production refuses by default.
         "TOKENKEEPER_ALLOW_PRIVATE_NETWORKS": "true",
     }

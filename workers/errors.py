@@ -16,7 +16,9 @@
     └── ProviderError                the token endpoint did not give us a token
         ├── PermanentProviderError   RFC 6749 §5.2 rejections: stop, needs_reauth
         └── TransientProviderError   5xx, 429, timeouts, garbage: retry with backoff
-                                     (.retry_after honours the provider's Retry-After)
+            │                        (.retry_after honours the provider's Retry-After)
+            └── UnclearProviderError an unknown error code, a CDN or firewall page: retried like
+                                     any transient error, but only for a bounded time
 
 Messages are written for the person who has to act on them and never carry a
 secret: provider text is passed through :func:`scrub` before it lands here.
@@ -125,6 +127,10 @@ class PermanentProviderError(ProviderError):
 
 class TransientProviderError(ProviderError):
     retryable = True
+
+
+class UnclearProviderError(TransientProviderError):
+    """An answer that says neither "try later" nor "stop": retried until it has lasted too long."""
 
 
 def scrub(text: str, secrets: Iterable[str | None], limit: int = 300) -> str:

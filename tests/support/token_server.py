@@ -35,6 +35,9 @@ class Canned:
     hold: threading.Event | None = None
     arrived: threading.Event = field(default_factory=threading.Event)
     dropped: bool = False
+    # Process the request for real (rotating the refresh token), then answer with these fields of the JSON
+    # replaced: each value is raw JSON text (so `1e400` reaches the client as written); None leaves a field out.
+    patch: dict[str, str | None] | None = None
 
 
 @dataclass
@@ -220,6 +223,10 @@ class TokenServer:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
+                if canned is not None and canned.patch is not None:
+                    status, payload = server.answer(self.headers, body)
+                    self._send(status, _patched(payload, canned.patch), {"Content-Type": "application/json"})
+                    return
                 if canned is not None:
                     if canned.delay:
                         time.sleep(canned.delay)
@@ -245,6 +252,13 @@ class TokenServer:
                 pass
 
         return Handler
+
+
+def _patched(payload: dict[str, Any], patch: dict[str, str | None]) -> bytes:
+    kept = {key: value for key, value in payload.items() if key not in patch}
+    spliced = [f"{json.dumps(key)}: {raw}" for key, raw in patch.items() if raw is not None]
+    parts = [part for part in (json.dumps(kept)[1:-1], *spliced) if part]
+    return ("{" + ", ".join(parts) + "}").encode()
 
 
 def _client_gone(sock: socket.socket) -> bool:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workers.engine.policy import RefreshPolicy
-from workers.errors import ProviderError
+from workers.errors import ProviderError, UnclearProviderError
 from workers.oauth.token_client import TokenResponse
 from workers.store import Status
 
@@ -39,6 +39,11 @@ def token_obtained(
     """``holds_refresh_token``: the integration has a refresh token to keep alive (not client credentials)."""
     due = policy.next_refresh(response.issued_at, response.expires_at, refresh_token=holds_refresh_token)
     expires_at = "" if response.expires_at is None else str(int(response.expires_at))
+    if policy.arrives_expired(response.issued_at, response.expires_at):
+        reason += (
+            "; the provider's tokens arrive already expired or nearly so: "
+            f"refreshing at most every {span(policy.min_interval)}"
+        )
     return Change(
         fields={
             "secrets": sealed_secrets,
@@ -50,6 +55,7 @@ def token_obtained(
             "expires_at": expires_at,
             "attempts": 0,
             "last_error": "",
+            "unclear_since": "",
         },
         token={
             "access_token": response.access_token,
@@ -69,11 +75,29 @@ LOST_RESPONSE_ERRORS = frozenset({"timeout", "connection_error", "request_failed
 
 
 def request_failed(
-    error: ProviderError, *, attempts: int, policy: RefreshPolicy, now: float, last_error: str = ""
+    error: ProviderError,
+    *,
+    attempts: int,
+    policy: RefreshPolicy,
+    now: float,
+    last_error: str = "",
+    unclear_since: float | None = None,
 ) -> Change:
-    """Transient: keep the old token and retry with backoff. Permanent: stop and wait for a person."""
+    """Transient: keep the old token and retry with backoff. Permanent: stop and wait for a person.
+
+    Unclear (an unknown code, a CDN page): transient while the run of unclear answers that began at
+    ``unclear_since`` is shorter than the policy's window, then permanent with a reason that says so.
+    """
     reason = str(error)
-    if error.retryable:
+    unclear = isinstance(error, UnclearProviderError)
+    since = (unclear_since if unclear_since is not None else now) if unclear else None
+    gave_up = since is not None and now - since >= policy.unclear_window
+    if gave_up:
+        reason += (
+            f"; kept failing with an unclear answer for {span(policy.unclear_window)}: "
+            "check the provider (a firewall, a changed endpoint, a revoked app), then update or authorize again"
+        )
+    if error.retryable and not gave_up:
         attempt = attempts + 1
         due = now + policy.retry_delay(attempt, error.retry_after)
         status = Status.RETRYING
@@ -88,10 +112,28 @@ def request_failed(
                 f" after an unanswered refresh ({last_error}): the provider probably rotated the "
                 "refresh token in the answer that was lost; authorize again or paste a new refresh token"
             )
-    fields.update({"status": status, "reason": reason, "status_at": now, "last_error": error.error})
+    fields.update(
+        {
+            "status": status,
+            "reason": reason,
+            "status_at": now,
+            "last_error": error.error,
+            # Any clear answer ends a run of unclear ones; giving up ends it too.
+            "unclear_since": since if since is not None and not gave_up else "",
+        }
+    )
     return Change(
         fields=fields,
         token={"status": status, "updated_at": str(int(now))},
         history=history_entry(now, status, reason),
         due=due,
     )
+
+
+def span(seconds: float) -> str:
+    """A duration as a person would write it: 30 s, 5 min, 1 h."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"

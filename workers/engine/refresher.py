@@ -129,7 +129,12 @@ class Refresher:
                 response = rt.client.refresh(spec, refresh_token)
         except ProviderError as error:
             change = request_failed(
-                error, attempts=record.attempts, policy=rt.policy, now=rt.clock(), last_error=record.last_error
+                error,
+                attempts=record.attempts,
+                policy=rt.policy,
+                now=rt.clock(),
+                last_error=record.last_error,
+                unclear_since=record.unclear_since,
             )
             return self._commit(lock, record, change, failed=error, timing=_Timing(now, self.rt.clock(), planned_at))
         if response.refresh_token and response.refresh_token != secrets.get("refresh_token"):

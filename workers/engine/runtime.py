@@ -124,6 +124,8 @@ def build_runtime(
             backoff_base=settings.backoff_base,
             backoff_max=settings.backoff_max,
             keepalive=settings.keepalive_interval,
+            min_interval=settings.min_refresh_interval,
+            unclear_window=settings.unclear_error_window,
         ),
         clock=clock,
         _secret_keys=settings.secret_keys,

@@ -28,6 +28,27 @@ URL_KEYS = ("auth_url", "token_url", "revocation_url", "issuer")
 
 
 @dataclass(frozen=True)
+class ErrorCodes:
+    """A provider's own ``error`` codes, where they differ from RFC 6749's: which mean "try later", which "stop".
+
+    Codes in neither list are unclear: retried, but only for a bounded time.
+    """
+
+    transient: frozenset[str] = frozenset()
+    permanent: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_data(cls, raw: Mapping[str, Any]) -> ErrorCodes:
+        unknown = set(raw) - {"transient", "permanent"}
+        if unknown:
+            raise ValueError(f"error_codes: unknown keys {sorted(unknown)}")
+        return cls(frozenset(raw.get("transient", ())), frozenset(raw.get("permanent", ())))
+
+
+NO_ERROR_CODES = ErrorCodes()
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     title: str
@@ -43,6 +64,7 @@ class Preset:
     extra_token_params: Mapping[str, str] = field(default_factory=dict)
     offline_scopes: tuple[str, ...] = ()
     quirks: tuple[str, ...] = ()
+    error_codes: ErrorCodes = NO_ERROR_CODES
 
     @classmethod
     def from_data(cls, name: str, raw: Mapping[str, Any]) -> Preset:
@@ -50,6 +72,8 @@ class Preset:
         for key in ("grant_types", "offline_scopes", "quirks"):
             if key in data:
                 data[key] = tuple(data[key])
+        if "error_codes" in data:
+            data["error_codes"] = ErrorCodes.from_data(data["error_codes"])
         return cls(name=name, **data)
 
     def urls(self, values: Mapping[str, str]) -> dict[str, str]:
@@ -65,6 +89,12 @@ class Preset:
 def presets() -> Mapping[str, Preset]:
     raw = json.loads(PRESETS_FILE.read_text())
     return {name: Preset.from_data(name, entry) for name, entry in raw.items()}
+
+
+def error_codes(provider: str | None) -> ErrorCodes:
+    """The named provider's own error codes; none for a hand-written spec or an unknown name."""
+    preset = presets().get(provider) if provider else None
+    return preset.error_codes if preset is not None else NO_ERROR_CODES
 
 
 def expand_preset(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,13 +6,18 @@ was checked just before. Redirects are never followed, so a 307 can never resend
 a refresh token or client secret to another host. Bodies
 are read up to a size cap, and every request ends by its deadline, connect +
 read timeout, however slowly the server answers. Every failure becomes a :class:`ProviderError` whose
-type says whether a retry can help (RFC 6749 §5.2).
+type says whether a retry can help (:func:`classify`).
+
+A token answer is read so that nothing in it can raise once its access token is found: a lifetime
+of ``1e400``, ``"Infinity"`` or a JWT ``exp`` far off is clamped to :data:`MAX_LIFETIME`, so the
+rotated refresh token it carries always reaches the caller.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,8 +26,15 @@ from urllib.parse import parse_qsl, quote_plus, urlsplit
 import requests
 
 from workers.clock import Clock
-from workers.errors import PermanentProviderError, ProviderError, TransientProviderError, scrub
+from workers.errors import (
+    PermanentProviderError,
+    ProviderError,
+    TransientProviderError,
+    UnclearProviderError,
+    scrub,
+)
 from workers.oauth.addresses import AddressPolicy
+from workers.oauth.providers import NO_ERROR_CODES, ErrorCodes, error_codes
 from workers.oauth.transport import (
     TRANSIENT_STATUSES,
     DeadlinePassed,
@@ -32,7 +44,7 @@ from workers.oauth.transport import (
     retry_after_seconds,
 )
 
-# RFC 6749 §5.2 codes: the same request will fail again until a person acts.
+# RFC 6749 §5.2 codes (and access_denied): on a 4xx, the same request will fail again until a person acts.
 PERMANENT_ERRORS = frozenset(
     {
         "invalid_request",
@@ -46,6 +58,9 @@ PERMANENT_ERRORS = frozenset(
 )
 # Codes some providers send from the token endpoint for passing trouble.
 TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error", "slow_down"})
+
+# No token is trusted for longer than a year, whatever its expires_in or exp says.
+MAX_LIFETIME = 365 * 86400.0
 
 
 class ClientSpec(Protocol):
@@ -73,6 +88,8 @@ class ClientSpec(Protocol):
     def revocation_url(self) -> str | None: ...
     @property
     def endpoint(self) -> str: ...
+    @property
+    def provider(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -128,7 +145,13 @@ class TokenClient:
             spec, spec.endpoint, {**spec.extra_token_params, **params}, "token endpoint"
         )
         return parse_token_response(
-            status, response_headers, body, sent_at=sent_at, secrets=known_secrets, now=self.clock()
+            status,
+            response_headers,
+            body,
+            sent_at=sent_at,
+            secrets=known_secrets,
+            now=self.clock(),
+            codes=error_codes(spec.provider),
         )
 
     def revoke(self, spec: ClientSpec, token: str, hint: str) -> None:
@@ -144,9 +167,10 @@ class TokenClient:
             return  # also for a token the server no longer knows (§2.2)
         payload = _decode_body(headers.get("Content-Type", ""), body) or {}
         if "error" in payload:
-            raise _oauth_error(status, headers, payload, (spec.client_secret, token), self.clock())
-        cls = TransientProviderError if status >= 500 or status in TRANSIENT_STATUSES else PermanentProviderError
-        raise cls(
+            raise _oauth_error(
+                status, headers, payload, (spec.client_secret, token), self.clock(), error_codes(spec.provider)
+            )
+        raise classify(status, None)(
             "revocation_failed",
             f"HTTP {status} from the revocation endpoint",
             status=status,
@@ -249,8 +273,12 @@ def parse_token_response(
     sent_at: float,
     now: float,
     secrets: tuple[str | None, ...] = (),
+    codes: ErrorCodes = NO_ERROR_CODES,
 ) -> TokenResponse:
-    """Turn what a token endpoint answered into a token, or raise a classified error."""
+    """Turn what a token endpoint answered into a token, or raise a classified error.
+
+    ``codes``: the provider's own error codes (its preset's), consulted before RFC 6749's.
+    """
     payload = _decode_body(headers.get("Content-Type", ""), body)
     if 300 <= status < 400:
         raise TransientProviderError(
@@ -260,12 +288,11 @@ def parse_token_response(
             status=status,
         )
     if payload is not None and payload.get("error"):
-        raise _oauth_error(status, headers, payload, secrets, now)
+        raise _oauth_error(status, headers, payload, secrets, now, codes)
     if not 200 <= status < 300:
-        cls: type[ProviderError] = (
-            TransientProviderError if status >= 500 or status in TRANSIENT_STATUSES else PermanentProviderError
+        raise classify(status, None)(
+            f"http_{status}", _describe_body(body), status=status, retry_after=retry_after_seconds(headers, now)
         )
-        raise cls(f"http_{status}", _describe_body(body), status=status, retry_after=retry_after_seconds(headers, now))
     if payload is None:
         raise TransientProviderError(
             "malformed_response", "the token endpoint sent neither JSON nor a form", status=status
@@ -273,6 +300,7 @@ def parse_token_response(
     access_token = payload.get("access_token")
     if not isinstance(access_token, str) or not access_token:
         raise TransientProviderError("malformed_response", "the answer has no access_token", status=status)
+    # From here on nothing may raise: the answer may carry a rotated refresh token, the only copy.
     refresh_token = payload.get("refresh_token")
     scope = payload.get("scope")
     id_token = payload.get("id_token")
@@ -282,9 +310,28 @@ def parse_token_response(
         issued_at=sent_at,
         expires_at=_expires_at(payload.get("expires_in"), access_token, sent_at),
         refresh_token=refresh_token if isinstance(refresh_token, str) and refresh_token else None,
-        scope=" ".join(scope) if isinstance(scope, list) else (scope if isinstance(scope, str) else None),
+        scope=_scope(scope),
         id_token=id_token if isinstance(id_token, str) and id_token else None,
     )
+
+
+def classify(status: int, code: str | None, codes: ErrorCodes = NO_ERROR_CODES) -> type[ProviderError]:
+    """Which kind of failure an answer is; in doubt, one a retry may cure.
+
+    5xx and 429 (and 408, 425) are passing trouble whatever the body says: a gateway may wrap any
+    text around them. A code the provider's preset or RFC 6749 names decides next. Anything else
+    (an unknown code, a CDN or firewall page, a 4xx without a code) is unclear: retried, but only
+    for the unclear-answer window, after which a person is asked to look.
+    """
+    if status >= 500 or status in TRANSIENT_STATUSES:
+        return TransientProviderError
+    if code is None:
+        return UnclearProviderError
+    if code in codes.transient or (code in TRANSIENT_ERRORS and code not in codes.permanent):
+        return TransientProviderError
+    if code in codes.permanent or code in PERMANENT_ERRORS:
+        return PermanentProviderError
+    return UnclearProviderError
 
 
 def _decode_body(content_type: str, body: bytes) -> dict[str, Any] | None:
@@ -293,8 +340,8 @@ def _decode_body(content_type: str, body: bytes) -> dict[str, Any] | None:
         return None
     if "json" in content_type or text.startswith("{"):
         try:
-            data = json.loads(text)
-        except ValueError:
+            data = json.loads(text, parse_int=_json_int)
+        except (ValueError, RecursionError):
             return None
         return data if isinstance(data, dict) else None
     if "x-www-form-urlencoded" in content_type or "text/plain" in content_type:
@@ -310,15 +357,11 @@ def _oauth_error(
     payload: Mapping[str, Any],
     secrets: tuple[str | None, ...],
     now: float,
+    codes: ErrorCodes = NO_ERROR_CODES,
 ) -> ProviderError:
     code = scrub(str(payload.get("error")), secrets, limit=80)
     description = scrub(str(payload.get("error_description") or ""), secrets)
-    if code in PERMANENT_ERRORS:
-        cls: type[ProviderError] = PermanentProviderError
-    elif code in TRANSIENT_ERRORS or status >= 500 or status in TRANSIENT_STATUSES:
-        cls = TransientProviderError
-    else:
-        cls = PermanentProviderError
+    cls = classify(status, code, codes)
     return cls(code, description, status=status, retry_after=retry_after_seconds(headers, now))
 
 
@@ -329,15 +372,42 @@ def _token_type(raw: Any) -> str:
     return "Bearer" if raw.strip().lower() == "bearer" else raw.strip()
 
 
+def _json_int(digits: str) -> int | float:
+    # Python refuses to turn more than 4300 digits into an int (a ValueError that would lose the whole
+    # answer); so long a number is a float, and infinite.
+    return int(digits) if len(digits) <= 1000 else float(digits)
+
+
+def _scope(scope: Any) -> str | None:
+    if isinstance(scope, list):
+        return " ".join(item for item in scope if isinstance(item, str))
+    return scope if isinstance(scope, str) else None
+
+
 def _expires_at(expires_in: Any, access_token: str, sent_at: float) -> float | None:
+    """When the token expires, its lifetime clamped to [0, MAX_LIFETIME]; None when nothing says."""
     # Counting from when the request was sent errs on the early side.
-    try:
-        seconds = float(expires_in)
-    except (TypeError, ValueError):
-        seconds = None
+    seconds = _number(expires_in)
     if seconds is not None and seconds > 0:
-        return sent_at + seconds
-    return jwt_expiry(access_token)
+        return sent_at + min(seconds, MAX_LIFETIME)
+    exp = jwt_expiry(access_token)
+    if exp is None:
+        return None
+    # An exp already past (the provider's clock behind ours) is an expired token, not a negative lifetime.
+    return sent_at + min(max(exp - sent_at, 0.0), MAX_LIFETIME)
+
+
+def _number(raw: Any) -> float | None:
+    """``raw`` as a float; None for what is not a number (NaN, a bool, text), +inf for what is too big for one."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    except OverflowError:  # an int of hundreds of digits
+        return -math.inf if isinstance(raw, int) and raw < 0 else math.inf
+    return None if math.isnan(value) else value
 
 
 def jwt_expiry(token: str) -> float | None:
@@ -347,11 +417,15 @@ def jwt_expiry(token: str) -> float | None:
         return None
     segment = parts[1] + "=" * (-len(parts[1]) % 4)
     try:
-        claims = json.loads(base64.urlsafe_b64decode(segment.encode()))
-    except ValueError:
+        claims = json.loads(base64.urlsafe_b64decode(segment.encode()), parse_int=_json_int)
+    except (ValueError, RecursionError):
         return None
     exp = claims.get("exp") if isinstance(claims, dict) else None
-    return float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
+    if isinstance(exp, str):
+        return None
+    value = _number(exp)
+    # Kept finite: the caller does arithmetic with it.
+    return None if value is None else max(min(value, 1e15), -1e15)
 
 
 def _describe_body(body: bytes) -> str:

@@ -89,6 +89,8 @@ class IntegrationRecord:
     refreshed_at: float | None
     status_at: float
     last_error: str = ""
+    # When the current run of unclear provider answers began (None: the last answer was clear).
+    unclear_since: float | None = None
     # Who consented (OpenID sub, and email / name when the provider said); empty when unknown.
     account: Mapping[str, str] = field(default_factory=dict)
 
@@ -108,6 +110,7 @@ class IntegrationRecord:
             refreshed_at=_optional_float(raw.get("refreshed_at")),
             status_at=float(raw["status_at"]),
             last_error=raw.get("last_error", ""),
+            unclear_since=_optional_float(raw.get("unclear_since")),
             account=json.loads(raw["account"]) if raw.get("account") else {},
         )
 

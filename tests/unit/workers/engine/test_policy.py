@@ -41,3 +41,13 @@ def test_retry_after_is_honoured_but_bounded() -> None:
     policy = RefreshPolicy(backoff_base=2, backoff_max=60)
     assert policy.retry_delay(1, retry_after=120, rand=lambda: 1.0) == 120
     assert policy.retry_delay(1, retry_after=10**6) == MAX_RETRY_AFTER
+
+
+@pytest.mark.parametrize(("issued", "expires"), [(100, 101), (100, 50), (100, None)])
+def test_never_sooner_than_the_min_interval(issued: float, expires: float | None) -> None:
+    """Tokens expired on arrival, or nearly, are refreshed no sooner than min_interval after the last refresh."""
+    policy = RefreshPolicy(lead=60, jitter=30, min_interval=30, keepalive=10)
+    for rand in (0.0, 0.999):
+        assert policy.next_refresh(issued, expires, rand=lambda r=rand: r, refresh_token=True) >= issued + 30
+    assert policy.arrives_expired(issued, expires) is (expires is not None)
+    assert policy.arrives_expired(issued, issued + 31) is False

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from workers.errors import PermanentProviderError, TransientProviderError
-from workers.oauth.token_client import basic_authorization, jwt_expiry, parse_token_response
+from workers.errors import PermanentProviderError, ProviderError, TransientProviderError, UnclearProviderError
+from workers.oauth.providers import ErrorCodes, error_codes
+from workers.oauth.token_client import MAX_LIFETIME, basic_authorization, classify, jwt_expiry, parse_token_response
 from workers.oauth.transport import retry_after_seconds
 
 JSON = {"Content-Type": "application/json"}
@@ -93,7 +94,10 @@ def test_form_encoded_answers_like_githubs() -> None:
 def test_http_200_carrying_an_error_is_an_error() -> None:
     """GitHub returns 200 with error=bad_refresh_token; that is a rejection, not a token."""
     with pytest.raises(PermanentProviderError) as caught:
-        parse(body={"error": "bad_refresh_token", "error_description": "The refresh token passed is incorrect"})
+        parse(
+            body={"error": "bad_refresh_token", "error_description": "The refresh token passed is incorrect"},
+            codes=error_codes("github"),
+        )
     assert caught.value.error == "bad_refresh_token"
     assert "incorrect" in str(caught.value)
 
@@ -157,9 +161,9 @@ def test_an_html_error_page_is_described_not_echoed() -> None:
     assert "HTML page" in str(caught.value) and "secret-looking" not in str(caught.value)
 
 
-def test_an_html_401_is_permanent() -> None:
-    """A 401 page without an error code is still a rejection of our credentials."""
-    with pytest.raises(PermanentProviderError) as caught:
+def test_an_html_401_is_unclear() -> None:
+    """A 401 page without an error code may be a firewall's as well as a rejection: retried for a bounded time."""
+    with pytest.raises(UnclearProviderError) as caught:
         parse(401, b"<html>nope</html>", headers={"Content-Type": "text/html"})
     assert caught.value.error == "http_401"
 
@@ -197,3 +201,98 @@ def test_secrets_echoed_by_a_provider_are_masked() -> None:
             secrets=("rt-SECRET-1", None),
         )
     assert "rt-SECRET-1" not in str(caught.value) and "[redacted]" in str(caught.value)
+
+
+SLACK = error_codes("slack")
+CLASSIFICATION: list[tuple[int, str | None, ErrorCodes, type[ProviderError]]] = [
+    # 5xx and 429 are passing trouble whatever the body says.
+    (500, "invalid_grant", ErrorCodes(), TransientProviderError),
+    (503, "invalid_request", ErrorCodes(), TransientProviderError),
+    (502, None, ErrorCodes(), TransientProviderError),
+    (429, "invalid_client", ErrorCodes(), TransientProviderError),
+    (408, None, ErrorCodes(), TransientProviderError),
+    # RFC 6749 §5.2 on a 4xx: stop.
+    (400, "invalid_grant", ErrorCodes(), PermanentProviderError),
+    (401, "invalid_client", ErrorCodes(), PermanentProviderError),
+    (400, "unauthorized_client", ErrorCodes(), PermanentProviderError),
+    (400, "unsupported_grant_type", ErrorCodes(), PermanentProviderError),
+    (400, "invalid_scope", ErrorCodes(), PermanentProviderError),
+    (400, "temporarily_unavailable", ErrorCodes(), TransientProviderError),
+    # A provider's own codes on 200, per preset.
+    (200, "ratelimited", SLACK, TransientProviderError),
+    (200, "internal_error", SLACK, TransientProviderError),
+    (200, "service_unavailable", SLACK, TransientProviderError),
+    (200, "fatal_error", SLACK, TransientProviderError),
+    (200, "invalid_refresh_token", SLACK, PermanentProviderError),
+    (200, "bad_refresh_token", error_codes("github"), PermanentProviderError),
+    # Unknown codes, codes of another provider, and pages without a code: unclear.
+    (200, "ratelimited", ErrorCodes(), UnclearProviderError),
+    (200, "something_new", SLACK, UnclearProviderError),
+    (400, "something_new", ErrorCodes(), UnclearProviderError),
+    (403, None, ErrorCodes(), UnclearProviderError),
+    (404, None, SLACK, UnclearProviderError),
+]
+
+
+@pytest.mark.parametrize(("status", "code", "codes", "kind"), CLASSIFICATION)
+def test_classification_errs_toward_transient(
+    status: int, code: str | None, codes: ErrorCodes, kind: type[ProviderError]
+) -> None:
+    """Each status and code lands in exactly the class the table says, and the class decides retryable."""
+    assert classify(status, code, codes) is kind
+
+
+def test_a_cdn_page_on_403_is_unclear_and_retryable() -> None:
+    """A 403 HTML page from a CDN or WAF is retried (unclear), not a permanent rejection."""
+    with pytest.raises(UnclearProviderError) as caught:
+        parse(403, b"<html><body>Attention Required!</body></html>", headers={"Content-Type": "text/html"})
+    assert caught.value.retryable is True and "HTML page" in str(caught.value)
+
+
+def test_slacks_preset_lists_its_transient_codes() -> None:
+    """The Slack preset names ratelimited, internal_error, service_unavailable and fatal_error as transient."""
+    assert {"ratelimited", "internal_error", "service_unavailable", "fatal_error"} <= SLACK.transient
+    assert error_codes(None) == ErrorCodes() and error_codes("no-such-provider") == ErrorCodes()
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "lifetime"),
+    [
+        (b"1e400", MAX_LIFETIME),
+        (b'"Infinity"', MAX_LIFETIME),
+        (b"Infinity", MAX_LIFETIME),
+        (b"1" + b"0" * 400, MAX_LIFETIME),
+        (b"1" + b"0" * 5000, MAX_LIFETIME),
+        (b"400000000", MAX_LIFETIME),
+        (b"3600", 3600.0),
+        (b"1", 1.0),
+    ],
+)
+def test_lifetimes_are_clamped_to_a_year(expires_in: bytes, lifetime: float) -> None:
+    """An absurd expires_in gives a finite expiry at most a year on, and the refresh token is still read."""
+    body = b'{"access_token": "at", "refresh_token": "rt2", "expires_in": ' + expires_in + b"}"
+    token = parse(body=body)
+    assert token.expires_at == SENT + lifetime and token.refresh_token == "rt2"
+
+
+@pytest.mark.parametrize("expires_in", [b'"NaN"', b"NaN", b"-5", b'"-Infinity"', b"true", b"[1]", b"0"])
+def test_a_lifetime_that_is_no_lifetime_is_ignored(expires_in: bytes) -> None:
+    """NaN, negative, zero or non-numbers say nothing: the expiry is unknown (the default lifetime applies)."""
+    body = b'{"access_token": "at", "refresh_token": "rt2", "expires_in": ' + expires_in + b"}"
+    token = parse(body=body)
+    assert token.expires_at is None and token.refresh_token == "rt2"
+
+
+@pytest.mark.parametrize(
+    ("exp", "expires_at"),
+    [(SENT - 600, SENT), (10**400, SENT + MAX_LIFETIME), (1e308, SENT + MAX_LIFETIME), (SENT + 60, SENT + 60)],
+)
+def test_a_jwt_exp_is_clamped_too(exp: float, expires_at: float) -> None:
+    """A JWT exp already past means expired on arrival; one centuries off is clamped to a year; none raises."""
+    assert parse(body={"access_token": jwt({"exp": exp}), "refresh_token": "rt2"}).expires_at == expires_at
+
+
+def test_odd_scopes_do_not_lose_the_answer() -> None:
+    """A scope list with non-strings in it is read as far as it goes, never raising after a refresh token arrived."""
+    token = parse(body={"access_token": "at", "refresh_token": "rt2", "scope": ["a", 1, None, "b"]})
+    assert token.scope == "a b" and token.refresh_token == "rt2"
