@@ -3,6 +3,7 @@ backoff, and an attempt that died between the provider's answer and our write (t
 
 from __future__ import annotations
 
+import calendar
 import dataclasses
 import multiprocessing
 import os
@@ -165,7 +166,7 @@ def test_an_attempt_killed_after_the_provider_rotated_is_named_in_the_reason(
     assert "invalid_grant" in reason and "crash" in reason, reason
     stamp = UTC_TIME.search(reason)
     assert stamp is not None, reason
-    at = time.mktime(time.strptime(stamp.group(0), "%Y-%m-%d %H:%M:%S UTC")) - time.timezone
+    at = calendar.timegm(time.strptime(stamp.group(0), "%Y-%m-%d %H:%M:%S UTC"))
     assert crashed_at - 1 <= at <= time.time()
     (row,) = [row for row in overview(runtime.store, time.time()) if row.name == "user"]
     assert stamp.group(0) in row.lost_attempt

@@ -249,7 +249,7 @@ def _explain_lost(change: Change, lost: Mapping[str, Any], failed: ProviderError
     elif failed is not None:
         reason = f"{change.fields['reason']}; {crash}"
     else:
-        reason = f"{change.fields['reason']} ({crash}; the provider had not rotated the token)"
+        reason = f"{change.fields['reason']}; {crash}, but the provider still took the token it sent"
     change.fields["reason"] = reason
     change.history["reason"] = reason
 
