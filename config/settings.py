@@ -17,6 +17,8 @@ PREFIX = "TOKENKEEPER_"
 # The Redis that `tokenkeeper standalone` starts (port TOKENKEEPER_REDIS_PORT); the URL with
 # its credentials comes from config.local when no TOKENKEEPER_REDIS_URL is set.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6380/0"
+# How much longer than a token request's deadline the refresh lock must live (see load_settings).
+LOCK_MARGIN = 1.0
 
 
 class SettingsError(ValueError):
@@ -319,13 +321,15 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             f"{variable_name('visibility_timeout')}: must be at least 4x "
             f"{variable_name('schedule_horizon')} so countdown tasks are not redelivered"
         )
-    if settings.lock_ttl <= settings.http_connect_timeout + settings.http_read_timeout:
-        # A lock that can expire during the token request lets a second refresh start. Connect +
-        # read timeout is the request's hard deadline (workers.oauth.transport), so with this check only
-        # a stopped process can outlive its lock mid-request.
+    if settings.lock_ttl < settings.http_connect_timeout + settings.http_read_timeout + LOCK_MARGIN:
+        # A lock that can expire during the token request lets a second refresh start and send the same
+        # refresh token. Connect + read timeout is the request's hard deadline (workers.oauth.transport);
+        # the margin covers the milliseconds before the request (decrypting, building it), so only a
+        # stopped process can outlive its lock mid-request. After the answer the lock no longer matters:
+        # the write is guarded by the version (lua/write.lua).
         problems.append(
             f"{variable_name('lock_ttl')}: must exceed {variable_name('http_connect_timeout')} + "
-            f"{variable_name('http_read_timeout')}"
+            f"{variable_name('http_read_timeout')} by at least {LOCK_MARGIN:g} s"
         )
     sentinel = [
         variable_name(name)

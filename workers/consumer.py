@@ -2,7 +2,9 @@
 
 Any language can do the same with one ``HGETALL tokenkeeper:token:<name>``;
 this adds a typed result and, with ``min_valid``, an immediate refresh that it
-waits for (bounded) when the stored token would expire too soon.
+waits for (bounded) when the stored token would expire too soon. A refresh asked
+for while the integration backs off after a failure is deferred to its retry
+time; when ``request_refresh`` returns the task's answer, that fails at once.
 """
 
 from __future__ import annotations
@@ -127,7 +129,13 @@ class TokenReader:
         try:
             # Subscribe before asking, so the refresh cannot finish unseen in between.
             pubsub.subscribe(self.keys.events(name))
-            self.request_refresh(name)
+            answer = self.request_refresh(name)
+            if isinstance(answer, Mapping) and answer.get("outcome") == "deferred":
+                # The integration is backing off: no new token comes before its retry time.
+                raise TokenkeeperError(
+                    f"token of {name!r} expires within {min_valid:g}s and the integration is "
+                    f"{answer.get('status')}, backing off: {answer.get('detail', '')}"
+                )
             deadline = time.monotonic() + timeout
             while True:
                 token = self.read(name)

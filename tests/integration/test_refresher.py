@@ -103,7 +103,8 @@ def test_server_errors_retry_with_backoff_and_keep_the_token(
     token_server.queue(Canned(503, b"<html>down</html>", {"Content-Type": "text/html"}), Canned(503, b"", {}))
     before = time.time()
     first = Refresher(runtime).refresh("svc")
-    second = Refresher(runtime).refresh("svc")
+    # The retries the schedule makes (a forced refresh would wait for the backoff).
+    second = Refresher(runtime).refresh("svc", planned_at=runtime.store.load("svc").refresh_at)
     assert first.status == second.status == "retrying"
     token = redis_client.hgetall("tokenkeeper:token:svc")
     assert token["access_token"] == old_token and token["status"] == "retrying"
@@ -111,7 +112,7 @@ def test_server_errors_retry_with_backoff_and_keep_the_token(
     assert record.attempts == 2 and "http_503" in record.reason
     # backoff_base 0.5: retry 2 waits between 0.5 and 1 s.
     assert before + 0.5 <= redis_client.zscore("tokenkeeper:schedule", "svc") <= time.time() + 1.0
-    assert Refresher(runtime).refresh("svc").status == "active"
+    assert Refresher(runtime).refresh("svc", planned_at=runtime.store.load("svc").refresh_at).status == "active"
     assert runtime.store.load("svc").attempts == 0
     statuses = [entry["status"] for entry in runtime.store.history("svc")]
     assert statuses == ["active", "retrying", "active"]

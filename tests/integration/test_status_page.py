@@ -212,6 +212,22 @@ def test_connect_is_a_valid_link_and_the_connected_account_is_shown(
     assert client.get(href).status_code == 302
 
 
+def test_an_attempt_that_died_after_sending_its_refresh_token_is_shown(
+    operator_env: None, settings, runtime: Runtime, token_server: TokenServer, redis_client: redis.Redis, make_client
+) -> None:
+    """A journal entry left past its lock (its refresher died mid-request) shows on the row with the
+    token's fingerprint and the time, and nothing of the token itself."""
+    Registry(runtime).create(rt_spec(token_server, "user"))
+    since = time.time() - 60
+    entry = {"owner": "gone", "since": since, "until": since + 10, "fp": "0123456789ab"}
+    redis_client.hset("tokenkeeper:integration:user", "attempt", json.dumps(entry))
+    page = make_client(settings).get("/status", headers={"Authorization": _basic(*OPERATOR)}).get_data(as_text=True)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+    line = re.search(r'<small class="lost-attempt"[^>]*>([^<]*)</small>', page)
+    assert line is not None and "#0123456789ab" in line.group(1) and stamp in line.group(1)
+    assert not any(token in page for token in token_server.live_refresh)
+
+
 def test_a_long_list_is_cut_with_the_ones_needing_attention_first(
     operator_env: None,
     settings,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import calendar
 import os
+import re
 import signal
 import threading
 import time
@@ -104,3 +106,48 @@ def test_a_stalled_lock_holder_cannot_overwrite_a_newer_token(
     )
     assert redis_client.hget("tokenkeeper:token:svc", "access_token") == newer
     assert token_server.is_valid(newer)
+
+
+def test_a_worker_killed_after_the_provider_rotated_leaves_the_crash_in_the_reason(
+    fault_environ,
+    token_server: TokenServer,
+    start_processes,
+    celery_client,
+    redis_client: redis.Redis,
+) -> None:
+    """SIGKILL the pool process after the provider rotated but before its answer arrived: the re-delivered
+    refresh meets invalid_grant, and the reason names the lost refresh token (by fingerprint) and the crash
+    time from the attempt journal; no refresh token is in Redis in any form."""
+    from config import load_settings
+    from workers.engine.journal import Fingerprints
+
+    first = start_processes("worker", concurrency=1, prefetch=1)
+    call(celery_client, "tokenkeeper.create_integration", rt_spec(token_server, "user"), timeout=20)
+    hold = threading.Event()
+    held = Canned(process_first=True, hold=hold)
+    token_server.queue(held)
+    before = time.time()
+    start_processes("beat")
+    assert held.arrived.wait(LIFETIME), "the scheduled refresh never reached the provider"
+    arrived = time.time()
+    sent = token_server.bodies[-1]["refresh_token"]  # what the doomed attempt spent
+    (victim,) = pool_children(first.pid)
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: victim not in pool_children(first.pid), 10, "the pool process to be reaped")
+    hold.set()  # the rotated pair goes to a dead socket
+    wait_until(
+        lambda: redis_client.hget("tokenkeeper:token:user", "status") == "needs_reauth",
+        LIFETIME,
+        "the re-delivered refresh to meet invalid_grant",
+    )
+    reason = redis_client.hget("tokenkeeper:integration:user", "reason")
+    fingerprint = Fingerprints(load_settings(fault_environ).secret_keys).of(sent)
+    assert "invalid_grant" in reason and "crash" in reason and f"#{fingerprint}" in reason, reason
+    stamp = re.search(r"crashed at (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC", reason)
+    assert stamp is not None, reason
+    crashed_at = calendar.timegm(time.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S"))
+    assert int(before) - 1 <= crashed_at <= arrived
+    tokens = set(token_server.live_refresh) | token_server.spent_refresh
+    for key in redis_client.scan_iter("*"):
+        dumped = redis_client.dump(key) or b""
+        assert not any(token.encode() in dumped for token in tokens), key

@@ -33,6 +33,11 @@ class Canned:
     # Hold the request unprocessed until this is set; drop it if the client has gone by then,
     # like a server that cancels work on disconnect.
     hold: threading.Event | None = None
+    # Process the request for real (rotating the refresh token), then send the answer only after
+    # ``answer_late`` seconds, or (``process_first`` with ``hold``) once ``hold`` is set: an answer
+    # the provider already acted on, which is lost if the client died meanwhile.
+    answer_late: float = 0.0
+    process_first: bool = False
     arrived: threading.Event = field(default_factory=threading.Event)
     dropped: bool = False
     # Process the request for real (rotating the refresh token), then answer with these fields of the JSON
@@ -211,6 +216,15 @@ class TokenServer:
                     server.bodies.append(body)
                     server.auth_headers.append(self.headers.get("Authorization"))
                     canned = server.canned.popleft() if server.canned else None
+                if canned is not None and (canned.answer_late or canned.process_first):
+                    status, payload = server.answer(self.headers, body)
+                    canned.arrived.set()
+                    if canned.hold is not None:
+                        canned.hold.wait(120)
+                    else:
+                        time.sleep(canned.answer_late)  # the provider's slowness is the scenario
+                    self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+                    return
                 if canned is not None and canned.hold is not None:
                     canned.arrived.set()
                     canned.hold.wait(120)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from workers.engine.journal import describe_lost, stale_attempt
 from workers.oauth.accounts import describe
 from workers.oauth.providers import presets
 from workers.store import Status, Store
@@ -26,6 +27,9 @@ class IntegrationRow:
     has_token: bool
     # Who consented, for authorization code integrations ("" when unknown).
     account: str = ""
+    # A refresh that died between the provider's answer and our write, from the attempt journal:
+    # "an attempt with refresh token #… crashed at …" ("" when none).
+    lost_attempt: str = ""
 
     @property
     def can_authorize(self) -> bool:
@@ -47,6 +51,8 @@ def overview(store: Store, now: float) -> list[IntegrationRow]:
     for record, token in store.load_many(store.names()):
         provider = record.public.get("provider") or ""
         expires_at = token.get("expires_at")
+        # Noted by the attempt after it, or still in flight past its lock with nobody after it yet.
+        lost = record.lost_attempt or (record.attempt if stale_attempt(record.attempt, now) else {})
         rows.append(
             IntegrationRow(
                 name=record.name,
@@ -59,6 +65,7 @@ def overview(store: Store, now: float) -> list[IntegrationRow]:
                 next_refresh_in=None if record.refresh_at is None else record.refresh_at - now,
                 has_token=bool(token.get("access_token")),
                 account=describe(record.account),
+                lost_attempt=describe_lost(lost) if lost else "",
             )
         )
     return rows

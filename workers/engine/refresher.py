@@ -4,14 +4,22 @@ Single flight holds across workers, duplicate deliveries and a second beat: a
 lock with an owner token (released by compare-and-delete), and a write accepted
 only if the stored version is still the one this refresh started from. So a
 rotated refresh token is used once, and a late writer never overwrites a newer
-token with an older one.
+token with an older one; a writer whose lock lapsed under a slow answer still
+keeps its rotated token while nobody wrote since.
+
+Taking the lock also journals the attempt (which refresh token, since when), so
+an attempt that dies between the provider's answer and our write is known to the
+next one, and to the operator.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from workers.engine.journal import Fingerprints, describe_lost, lost_attempt
 from workers.engine.outcomes import Change, request_failed, token_obtained
 from workers.engine.runtime import Runtime
 from workers.engine.spec import spec_from_stored
@@ -28,7 +36,7 @@ _PLANNED_TOLERANCE = 0.001
 @dataclass(frozen=True)
 class RefreshResult:
     name: str
-    outcome: str  # refreshed | retrying | needs_reauth | busy | skipped | superseded
+    outcome: str  # refreshed | retrying | needs_reauth | busy | skipped | superseded | deferred
     status: str
     expires_at: str = ""
     detail: str = ""
@@ -50,6 +58,7 @@ class Refresher:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.metrics = RefreshMetrics(runtime.store)
+        self.fingerprints = Fingerprints(runtime.settings.secret_keys)
 
     def refresh(self, name: str, planned_at: float | None = None) -> RefreshResult:
         """Refresh ``name`` now, unless another refresh holds it or it was already done.
@@ -91,7 +100,7 @@ class Refresher:
 
     def _refresh(self, name: str, planned_at: float | None) -> RefreshResult:
         store = self.rt.store
-        lock, record = store.acquire_and_load(name, self.rt.settings.lock_ttl)
+        lock, record = store.acquire_and_load(name, self.rt.settings.lock_ttl, self.rt.clock())
         result: RefreshResult | None = None
         try:
             if record is None:
@@ -106,6 +115,12 @@ class Refresher:
                 raise StateError(
                     f"integration {name!r} is {record.status}: update or re-authorize it first"
                     + (f" ({record.reason})" if record.reason else "")
+                )
+            if planned_at is None and _backing_off(record, self.rt.clock()):
+                # A forced refresh waits for the backoff (and Retry-After) like the schedule does:
+                # during an outage every reader wanting a fresh token would otherwise call again.
+                return RefreshResult(
+                    name, "deferred", record.status, expires_at=record.expires_at, detail=record.reason
                 )
             result = self._refresh_locked(lock, record, planned_at)
             return result
@@ -126,6 +141,10 @@ class Refresher:
                 refresh_token = secrets.get("refresh_token")
                 if not refresh_token:
                     return self._no_refresh_token(lock, record)
+                fingerprint = self.fingerprints.of(refresh_token)
+                if fingerprint != record.refresh_fp:
+                    # Not stored yet (first refresh after a creation or update): the journal names it now.
+                    rt.store.journal_fingerprint(lock, fingerprint)
                 response = rt.client.refresh(spec, refresh_token)
         except ProviderError as error:
             change = request_failed(
@@ -152,6 +171,8 @@ class Refresher:
             reason="refreshed",
             holds_refresh_token=bool(secrets.get("refresh_token")),
         )
+        if secrets.get("refresh_token"):
+            change.fields["refresh_fp"] = self.fingerprints.of(secrets["refresh_token"])
         if planned_at is not None:
             # How late against the plan the request went out (negative: early): the scheduler's accuracy.
             change.fields["lateness"] = round(now - planned_at, 3)
@@ -170,6 +191,9 @@ class Refresher:
         failed: ProviderError | None = None,
         timing: _Timing | None = None,
     ) -> RefreshResult:
+        lost = lost_attempt(record.attempt, record.lost_attempt)
+        if lost:
+            _explain_lost(change, lost, failed)
         rotated = change.fields.get("secrets", record.sealed_secrets) != record.sealed_secrets
         status = change.fields["status"]
         outcome = status if failed is not None else "refreshed"
@@ -212,6 +236,27 @@ class _Timing:
     started: float  # when the token request went out
     done: float  # when its answer (or failure) was in
     planned_at: float | None  # the plan of a scheduled refresh
+
+
+def _backing_off(record: IntegrationRecord, now: float) -> bool:
+    # The retry time already honours Retry-After (workers.engine.outcomes.request_failed).
+    return record.status == Status.RETRYING and record.refresh_at is not None and record.refresh_at > now
+
+
+def _explain_lost(change: Change, lost: Mapping[str, Any], failed: ProviderError | None) -> None:
+    """Say in the reason that an earlier attempt died after perhaps spending the refresh token."""
+    crash = describe_lost(lost)
+    if failed is not None and failed.error == "invalid_grant":
+        reason = (
+            f"{failed}: the refresh token was probably lost in a crash: {crash} (the provider had likely "
+            "rotated it already); authorize again or paste a new refresh token"
+        )
+    elif failed is not None:
+        reason = f"{change.fields['reason']}; {crash}"
+    else:
+        reason = f"{change.fields['reason']}; {crash}, but the provider still took the token it sent"
+    change.fields["reason"] = reason
+    change.history["reason"] = reason
 
 
 def _superseded(record: IntegrationRecord, planned_at: float) -> bool:

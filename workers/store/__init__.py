@@ -4,7 +4,8 @@ Keys (``P`` is the configurable prefix, ``tokenkeeper:`` by default):
 
     P token:<name>        hash   the consumer interface (docs/contract.md); no secrets but the access token
     P integration:<name>  hash   spec (JSON, no secrets), sealed secrets, status, version, schedule,
-                                 connected account (JSON: sub, email, name)
+                                 connected account (JSON: sub, email, name), the attempt journal
+                                 (refresh in flight / lost, with a refresh token's keyed fingerprint)
     P history:<name>      list   status changes, newest first, capped
     P names               set    every integration
     P schedule            zset   name -> planned refresh time
@@ -23,8 +24,8 @@ Keys (``P`` is the configurable prefix, ``tokenkeeper:`` by default):
 
 Key names are built by :class:`~workers.store.keys.Keys`. Writes that belong together are one Lua
 script (``lua/*.lua``, each naming its KEYS and ARGV in its header), so a reader never sees a new
-access token with an old expiry, and a write is accepted only when the lock is still ours and the
-stored version is the one the work started from.
+access token with an old expiry, and a write is accepted only when the stored version is the one the
+work started from (its lock may have lapsed meanwhile; a newer version is never overwritten).
 """
 
 from __future__ import annotations
@@ -93,6 +94,14 @@ class IntegrationRecord:
     unclear_since: float | None = None
     # Who consented (OpenID sub, and email / name when the provider said); empty when unknown.
     account: Mapping[str, str] = field(default_factory=dict)
+    # The stored access token's expiry (Unix seconds as stored; "" when none).
+    expires_at: str = ""
+    # The attempt journal (lua/acquire_and_load.lua): the refresh in flight {owner, since, until, fp},
+    # and the evidence of one that died after perhaps sending its refresh token {fp, since}.
+    attempt: Mapping[str, Any] = field(default_factory=dict)
+    lost_attempt: Mapping[str, Any] = field(default_factory=dict)
+    # Keyed fingerprint of the stored refresh token ("" when not known yet).
+    refresh_fp: str = ""
 
     @classmethod
     def from_hash(cls, name: str, raw: Mapping[str, str]) -> IntegrationRecord:
@@ -112,6 +121,10 @@ class IntegrationRecord:
             last_error=raw.get("last_error", ""),
             unclear_since=_optional_float(raw.get("unclear_since")),
             account=json.loads(raw["account"]) if raw.get("account") else {},
+            expires_at=raw.get("expires_at", ""),
+            attempt=json.loads(raw["attempt"]) if raw.get("attempt") else {},
+            lost_attempt=json.loads(raw["lost_attempt"]) if raw.get("lost_attempt") else {},
+            refresh_fp=raw.get("refresh_fp", ""),
         )
 
 
@@ -138,6 +151,7 @@ class Store:
         self._put_state = client.register_script(_lua("put_state"))
         self._take_state = client.register_script(_lua("take_state"))
         self._note = client.register_script(_lua("note"))
+        self._journal = client.register_script(_lua("journal"))
         self._aof_supported: bool | None = None
 
     # -- reads -----------------------------------------------------------
@@ -240,7 +254,9 @@ class Store:
     ) -> int:
         """Apply one change if ``lock`` is still held and the version unchanged.
 
-        Returns the new version, or ``WRITE_LOST_LOCK`` / ``WRITE_STALE_VERSION``.
+        Returns the new version, or ``WRITE_LOST_LOCK`` (the version moved on after ``lock``
+        lapsed) / ``WRITE_STALE_VERSION``. The version is the guard: a write whose lock lapsed
+        still lands while the version is unchanged (its refresh token may be the only live one).
         ``due`` is the next planned refresh (``None`` stops refreshing, ``KEEP_SCHEDULE``
         leaves it as it is). ``patience`` keeps retrying for that many seconds while
         Redis is unreachable (a rotated refresh token must not be dropped because Redis
@@ -331,11 +347,15 @@ class Store:
             return Lock(name, owner)
         return None
 
-    def acquire_and_load(self, name: str, ttl: float) -> tuple[Lock | None, IntegrationRecord | None]:
-        """Take the lock and read the integration in one round trip; the record comes either way."""
+    def acquire_and_load(self, name: str, ttl: float, now: float) -> tuple[Lock | None, IntegrationRecord | None]:
+        """Take the lock, read the integration and journal the attempt in one round trip.
+
+        The record comes either way, as it was before this step: an ``attempt`` in it was left by an
+        attempt that died. The attempt's write or :meth:`release` ends the journal entry.
+        """
         owner = _secrets.token_hex(16)
         taken, raw = self._acquire_and_load(
-            keys=[self.keys.lock(name), self.keys.integration(name)], args=[owner, int(ttl * 1000)]
+            keys=[self.keys.lock(name), self.keys.integration(name)], args=[owner, int(ttl * 1000), repr(now)]
         )
         pairs = [text(item) for item in raw]
         record = IntegrationRecord.from_hash(name, dict(zip(pairs[::2], pairs[1::2], strict=True))) if pairs else None
@@ -352,7 +372,14 @@ class Store:
             time.sleep(0.05)
 
     def release(self, lock: Lock) -> bool:
-        return bool(self._release(keys=[self.keys.lock(lock.name)], args=[lock.owner]))
+        """Drop ``lock`` if still ours, and its attempt journal entry (the attempt wrote nothing)."""
+        keys = [self.keys.lock(lock.name), self.keys.integration(lock.name)]
+        return bool(self._release(keys=keys, args=[lock.owner]))
+
+    def journal_fingerprint(self, lock: Lock, fingerprint: str) -> bool:
+        """Name the refresh token ``lock``'s attempt sends, where its journal entry could not yet."""
+        keys = [self.keys.integration(lock.name)]
+        return bool(self._journal(keys=keys, args=[lock.owner, fingerprint]))
 
     # -- scheduling ------------------------------------------------------
     def claim_due(

@@ -84,6 +84,14 @@ def test_the_lock_outlives_a_token_request() -> None:
         load_settings({"TOKENKEEPER_LOCK_TTL": "10", "TOKENKEEPER_HTTP_READ_TIMEOUT": "20"})
 
 
+def test_the_lock_outlives_a_token_request_with_a_margin() -> None:
+    """The lock must outlast the request's deadline by a second, for the work before and after it."""
+    timeouts = {"TOKENKEEPER_HTTP_CONNECT_TIMEOUT": "1", "TOKENKEEPER_HTTP_READ_TIMEOUT": "1.5"}
+    with pytest.raises(SettingsError, match=r"TOKENKEEPER_LOCK_TTL.*1 s"):
+        load_settings({**timeouts, "TOKENKEEPER_LOCK_TTL": "3"})
+    assert load_settings({**timeouts, "TOKENKEEPER_LOCK_TTL": "3.5"}).lock_ttl == 3.5
+
+
 def test_every_setting_is_documented() -> None:
     """Each TOKENKEEPER_* variable appears in docs/settings.md's settings table."""
     import dataclasses

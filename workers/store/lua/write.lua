@@ -1,7 +1,11 @@
--- A guarded write: apply one change to an integration if the refresh lock is still ours and the stored
--- version is the one the work started from. Everything that belongs to the change (token, status,
--- history, schedule, webhook event, metrics, marks) happens in this one step.
--- Returns the new version, -1 (the lock is not ours) or -2 (the version moved on).
+-- A guarded write: apply one change to an integration if the stored version is the one the work started
+-- from. The version is the guard: a write whose lock lapsed (a slow answer, Redis paused) still lands
+-- while nobody wrote since, because the provider may already have retired the refresh token it replaces;
+-- a newer token (the version moved on) is never overwritten. Everything that belongs to the change
+-- (token, status, history, schedule, webhook event, metrics, marks, the attempt journal) happens in this
+-- one step.
+-- Returns the new version, -1 (the version moved on and the lock had lapsed: someone else took over)
+-- or -2 (the version moved on).
 --
 -- KEYS[1]  integration hash        P integration:<name>
 -- KEYS[2]  consumer token hash     P token:<name>
@@ -25,8 +29,15 @@
 --   counters        [[hash, field, amount], ...]: metrics added with the write
 --   marks           [[key, value, ttl ms], ...]: strings set with the write (e.g. a spent link)
 local a = cjson.decode(ARGV[1])
-if redis.call('GET', KEYS[6]) ~= a.owner then return -1 end
-if redis.call('HGET', KEYS[1], 'version') ~= a.version then return -2 end
+local holds_lock = redis.call('GET', KEYS[6]) == a.owner
+if redis.call('HGET', KEYS[1], 'version') ~= a.version then return holds_lock and -2 or -1 end
+-- The attempt journal (see acquire_and_load.lua) ends with the write: ours, or while we hold the lock
+-- whatever was left (a refresh token written now replaces the one it names). Another attempt's entry,
+-- made after our lock lapsed, stays: it is cleared by that attempt's own write or release.
+local journal = redis.call('HGET', KEYS[1], 'attempt')
+if journal and (holds_lock or cjson.decode(journal).owner == a.owner) then redis.call('HDEL', KEYS[1], 'attempt') end
+-- A new access token makes a lost earlier answer moot.
+if a.token.access_token and a.fields.lost_attempt == nil then redis.call('HDEL', KEYS[1], 'lost_attempt') end
 local fields = a.fields
 local old_status = redis.call('HGET', KEYS[1], 'status')
 local same_status = fields['status'] == nil or fields['status'] == old_status
@@ -60,7 +71,8 @@ else
   redis.call('ZREM', KEYS[5], a.name)
 end
 redis.call('PUBLISH', a.channel, version)
-if a.release then redis.call('DEL', KEYS[6]) end
+-- Only our own lock: after a lapse it may be another refresh's now.
+if a.release and holds_lock then redis.call('DEL', KEYS[6]) end
 for _, counter in ipairs(a.counters) do
   redis.call('HINCRBYFLOAT', counter[1], counter[2], counter[3])
 end
