@@ -189,6 +189,7 @@ def seed(
 
     from workers.crypto.secretbox import SecretBox
     from workers.engine.spec import validate_spec
+    from workers.oauth.addresses import AddressPolicy
 
     client = redis_py.Redis.from_url(redis_url)
     box = SecretBox([secret_key])
@@ -203,7 +204,9 @@ def seed(
                 "client_id": name,
                 "client_secret": "s",
                 "token_url": token_url,
-            }
+            },
+            # The token server listens on 127.0.0.1, as LOCAL_NETWORKS lets the workers reach.
+            addresses=AddressPolicy(allow_private=True),
         )
         due = first_due + spread * (i / max(count, 1))
         pipe.hset(

@@ -10,12 +10,16 @@ token with an older one.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
-from workers.engine.outcomes import Change, request_failed, token_obtained
+from workers.engine.outcomes import Change, history_entry, request_failed, token_obtained
 from workers.engine.runtime import Runtime
 from workers.engine.spec import spec_from_stored
-from workers.errors import NotFoundError, ProviderError, StateError
+from workers.errors import NotFoundError, ProviderError, StateError, TokenkeeperError
 from workers.ops.metrics import RefreshMetrics
 from workers.store import WRITE_LOST_LOCK, IntegrationRecord, Lock, Status
 
@@ -23,6 +27,15 @@ log = logging.getLogger(__name__)
 
 # Plans travel as JSON floats and Redis scores; they compare equal within this.
 _PLANNED_TOLERANCE = 0.001
+
+# Refreshes of one batch run on this many threads at most: a provider that hangs for its
+# whole deadline holds one thread, and the rest of the batch goes on on the others. Each
+# refresh is still single-flight (its own lock) with its own deadline; the threads only
+# overlap their waiting on the network.
+BATCH_THREADS = 8
+
+# last_error of an integration whose refresh raised something that is not ours.
+UNEXPECTED_ERROR = "internal_error"
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,28 @@ class Refresher:
         result = self._refresh(name, planned_at)
         self._report(result)
         return result
+
+    def refresh_batch(self, items: Sequence[tuple[str, float]]) -> list[RefreshResult | None]:
+        """Scheduled refreshes that start together, their network waits overlapping.
+
+        One result per item, in order; None where the refresh could not be carried out
+        (the integration was deleted meanwhile, Redis failed): logged, and the others go on.
+        """
+        if len(items) <= 1:
+            return [self._one_of_batch(name, planned_at) for name, planned_at in items]
+        with ThreadPoolExecutor(min(BATCH_THREADS, len(items)), thread_name_prefix="tokenkeeper-refresh") as pool:
+            return list(pool.map(lambda item: self._one_of_batch(*item), items))
+
+    def _one_of_batch(self, name: str, planned_at: float) -> RefreshResult | None:
+        try:
+            return self.refresh(name, planned_at=planned_at)
+        except TokenkeeperError as exc:
+            # One integration's trouble (deleted meanwhile, say) must not hold up the rest.
+            log.warning("scheduled refresh of %s: %s", name, exc)
+        except Exception as exc:  # noqa: BLE001 -- any failure is one integration's, logged by type
+            # Not even its failure could be written (Redis gone, say): the tick queues it again once lost.
+            log.error("scheduled refresh of %s failed: %s", name, type(exc).__name__)
+        return None
 
     def _report(self, result: RefreshResult) -> None:
         """One log line and the metrics for each refresh."""
@@ -107,7 +142,12 @@ class Refresher:
                     f"integration {name!r} is {record.status}: update or re-authorize it first"
                     + (f" ({record.reason})" if record.reason else "")
                 )
-            result = self._refresh_locked(lock, record, planned_at)
+            try:
+                result = self._refresh_locked(lock, record, planned_at)
+            except Exception as exc:  # noqa: BLE001 -- written as this integration's failure, never lost
+                # Secrets no key opens, a number out of range, Redis failing mid-way: this integration
+                # retries with backoff and says why; the caller's other work goes on.
+                result = self._unexpected(lock, record, exc)
             return result
         finally:
             # An accepted write released the lock in the same step.
@@ -151,6 +191,32 @@ class Refresher:
             # How late against the plan the request went out (negative: early): the scheduler's accuracy.
             change.fields["lateness"] = round(now - planned_at, 3)
         return self._commit(lock, record, change, timing=_Timing(now, done, planned_at))
+
+    def _unexpected(self, lock: Lock, record: IntegrationRecord, exc: Exception) -> RefreshResult:
+        # Ours say what is wrong without secrets; anyone else's text may quote one: its type only.
+        what = f"{type(exc).__name__}: {exc}" if isinstance(exc, TokenkeeperError) else type(exc).__name__
+        log.error("refresh %s: unexpected %s", record.name, what, extra={"integration": record.name})
+        now = self.rt.clock()
+        attempt = record.attempts + 1
+        due = now + self.rt.policy.retry_delay(attempt)
+        reason = (
+            f"unexpected error ({what}); retry {attempt} at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(due))} UTC"
+        )
+        fields: dict[str, Any] = {
+            "status": Status.RETRYING,
+            "reason": reason,
+            "status_at": now,
+            "attempts": attempt,
+            "refresh_at": due,
+            "last_error": UNEXPECTED_ERROR,
+        }
+        change = Change(
+            fields=fields,
+            token={"status": Status.RETRYING, "updated_at": str(int(now))},
+            history=history_entry(now, Status.RETRYING, reason),
+            due=due,
+        )
+        return self._commit(lock, record, change, failed=ProviderError(UNEXPECTED_ERROR, type(exc).__name__))
 
     def _no_refresh_token(self, lock: Lock, record: IntegrationRecord) -> RefreshResult:
         error = ProviderError("no_refresh_token", "the provider issued no refresh token; authorize again")
