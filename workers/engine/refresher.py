@@ -10,11 +10,13 @@ token with an older one.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from workers.engine.outcomes import Change, history_entry, request_failed, token_obtained
 from workers.engine.runtime import Runtime
@@ -25,14 +27,18 @@ from workers.store import WRITE_LOST_LOCK, IntegrationRecord, Lock, Status
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # Plans travel as JSON floats and Redis scores; they compare equal within this.
 _PLANNED_TOLERANCE = 0.001
 
-# Refreshes of one batch run on this many threads at most: a provider that hangs for its
-# whole deadline holds one thread, and the rest of the batch goes on on the others. Each
-# refresh is still single-flight (its own lock) with its own deadline; the threads only
-# overlap their waiting on the network.
+# A batch's refreshes run one after another on one thread while they are quick (threads
+# would only fight over the GIL). When none has finished for BATCH_PATIENCE seconds (a
+# provider hanging), another thread takes up the rest, up to BATCH_THREADS: a provider that
+# hangs for its whole deadline holds one thread, and the batch goes on on the others. Each
+# refresh is still single-flight (its own lock) with its own deadline.
 BATCH_THREADS = 8
+BATCH_PATIENCE = 0.2
 
 # last_error of an integration whose refresh raised something that is not ours.
 UNEXPECTED_ERROR = "internal_error"
@@ -83,8 +89,7 @@ class Refresher:
         """
         if len(items) <= 1:
             return [self._one_of_batch(name, planned_at) for name, planned_at in items]
-        with ThreadPoolExecutor(min(BATCH_THREADS, len(items)), thread_name_prefix="tokenkeeper-refresh") as pool:
-            return list(pool.map(lambda item: self._one_of_batch(*item), items))
+        return run_overlapping([partial(self._one_of_batch, name, planned_at) for name, planned_at in items])
 
     def _one_of_batch(self, name: str, planned_at: float) -> RefreshResult | None:
         try:
@@ -266,6 +271,52 @@ class Refresher:
             duration=duration,
             lateness=lateness,
         )
+
+
+def run_overlapping(
+    calls: Sequence[Callable[[], T]], threads: int = BATCH_THREADS, patience: float = BATCH_PATIENCE
+) -> list[T | None]:
+    """Run ``calls`` in order on one thread, adding a thread whenever none finished for ``patience`` s.
+
+    Returns their results in order (None for one whose thread died under it). ``calls`` must not raise.
+    """
+    results: list[T | None] = [None] * len(calls)
+    pending = deque(enumerate(calls))
+    progress = threading.Condition()
+    finished = 0
+
+    def drain() -> None:
+        nonlocal finished
+        while True:
+            with progress:
+                if not pending:
+                    return
+                index, call = pending.popleft()
+            results[index] = call()
+            with progress:
+                finished += 1
+                progress.notify_all()
+
+    started: list[threading.Thread] = []
+
+    def start() -> None:
+        thread = threading.Thread(target=drain, name=f"tokenkeeper-refresh-{len(started)}", daemon=True)
+        started.append(thread)
+        thread.start()
+
+    start()
+    with progress:
+        while pending or any(thread.is_alive() for thread in started):
+            seen = finished
+            progress.wait(patience)
+            alive = sum(1 for thread in started if thread.is_alive())
+            if pending and ((finished == seen and alive < threads) or alive == 0):
+                start()
+            if finished == len(calls):
+                break
+    for thread in started:
+        thread.join()
+    return results
 
 
 @dataclass(frozen=True)
