@@ -295,7 +295,9 @@ def run_overlapping(
             results[index] = call()
             with progress:
                 finished += 1
-                progress.notify_all()
+                if finished == len(calls):
+                    # Only the end wakes the watcher: a wake-up per call would cost the quick path.
+                    progress.notify_all()
 
     started: list[threading.Thread] = []
 
@@ -306,14 +308,13 @@ def run_overlapping(
 
     start()
     with progress:
-        while pending or any(thread.is_alive() for thread in started):
+        while finished < len(calls) and (pending or any(thread.is_alive() for thread in started)):
             seen = finished
             progress.wait(patience)
             alive = sum(1 for thread in started if thread.is_alive())
+            # No call finished for a whole patience: one is hanging; take up the rest on another thread.
             if pending and ((finished == seen and alive < threads) or alive == 0):
                 start()
-            if finished == len(calls):
-                break
     for thread in started:
         thread.join()
     return results
