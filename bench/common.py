@@ -205,7 +205,7 @@ def seed(
                 "client_secret": "s",
                 "token_url": token_url,
             },
-            # The bench token server listens on 127.0.0.1, as the bench's workers are allowed to reach.
+            # The token server listens on 127.0.0.1, as LOCAL_NETWORKS lets the workers reach.
             addresses=AddressPolicy(allow_private=True),
         )
         due = first_due + spread * (i / max(count, 1))

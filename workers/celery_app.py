@@ -37,6 +37,10 @@ class RedactedRequest(Request):
         self._argsrepr, self._kwargsrepr = args_repr(self.args or (), self.kwargs or {})
 
 
+# The scheduling tick: beat runs it itself (workers.tasks.TickScheduler), never through the queue.
+TICK_TASK = "tokenkeeper.schedule_refreshes"
+
+
 def create_celery(settings: Settings) -> Celery:
     app = Celery("tokenkeeper", include=["workers.tasks"])
     app.conf.update(
@@ -64,12 +68,14 @@ def create_celery(settings: Settings) -> Celery:
         task_send_sent_event=False,
         beat_schedule={
             "tokenkeeper-schedule-refreshes": {
-                "task": "tokenkeeper.schedule_refreshes",
+                "task": TICK_TASK,
                 "schedule": settings.schedule_interval,
-                # A tick that waited longer than two intervals is worthless: a newer one follows.
+                # Should it ever travel as a message: a tick older than two intervals is worthless.
                 "options": {"expires": settings.schedule_interval * 2, "queue": settings.queue},
             }
         },
+        # Beat runs the tick in its own process, where a saturated worker pool cannot starve it.
+        beat_scheduler="workers.tasks:TickScheduler",
         beat_schedule_filename=str(Path(settings.data_dir) / "celerybeat-schedule"),
         task_create_missing_queues=True,
     )

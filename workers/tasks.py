@@ -17,8 +17,9 @@ import weakref
 from typing import Any
 
 from celery import Celery, Task, current_app, shared_task
+from celery.beat import PersistentScheduler
 
-from workers.celery_app import RedactedRequest, settings_of
+from workers.celery_app import TICK_TASK, RedactedRequest, settings_of
 from workers.engine.authorization import Authorizations
 from workers.engine.refresher import Refresher
 from workers.engine.registry import Registry
@@ -40,8 +41,12 @@ _runtimes_lock = threading.Lock()
 
 def runtime() -> Runtime:
     """The runtime for the settings of the app running this task, built once per app."""
+    return runtime_of(current_app._get_current_object())
+
+
+def runtime_of(app: Celery) -> Runtime:
+    """The runtime for the settings of ``app``, built once per app."""
     # Built on first use, inside the worker process (after prefork's fork).
-    app = current_app._get_current_object()
     with _runtimes_lock:
         found = _runtimes.get(app)
         if found is None:
@@ -93,25 +98,19 @@ def refresh_integration(name: str, planned_at: float | None = None) -> dict[str,
 @_task("tokenkeeper.refresh_batch", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def refresh_batch(items: list[list[Any]]) -> int:
     """Scheduled refreshes that start together: [[name, planned_at], ...]. Internal to the scheduler."""
-    refresher = Refresher(runtime())
-    done = 0
-    for name, planned_at in items:
-        try:
-            result = refresher.refresh(name, planned_at=planned_at)
-        except TokenkeeperError as exc:
-            # One integration's trouble (deleted meanwhile, say) must not hold up the rest.
-            log.warning("scheduled refresh of %s: %s", name, exc)
-            continue
-        if result.outcome == "busy":
-            # The holder may die with the lock; look again once it could have expired.
-            enqueue_refresh([(name, planned_at)], BUSY_RETRY_SECONDS)
-        done += result.written
-    return done
+    results = Refresher(runtime()).refresh_batch([(name, planned_at) for name, planned_at in items])
+    # The holder may die with the lock; look again once it could have expired.
+    busy = [
+        (r.name, planned_at) for r, (_, planned_at) in zip(results, items, strict=True) if r and r.outcome == "busy"
+    ]
+    if busy:
+        enqueue_refresh(busy, BUSY_RETRY_SECONDS)
+    return sum(1 for result in results if result is not None and result.written)
 
 
-@_task("tokenkeeper.schedule_refreshes", ignore_result=True)
-def schedule_refreshes() -> int:
-    rt = runtime()
+def tick(app: Celery) -> int:
+    """One scheduling tick: mark it, hand on status changes, queue the refreshes coming due."""
+    rt = runtime_of(app)
     rt.store.mark_tick(rt.clock())
     if rt.webhook is not None:
         forward_events(rt.store, enqueue_notification)
@@ -123,6 +122,38 @@ def schedule_refreshes() -> int:
         lost_after=rt.settings.lost_after,
         max_rate=rt.settings.max_refresh_rate,
     )
+
+
+# Beat runs the tick itself (TickScheduler); the task stays for a message an older beat queued.
+@_task(TICK_TASK, ignore_result=True)
+def schedule_refreshes() -> int:
+    return tick(current_app._get_current_object())
+
+
+class TickScheduler(PersistentScheduler):
+    """Beat's scheduler, running the scheduling tick in beat's own process.
+
+    Sent as a task, the tick waited in the queue behind refreshes and for a free pool
+    process: a pool saturated by hanging providers starved it, and the tick is the only
+    place lost refreshes are queued again. Here nothing a worker does can delay it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The refreshes the tick queues are published through the current app: beat's.
+        self.app.set_current()
+
+    def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
+        if entry.task != TICK_TASK:
+            return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+        if advance:
+            self.reserve(entry)
+        try:
+            tick(self.app)
+        except Exception as exc:  # noqa: BLE001 -- beat must live on; the next tick tries again
+            # The type only (a Redis error's text may carry a URL); the next tick tries again.
+            log.error("scheduling tick failed: %s", type(exc).__name__)
+        return None
 
 
 # Ten retries with the refresh backoff (capped at TOKENKEEPER_BACKOFF_MAX) ride out a receiver's

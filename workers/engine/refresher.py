@@ -15,22 +15,39 @@ next one, and to the operator.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from workers.engine.journal import Fingerprints, describe_lost, lost_attempt
-from workers.engine.outcomes import Change, request_failed, token_obtained
+from workers.engine.outcomes import Change, history_entry, request_failed, token_obtained
 from workers.engine.runtime import Runtime
 from workers.engine.spec import spec_from_stored
-from workers.errors import NotFoundError, ProviderError, StateError
+from workers.errors import NotFoundError, ProviderError, StateError, TokenkeeperError
 from workers.ops.metrics import RefreshMetrics
 from workers.store import WRITE_LOST_LOCK, IntegrationRecord, Lock, Status
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # Plans travel as JSON floats and Redis scores; they compare equal within this.
 _PLANNED_TOLERANCE = 0.001
+
+# A batch's refreshes run one after another on one thread while they are quick (threads
+# would only fight over the GIL). When none has finished for BATCH_PATIENCE seconds (a
+# provider hanging), another thread takes up the rest, up to BATCH_THREADS: a provider that
+# hangs for its whole deadline holds one thread, and the batch goes on on the others. Each
+# refresh is still single-flight (its own lock) with its own deadline.
+BATCH_THREADS = 8
+BATCH_PATIENCE = 0.2
+
+# last_error of an integration whose refresh raised something that is not ours.
+UNEXPECTED_ERROR = "internal_error"
 
 
 @dataclass(frozen=True)
@@ -70,6 +87,27 @@ class Refresher:
         result = self._refresh(name, planned_at)
         self._report(result)
         return result
+
+    def refresh_batch(self, items: Sequence[tuple[str, float]]) -> list[RefreshResult | None]:
+        """Scheduled refreshes that start together, their network waits overlapping.
+
+        One result per item, in order; None where the refresh could not be carried out
+        (the integration was deleted meanwhile, Redis failed): logged, and the others go on.
+        """
+        if len(items) <= 1:
+            return [self._one_of_batch(name, planned_at) for name, planned_at in items]
+        return run_overlapping([partial(self._one_of_batch, name, planned_at) for name, planned_at in items])
+
+    def _one_of_batch(self, name: str, planned_at: float) -> RefreshResult | None:
+        try:
+            return self.refresh(name, planned_at=planned_at)
+        except TokenkeeperError as exc:
+            # One integration's trouble (deleted meanwhile, say) must not hold up the rest.
+            log.warning("scheduled refresh of %s: %s", name, exc)
+        except Exception as exc:  # noqa: BLE001 -- any failure is one integration's, logged by type
+            # Not even its failure could be written (Redis gone, say): the tick queues it again once lost.
+            log.error("scheduled refresh of %s failed: %s", name, type(exc).__name__)
+        return None
 
     def _report(self, result: RefreshResult) -> None:
         """One log line and the metrics for each refresh."""
@@ -122,7 +160,12 @@ class Refresher:
                 return RefreshResult(
                     name, "deferred", record.status, expires_at=record.expires_at, detail=record.reason
                 )
-            result = self._refresh_locked(lock, record, planned_at)
+            try:
+                result = self._refresh_locked(lock, record, planned_at)
+            except Exception as exc:  # noqa: BLE001 -- written as this integration's failure, never lost
+                # Secrets no key opens, a number out of range, Redis failing mid-way: this integration
+                # retries with backoff and says why; the caller's other work goes on.
+                result = self._unexpected(lock, record, exc)
             return result
         finally:
             # An accepted write released the lock in the same step.
@@ -178,6 +221,32 @@ class Refresher:
             change.fields["lateness"] = round(now - planned_at, 3)
         return self._commit(lock, record, change, timing=_Timing(now, done, planned_at))
 
+    def _unexpected(self, lock: Lock, record: IntegrationRecord, exc: Exception) -> RefreshResult:
+        # Ours say what is wrong without secrets; anyone else's text may quote one: its type only.
+        what = f"{type(exc).__name__}: {exc}" if isinstance(exc, TokenkeeperError) else type(exc).__name__
+        log.error("refresh %s: unexpected %s", record.name, what, extra={"integration": record.name})
+        now = self.rt.clock()
+        attempt = record.attempts + 1
+        due = now + self.rt.policy.retry_delay(attempt)
+        reason = (
+            f"unexpected error ({what}); retry {attempt} at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(due))} UTC"
+        )
+        fields: dict[str, Any] = {
+            "status": Status.RETRYING,
+            "reason": reason,
+            "status_at": now,
+            "attempts": attempt,
+            "refresh_at": due,
+            "last_error": UNEXPECTED_ERROR,
+        }
+        change = Change(
+            fields=fields,
+            token={"status": Status.RETRYING, "updated_at": str(int(now))},
+            history=history_entry(now, Status.RETRYING, reason),
+            due=due,
+        )
+        return self._commit(lock, record, change, failed=ProviderError(UNEXPECTED_ERROR, type(exc).__name__))
+
     def _no_refresh_token(self, lock: Lock, record: IntegrationRecord) -> RefreshResult:
         error = ProviderError("no_refresh_token", "the provider issued no refresh token; authorize again")
         change = request_failed(error, attempts=record.attempts, policy=self.rt.policy, now=self.rt.clock())
@@ -229,6 +298,53 @@ class Refresher:
             duration=duration,
             lateness=lateness,
         )
+
+
+def run_overlapping(
+    calls: Sequence[Callable[[], T]], threads: int = BATCH_THREADS, patience: float = BATCH_PATIENCE
+) -> list[T | None]:
+    """Run ``calls`` in order on one thread, adding a thread whenever none finished for ``patience`` s.
+
+    Returns their results in order (None for one whose thread died under it). ``calls`` must not raise.
+    """
+    results: list[T | None] = [None] * len(calls)
+    pending = deque(enumerate(calls))
+    progress = threading.Condition()
+    finished = 0
+
+    def drain() -> None:
+        nonlocal finished
+        while True:
+            with progress:
+                if not pending:
+                    return
+                index, call = pending.popleft()
+            results[index] = call()
+            with progress:
+                finished += 1
+                if finished == len(calls):
+                    # Only the end wakes the watcher: a wake-up per call would cost the quick path.
+                    progress.notify_all()
+
+    started: list[threading.Thread] = []
+
+    def start() -> None:
+        thread = threading.Thread(target=drain, name=f"tokenkeeper-refresh-{len(started)}", daemon=True)
+        started.append(thread)
+        thread.start()
+
+    start()
+    with progress:
+        while finished < len(calls) and (pending or any(thread.is_alive() for thread in started)):
+            seen = finished
+            progress.wait(patience)
+            alive = sum(1 for thread in started if thread.is_alive())
+            # No call finished for a whole patience: one is hanging; take up the rest on another thread.
+            if pending and ((finished == seen and alive < threads) or alive == 0):
+                start()
+    for thread in started:
+        thread.join()
+    return results
 
 
 @dataclass(frozen=True)
