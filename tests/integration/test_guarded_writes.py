@@ -3,13 +3,17 @@ about what happened when Redis's reply is lost; a deletion fences a refresh in f
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
 
+from config import load_settings
+from tests.support.ports import free_port
 from tests.support.processes import wait_until
 from tests.support.proxy import DroppingProxy
 from tests.support.specs import rt_spec
@@ -17,6 +21,7 @@ from tests.support.token_server import Canned, TokenServer
 from workers.engine.refresher import Refresher
 from workers.engine.registry import Registry
 from workers.engine.runtime import Runtime, build_runtime
+from workers.ops.redis_server import SERVICE_USER, RedisUsers, start_server, wait_ready
 
 # Only the guarded write's request carries this (workers/store/lua/write.lua's named values).
 WRITE_MARKER = b'"history_length"'
@@ -97,3 +102,38 @@ def test_a_delete_during_a_held_refresh_leaves_no_live_token(
     deletion.join(30)
     assert redis_client.keys("*user*") == []
     assert token_server.live_refresh == {}, "a refresh token minted during the deletion is still live"
+
+
+def test_a_rotation_waits_for_a_replica_when_asked(
+    environ: dict[str, str], token_server: TokenServer, tmp_path: Path
+) -> None:
+    """With TOKENKEEPER_WAIT_REPLICAS=1 a refresh that rotated the refresh token returns only once the replica
+    acknowledged it (WAIT), so the replica a failover would promote already holds the rotated token."""
+    users = RedisUsers.generate()
+    ports = (free_port(), free_port())
+    servers = [start_server(port, tmp_path / str(port), persistent=True, users=users) for port in ports]
+    try:
+        for port, process in zip(ports, servers, strict=True):
+            wait_ready(users.service_url(port), process)
+        master = redis.Redis.from_url(users.service_url(ports[0]))
+        replica = redis.Redis.from_url(users.service_url(ports[1]), decode_responses=True)
+        master.config_set("repl-diskless-sync-delay", 0)
+        replica.config_set("masteruser", SERVICE_USER)
+        replica.config_set("masterauth", users.service_password)
+        replica.replicaof("127.0.0.1", ports[0])
+        wait_until(lambda: replica.info("replication").get("master_link_status") == "up", 30, "the replica", 0.1)
+        settings = load_settings(
+            {**environ, "TOKENKEEPER_REDIS_URL": users.service_url(ports[0]), "TOKENKEEPER_WAIT_REPLICAS": "1"}
+        )
+        runtime = build_runtime(dataclasses.replace(settings, accept_plain_secrets=True))
+        Registry(runtime).create(rt_spec(token_server, "user"))
+        master.config_resetstat()
+        assert Refresher(runtime).refresh("user").outcome == "refreshed"
+        assert "cmdstat_wait" in master.info("commandstats"), "the rotation did not wait for a replica"
+        stored = runtime.store.load("user")
+        assert stored is not None
+        assert replica.hget("tokenkeeper:integration:user", "secrets") == stored.sealed_secrets
+    finally:
+        for process in servers:
+            process.terminate()
+            process.wait(10)
