@@ -75,6 +75,9 @@ class Settings:
     # an outage is worked off at this rate instead of in one burst at the providers.
     max_refresh_rate: float = 100.0
     lock_ttl: float = 30.0
+    # A write that stores a rotated refresh token waits until this many replicas have it
+    # (WAIT, up to 1 s), so a failover cannot lose it. 0: the local disk only (WAITAOF).
+    wait_replicas: int = 0
     http_connect_timeout: float = 5.0
     http_read_timeout: float = 20.0
     max_response_bytes: int = 1_048_576
@@ -186,6 +189,7 @@ def _choice(*choices: str) -> Callable[[str], str]:
 _positive_float = _number(float, allow_zero=False)
 _non_negative_float = _number(float, allow_zero=True)
 _positive_int = _number(int, allow_zero=False)
+_non_negative_int = _number(int, allow_zero=True)
 
 
 def _redis_url(raw: str) -> str:
@@ -267,6 +271,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "lost_after": _positive_float,
     "max_refresh_rate": _non_negative_float,
     "lock_ttl": _positive_float,
+    "wait_replicas": _non_negative_int,
     "http_connect_timeout": _positive_float,
     "http_read_timeout": _positive_float,
     "max_response_bytes": _positive_int,

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from workers.engine.guarded import revoke_unkept, write_patience
 from workers.engine.links import LinkSigner
 from workers.engine.outcomes import history_entry, token_obtained
 from workers.engine.policy import LOCK_WAIT
@@ -42,7 +43,7 @@ from workers.errors import (
     scrub,
 )
 from workers.oauth.accounts import account_from_id_token, describe, same_account
-from workers.store import IntegrationRecord, Lock
+from workers.store import WRITE_DELETED, IntegrationRecord, Lock
 
 log = logging.getLogger(__name__)
 
@@ -282,9 +283,21 @@ class Authorizations:
                     )
             # The link is spent in the same step that stores the tokens: one success per link.
             spent = (self.rt.store.keys.link_spent(parked["link"]), "1", max(1.0, parked["link_expires"] - now))
+            # Written as a refresh writes: the code is spent, the answer exists only here until stored.
             version = self.rt.store.write(
-                lock, record.version, change.fields, change.token, change.history, change.due, marks=[spent]
+                lock,
+                record.version,
+                change.fields,
+                change.token,
+                change.history,
+                change.due,
+                marks=[spent],
+                patience=write_patience(self.rt.settings.lock_ttl),
+                durable=bool(response.refresh_token),
             )
+            if version == WRITE_DELETED:
+                revoke_unkept(self.rt, record, change)
+                raise NotFoundError(f"integration {name!r} is being deleted")
             if version < 0:
                 raise StateError(f"integration {name!r} changed during authorization; authorize again")
             return {

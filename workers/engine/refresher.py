@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
+from workers.engine.guarded import revoke_unkept, write_patience
 from workers.engine.journal import Fingerprints, describe_lost, lost_attempt
 from workers.engine.outcomes import Change, history_entry, request_failed, token_obtained
 from workers.engine.runtime import Runtime
 from workers.engine.spec import spec_from_stored
 from workers.errors import NotFoundError, ProviderError, StateError, TokenkeeperError
 from workers.ops.metrics import RefreshMetrics
-from workers.store import WRITE_LOST_LOCK, IntegrationRecord, Lock, Status
+from workers.store import WRITE_DELETED, WRITE_LOST_LOCK, IntegrationRecord, Lock, Status
 
 log = logging.getLogger(__name__)
 
@@ -276,15 +277,18 @@ class Refresher:
             change.history,
             change.due,
             # A new refresh token exists only in this process until written: outlast a Redis restart.
-            patience=min(10.0, self.rt.settings.lock_ttl / 2),
+            patience=write_patience(self.rt.settings.lock_ttl),
             durable=rotated,
             release=True,
             # Counted in the same step as the write: no extra round trip per refresh.
             counters=self.metrics.increments(outcome, duration, lateness),
         )
+        if version == WRITE_DELETED:
+            # Fenced by a deletion: what we got is stored nowhere, so nobody else would revoke it.
+            revoke_unkept(self.rt, record, change)
         if version < 0:
             # Someone else changed it since we read it (our lock ran out): theirs stands.
-            why = "lock expired" if version == WRITE_LOST_LOCK else "changed meanwhile"
+            why = {WRITE_LOST_LOCK: "lock expired", WRITE_DELETED: "being deleted"}.get(version, "changed meanwhile")
             return RefreshResult(
                 record.name, "superseded", record.status, detail=why, duration=duration, lateness=lateness
             )

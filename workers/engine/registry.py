@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from workers.engine.guarded import revoke_unkept, write_patience
 from workers.engine.links import authorization_link
 from workers.engine.outcomes import Change, history_entry, token_obtained
 from workers.engine.policy import LOCK_WAIT
@@ -28,7 +29,7 @@ from workers.engine.spec import (
 from workers.errors import ConflictError, NotFoundError, ProviderError, StateError
 from workers.oauth.discovery import discover
 from workers.oauth.providers import expand_preset
-from workers.store import KEEP_SCHEDULE, IntegrationRecord, Lock, Status
+from workers.store import KEEP_SCHEDULE, WRITE_DELETED, IntegrationRecord, Lock, Status
 
 log = logging.getLogger(__name__)
 
@@ -164,16 +165,30 @@ class Registry:
             base = {"spec": spec.public_fields()}
             if spec.grant_type == "authorization_code":
                 fields = {**base, "secrets": rt.box.seal(spec.secrets())}
-                rt.store.write(
+                version = rt.store.write(
                     lock, record.version, fields, {}, history_entry(now, record.status, "updated"), KEEP_SCHEDULE
                 )
+                if version < 0:
+                    raise self._refused(name, version)
                 return summary(name, record.status, authorization_url=self.authorization_url(name))
             change = self._first_token(spec, reason="updated")
+            rotated = change.fields["secrets"] != record.sealed_secrets
+            # The stored refresh token was just spent: the answer is the only live one, so it is written
+            # as a refresh writes it (rides out a Redis restart, on disk and replicas before we answer).
             version = rt.store.write(
-                lock, record.version, {**base, **change.fields}, change.token, change.history, change.due
+                lock,
+                record.version,
+                {**base, **change.fields},
+                change.token,
+                change.history,
+                change.due,
+                patience=write_patience(rt.settings.lock_ttl),
+                durable=rotated,
             )
+            if version == WRITE_DELETED:
+                revoke_unkept(rt, record, change)
             if version < 0:
-                raise StateError(f"integration {name!r} changed during the update; try again")
+                raise self._refused(name, version, spent=spec.grant_type == "refresh_token")
             return summary(name, change.fields["status"], expires_at=change.token["expires_at"])
         finally:
             rt.store.release(lock)
@@ -181,18 +196,23 @@ class Registry:
     def delete(self, name: str) -> dict[str, Any]:
         """Revoke the tokens at the provider (RFC 7009) where it can, then remove every key of ``name``."""
         self._load(name)
-        # A refresh under way could rotate the refresh token after it was revoked: wait for it, then read.
-        lock = self.rt.store.acquire_within(name, self.rt.settings.lock_ttl, LOCK_WAIT)
+        store = self.rt.store
+        # Fenced first: from here every write is refused, so a refresh in flight cannot store a grant this
+        # deletion would not revoke (it revokes what it got itself). Only then is the stored grant read.
+        if not store.fence(name, self.rt.clock()):
+            raise NotFoundError(f"no integration named {name!r}")
+        # Give a refresh under way the chance to finish (and revoke its answer) before we answer.
+        lock = store.acquire_within(name, self.rt.settings.lock_ttl, LOCK_WAIT)
         try:
             record = self._load(name)
             result: dict[str, Any] = {"name": name, "deleted": True}
-            result.update(self._revoke(stored_spec(record, self.rt.box), self.rt.store.token(name)))
-            if not self.rt.store.delete(name):
+            result.update(self._revoke(stored_spec(record, self.rt.box), store.token(name)))
+            if not store.delete(name):
                 raise NotFoundError(f"no integration named {name!r}")
             return result
         finally:
             if lock is not None:
-                self.rt.store.release(lock)
+                store.release(lock)
 
     def _revoke(self, spec: IntegrationSpec, token: Mapping[str, str]) -> dict[str, Any]:
         if not spec.revocation_url:
@@ -215,6 +235,18 @@ class Registry:
         if failures:
             result["revocation_failed"] = "; ".join(failures)
         return result
+
+    @staticmethod
+    def _refused(name: str, version: int, *, spent: bool = False) -> Exception:
+        if version == WRITE_DELETED:
+            return NotFoundError(f"integration {name!r} is being deleted")
+        if spent:
+            # Trying again would send the refresh token the provider has just retired.
+            return StateError(
+                f"integration {name!r} changed during the update, and the refresh token it sent was spent; "
+                "update again with a new refresh token"
+            )
+        return StateError(f"integration {name!r} changed during the update; try again")
 
     def _load(self, name: str) -> IntegrationRecord:
         record = self.rt.store.load(name)

@@ -108,6 +108,7 @@ def build_runtime(
             client or redis_client(settings.redis_url, settings.redis_sentinel_master),
             settings.key_prefix,
             outbox=bool(settings.webhook_url),
+            wait_replicas=settings.wait_replicas,
         ),
         client=TokenClient(
             session=http,

@@ -48,6 +48,7 @@ __all__ = [
     "HISTORY_LENGTH",
     "KEEP_SCHEDULE",
     "TOKEN_FIELDS",
+    "WRITE_DELETED",
     "WRITE_LOST_LOCK",
     "WRITE_OK",
     "WRITE_STALE_VERSION",
@@ -68,6 +69,7 @@ KEEP_SCHEDULE = "keep"
 WRITE_OK = 1
 WRITE_LOST_LOCK = -1
 WRITE_STALE_VERSION = -2
+WRITE_DELETED = -3
 
 
 # The Lua scripts are files in lua/, each naming every KEYS[i] and ARGV[i] it reads in its header.
@@ -137,8 +139,12 @@ class Lock:
 class Store:
     """Redis access for one key prefix. Receives its client; opens nothing itself."""
 
-    def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX, *, outbox: bool = False) -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str = DEFAULT_PREFIX, *, outbox: bool = False, wait_replicas: int = 0
+    ) -> None:
         self.redis = client
+        # A durable write also waits until this many replicas have it (0: only the local disk).
+        self.wait_replicas = wait_replicas
         self.prefix = prefix
         self.keys = Keys(prefix)
         # Status changes are queued for the webhook only when one is configured.
@@ -152,6 +158,7 @@ class Store:
         self._take_state = client.register_script(_lua("take_state"))
         self._note = client.register_script(_lua("note"))
         self._journal = client.register_script(_lua("journal"))
+        self._fence = client.register_script(_lua("fence"))
         self._aof_supported: bool | None = None
 
     # -- reads -----------------------------------------------------------
@@ -255,12 +262,15 @@ class Store:
         """Apply one change if ``lock`` is still held and the version unchanged.
 
         Returns the new version, or ``WRITE_LOST_LOCK`` (the version moved on after ``lock``
-        lapsed) / ``WRITE_STALE_VERSION``. The version is the guard: a write whose lock lapsed
+        lapsed) / ``WRITE_STALE_VERSION`` / ``WRITE_DELETED`` (gone or being deleted: the caller
+        revokes what it got). The version is the guard: a write whose lock lapsed
         still lands while the version is unchanged (its refresh token may be the only live one).
         ``due`` is the next planned refresh (``None`` stops refreshing, ``KEEP_SCHEDULE``
         leaves it as it is). ``patience`` keeps retrying for that many seconds while
         Redis is unreachable (a rotated refresh token must not be dropped because Redis
-        restarted); ``durable`` waits until the change is in the AOF on disk; ``release``
+        restarted; a retry after a lost reply recognises its own applied write, so the answer
+        says what happened); ``durable`` waits until the change is in the AOF on disk and, with
+        ``wait_replicas``, on that many replicas (a failover then keeps it); ``release``
         drops the lock in the same step when the write is accepted; ``marks`` (key, value,
         seconds to live) are set in the same step too.
         """
@@ -306,7 +316,18 @@ class Store:
                 time.sleep(0.2)
         if durable and version > 0:
             self.wait_for_disk()
+            self.wait_for_replicas()
         return version
+
+    def wait_for_replicas(self, timeout_ms: int = 1000) -> int:
+        """WAIT: block until ``wait_replicas`` replicas acknowledged the writes so far (or the timeout).
+
+        Returns how many did; 0 without waiting when ``wait_replicas`` is 0. A shortfall is not an
+        error: the change is stored, only less safe from a failover (the caller cannot undo it anyway).
+        """
+        if self.wait_replicas <= 0:
+            return 0
+        return int(self.redis.execute_command("WAIT", self.wait_replicas, timeout_ms))
 
     def wait_for_disk(self, timeout_ms: int = 1000) -> bool:
         """WAITAOF (Redis 7.2+, Valkey): block until the writes so far are fsynced to the AOF.
@@ -323,6 +344,10 @@ class Store:
             return False
         self._aof_supported = True
         return True
+
+    def fence(self, name: str, now: float) -> bool:
+        """Mark ``name`` as being deleted: every guarded write is refused from now on. False: it is gone."""
+        return bool(self._fence(keys=[self.keys.integration(name)], args=[repr(now)]))
 
     def delete(self, name: str) -> bool:
         pipe = self.redis.pipeline(transaction=True)

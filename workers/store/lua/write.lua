@@ -4,8 +4,10 @@
 -- a newer token (the version moved on) is never overwritten. Everything that belongs to the change
 -- (token, status, history, schedule, webhook event, metrics, marks, the attempt journal) happens in this
 -- one step.
--- Returns the new version, -1 (the version moved on and the lock had lapsed: someone else took over)
--- or -2 (the version moved on).
+-- Returns the new version, -1 (the version moved on and the lock had lapsed: someone else took over),
+-- -2 (the version moved on) or -3 (the integration is gone or being deleted: nothing may be stored).
+-- The write records which attempt it applied (``applied``: owner and expected version), so a retry after
+-- a lost reply finds its own write and returns the version it made instead of a refusal.
 --
 -- KEYS[1]  integration hash        P integration:<name>
 -- KEYS[2]  consumer token hash     P token:<name>
@@ -29,8 +31,16 @@
 --   counters        [[hash, field, amount], ...]: metrics added with the write
 --   marks           [[key, value, ttl ms], ...]: strings set with the write (e.g. a spent link)
 local a = cjson.decode(ARGV[1])
+local current = redis.call('HMGET', KEYS[1], 'version', 'deleting', 'applied')
+-- A deletion fences the integration first (fence.lua): a refresh still in flight must not store a grant
+-- that the deletion would never revoke.
+if not current[1] or current[2] then return -3 end
+local applied = a.owner .. ':' .. a.version
+-- Our own write, applied before the reply was lost: say what happened.
+if current[3] == applied then return tonumber(current[1]) end
 local holds_lock = redis.call('GET', KEYS[6]) == a.owner
-if redis.call('HGET', KEYS[1], 'version') ~= a.version then return holds_lock and -2 or -1 end
+if current[1] ~= a.version then return holds_lock and -2 or -1 end
+redis.call('HSET', KEYS[1], 'applied', applied)
 -- The attempt journal (see acquire_and_load.lua) ends with the write: ours, or while we hold the lock
 -- whatever was left (a refresh token written now replaces the one it names). Another attempt's entry,
 -- made after our lock lapsed, stays: it is cleared by that attempt's own write or release.
