@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import pytest
 import redis
 
 from config import Settings
@@ -78,3 +79,22 @@ def test_the_redis_clock_tracks_redis_time(redis_client: redis.Redis) -> None:
     assert abs(clock() - redis_now(redis_client)) < 0.05
     local["skew"] = 777.0  # the machine's clock stepped (NTP, an operator): the next measurement follows it
     assert abs(clock() - redis_now(redis_client)) < 0.05
+
+
+def test_the_redis_clock_refuses_to_guess_and_then_keeps_its_last_offset(
+    redis_client: redis.Redis, redis_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Never measured: a refused TIME is an error; measured once: a refused TIME keeps the last offset."""
+    redis_client.acl_setuser("clockuser", enabled=True, passwords=["+pw"], commands=["-@all"])
+    try:
+        client = redis.Redis(host="127.0.0.1", port=redis_port, username="clockuser", password="pw")
+        clock = RedisClock(client, local=lambda: time.time() - 1234, refresh_every=0.0)
+        with pytest.raises(redis.RedisError):
+            clock()
+        redis_client.acl_setuser("clockuser", enabled=True, passwords=["+pw"], commands=["+time"])
+        assert abs(clock() - redis_now(redis_client)) < 0.05
+        redis_client.acl_setuser("clockuser", enabled=True, passwords=["+pw"], commands=["-time"])
+        assert abs(clock() - redis_now(redis_client)) < 0.05
+        assert "Redis TIME failed (NoPermissionError)" in caplog.text
+    finally:
+        redis_client.acl_deluser("clockuser")
