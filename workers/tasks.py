@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery, Task, current_app, shared_task
@@ -180,9 +181,11 @@ def enqueue_notification(event: Event) -> None:
 def enqueue_refresh(items: list[tuple[str, float]], countdown: float) -> None:
     args = [[[name, planned_at] for name, planned_at in items]]
     argsrepr, kwargsrepr = args_repr(args, {})
+    # The ETA on the shared clock, not countdown: Celery adds a countdown to the publisher's own
+    # clock, and a beat 300 s fast would have every worker hold its refreshes 300 s too long.
     refresh_batch.apply_async(
         args,
-        countdown=countdown,
+        eta=datetime.fromtimestamp(runtime().clock() + countdown, tz=UTC),
         ignore_result=True,
         argsrepr=argsrepr,
         kwargsrepr=kwargsrepr,

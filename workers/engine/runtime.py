@@ -25,6 +25,7 @@ from workers.oauth.token_client import TokenClient
 from workers.oauth.transport import guarded_session
 from workers.ops.notifications import Webhook
 from workers.store import Store
+from workers.store.clock import RedisClock
 
 
 @dataclass(frozen=True)
@@ -97,15 +98,23 @@ def build_runtime(
     *,
     client: redis.Redis | None = None,
     session: requests.Session | None = None,
-    clock: Clock = time.time,
+    clock: Clock | None = None,
+    local_clock: Clock = time.time,
 ) -> Runtime:
+    """The runtime for ``settings``; its clock is Redis TIME (via ``local_clock`` + offset) unless ``clock`` is given.
+
+    One clock for every process: due times, claims and the rate slot written by one
+    machine are compared by another, so none may use its own clock.
+    """
     policy = address_policy(settings)
     # A session passed in is guarded too (TokenClient does it): the webhook shares it.
     http = session or token_session(policy)
+    redis_conn = client or redis_client(settings.redis_url, settings.redis_sentinel_master)
+    clock = clock or RedisClock(redis_conn, local=local_clock)
     return Runtime(
         settings=settings,
         store=Store(
-            client or redis_client(settings.redis_url, settings.redis_sentinel_master),
+            redis_conn,
             settings.key_prefix,
             outbox=bool(settings.webhook_url),
             wait_replicas=settings.wait_replicas,
