@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -9,6 +10,7 @@ import redis
 
 from tests.support.specs import cc_spec, rt_spec
 from tests.support.token_server import Canned, TokenServer
+from workers.engine.policy import RefreshPolicy
 from workers.engine.refresher import Refresher
 from workers.engine.registry import Registry
 from workers.engine.runtime import Runtime
@@ -140,3 +142,25 @@ def test_a_forced_refresh_of_a_stopped_integration_says_why(runtime: Runtime, to
     Refresher(runtime).refresh("user")
     with pytest.raises(StateError, match=r"needs_reauth.*invalid_grant"):
         Refresher(runtime).refresh("user")
+
+
+class _PolicyThatBreaks(RefreshPolicy):
+    """A refresh policy that fails on the answer, after the provider has already rotated the refresh token."""
+
+    def next_refresh(self, *args: object, **kwargs: object) -> float | None:
+        raise ArithmeticError("planning failed")
+
+
+def test_an_error_after_the_provider_rotated_still_keeps_the_rotated_token(
+    runtime: Runtime, token_server: TokenServer
+) -> None:
+    """The new pair is stored before anything else is interpreted: a failure past the answer loses no token."""
+    Registry(runtime).create(rt_spec(token_server))
+    broken = dataclasses.replace(runtime, policy=_PolicyThatBreaks(**dataclasses.asdict(runtime.policy)))
+    failed = Refresher(broken).refresh("user")
+    assert failed.status == "retrying"
+    # The provider retired the token it was sent; the retry must present the one it answered with.
+    plan = runtime.store.load("user").refresh_at
+    recovered = Refresher(runtime).refresh("user", planned_at=plan)
+    assert recovered.outcome == "refreshed"
+    assert token_server.reused == []

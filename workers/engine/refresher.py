@@ -206,15 +206,18 @@ class Refresher:
         else:
             sealed = record.sealed_secrets
         done = rt.clock()
-        change = token_obtained(
-            response,
-            sealed_secrets=sealed,
-            requested_scopes=spec.scopes,
-            policy=rt.policy,
-            now=done,
-            reason="refreshed",
-            holds_refresh_token=bool(secrets.get("refresh_token")),
-        )
+        try:
+            change = token_obtained(
+                response,
+                sealed_secrets=sealed,
+                requested_scopes=spec.scopes,
+                policy=rt.policy,
+                now=done,
+                reason="refreshed",
+                holds_refresh_token=bool(secrets.get("refresh_token")),
+            )
+        except Exception as exc:  # noqa: BLE001 -- the provider has rotated: its new token is kept whatever failed
+            return self._unexpected(lock, record, exc, sealed_secrets=sealed)
         if secrets.get("refresh_token"):
             change.fields["refresh_fp"] = self.fingerprints.of(secrets["refresh_token"])
         if planned_at is not None:
@@ -222,7 +225,10 @@ class Refresher:
             change.fields["lateness"] = round(now - planned_at, 3)
         return self._commit(lock, record, change, timing=_Timing(now, done, planned_at))
 
-    def _unexpected(self, lock: Lock, record: IntegrationRecord, exc: Exception) -> RefreshResult:
+    def _unexpected(
+        self, lock: Lock, record: IntegrationRecord, exc: Exception, *, sealed_secrets: str | None = None
+    ) -> RefreshResult:
+        """``sealed_secrets``: what the provider's answer already replaced (a rotated refresh token), kept."""
         # Ours say what is wrong without secrets; anyone else's text may quote one: its type only.
         what = f"{type(exc).__name__}: {exc}" if isinstance(exc, TokenkeeperError) else type(exc).__name__
         log.error("refresh %s: unexpected %s", record.name, what, extra={"integration": record.name})
@@ -240,6 +246,8 @@ class Refresher:
             "refresh_at": due,
             "last_error": UNEXPECTED_ERROR,
         }
+        if sealed_secrets is not None and sealed_secrets != record.sealed_secrets:
+            fields["secrets"] = sealed_secrets
         change = Change(
             fields=fields,
             token={"status": Status.RETRYING, "updated_at": str(int(now))},
