@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from workers.engine.guarded import revoke_unkept, write_patience
+from workers.engine.guarded import write_answer
 from workers.engine.links import LinkSigner
 from workers.engine.outcomes import history_entry, token_obtained
 from workers.engine.policy import LOCK_WAIT
@@ -284,19 +284,8 @@ class Authorizations:
             # The link is spent in the same step that stores the tokens: one success per link.
             spent = (self.rt.store.keys.link_spent(parked["link"]), "1", max(1.0, parked["link_expires"] - now))
             # Written as a refresh writes: the code is spent, the answer exists only here until stored.
-            version = self.rt.store.write(
-                lock,
-                record.version,
-                change.fields,
-                change.token,
-                change.history,
-                change.due,
-                marks=[spent],
-                patience=write_patience(self.rt.settings.lock_ttl),
-                durable=bool(response.refresh_token),
-            )
+            version = write_answer(self.rt, lock, record, change, marks=[spent])
             if version == WRITE_DELETED:
-                revoke_unkept(self.rt, record, change)
                 raise NotFoundError(f"integration {name!r} is being deleted")
             if version < 0:
                 raise StateError(f"integration {name!r} changed during authorization; authorize again")

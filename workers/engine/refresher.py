@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from workers.engine.guarded import revoke_unkept, write_patience
+from workers.engine.guarded import write_answer
 from workers.engine.journal import Fingerprints, describe_lost, lost_attempt
 from workers.engine.outcomes import Change, history_entry, request_failed, token_obtained
 from workers.engine.runtime import Runtime
@@ -272,28 +272,19 @@ class Refresher:
         lost = lost_attempt(record.attempt, record.lost_attempt)
         if lost:
             _explain_lost(change, lost, failed)
-        rotated = change.fields.get("secrets", record.sealed_secrets) != record.sealed_secrets
         status = change.fields["status"]
         outcome = status if failed is not None else "refreshed"
         duration = None if timing is None else max(0.0, timing.done - timing.started)
         lateness = None if timing is None or timing.planned_at is None else timing.started - timing.planned_at
-        version = self.rt.store.write(
+        version = write_answer(
+            self.rt,
             lock,
-            record.version,
-            change.fields,
-            change.token,
-            change.history,
-            change.due,
-            # A new refresh token exists only in this process until written: outlast a Redis restart.
-            patience=write_patience(self.rt.settings.lock_ttl),
-            durable=rotated,
+            record,
+            change,
             release=True,
             # Counted in the same step as the write: no extra round trip per refresh.
             counters=self.metrics.increments(outcome, duration, lateness),
         )
-        if version == WRITE_DELETED:
-            # Fenced by a deletion: what we got is stored nowhere, so nobody else would revoke it.
-            revoke_unkept(self.rt, record, change)
         if version < 0:
             # Someone else changed it since we read it (our lock ran out): theirs stands.
             why = {WRITE_LOST_LOCK: "lock expired", WRITE_DELETED: "being deleted"}.get(version, "changed meanwhile")

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from workers.engine.guarded import revoke_unkept, write_patience
+from workers.engine.guarded import write_answer
 from workers.engine.links import authorization_link
 from workers.engine.outcomes import Change, history_entry, token_obtained
 from workers.engine.policy import LOCK_WAIT
@@ -172,21 +172,9 @@ class Registry:
                     raise self._refused(name, version)
                 return summary(name, record.status, authorization_url=self.authorization_url(name))
             change = self._first_token(spec, reason="updated")
-            rotated = change.fields["secrets"] != record.sealed_secrets
             # The stored refresh token was just spent: the answer is the only live one, so it is written
             # as a refresh writes it (rides out a Redis restart, on disk and replicas before we answer).
-            version = rt.store.write(
-                lock,
-                record.version,
-                {**base, **change.fields},
-                change.token,
-                change.history,
-                change.due,
-                patience=write_patience(rt.settings.lock_ttl),
-                durable=rotated,
-            )
-            if version == WRITE_DELETED:
-                revoke_unkept(rt, record, change)
+            version = write_answer(rt, lock, record, change, extra_fields=base)
             if version < 0:
                 raise self._refused(name, version, spent=spec.grant_type == "refresh_token")
             return summary(name, change.fields["status"], expires_at=change.token["expires_at"])
