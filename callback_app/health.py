@@ -5,6 +5,12 @@ so no request does it: a probe thread per process refreshes the answer every
 ``PROBE_INTERVAL`` seconds while someone is asking, and ``/healthz`` serves the
 latest one. Only the first request of a process, or one after a long quiet spell,
 waits for a probe; any number of callers cost no more than one.
+
+A request served an unhealthy answer starts the next probe at once instead of after
+the interval: each gunicorn process probes on its own, and one whose last probe came
+just before a worker answered would otherwise say "down" for a whole interval while
+the others say "ok". It does not wait for that probe, so a service that is down
+still answers at once, however many ask.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ MAX_AGE = 3 * PROBE_INTERVAL + PING_TIMEOUT
 @dataclass(frozen=True)
 class Probe:
     checks: dict[str, str]
-    at: float
+    at: float  # when the check started
 
     @property
     def healthy(self) -> bool:
@@ -49,6 +55,8 @@ class HealthProbe:
         self._changed = threading.Condition()
         self._latest: Probe | None = None
         self._asked = 0.0
+        # When a request was served an unhealthy answer and asked for the next probe now (0: none asked).
+        self._wanted = 0.0
         self._thread: threading.Thread | None = None
 
     def current(self) -> Probe:
@@ -63,6 +71,9 @@ class HealthProbe:
             )
             if not fresh or self._latest is None:
                 return Probe({"probe": f"down: no health probe finished in the last {MAX_AGE:.0f}s"}, now)
+            if not self._latest.healthy and not self._wanted:
+                self._wanted = now
+                self._changed.notify_all()
             return self._latest
 
     def _run(self) -> None:
@@ -71,14 +82,17 @@ class HealthProbe:
                 if self._clock() - self._asked > IDLE_STOP:
                     self._thread = None
                     return
+                started = self._clock()
+                self._wanted = 0.0
             try:
-                probe = Probe(self._check(), self._clock())
+                probe = Probe(self._check(), started)
             except Exception as exc:  # noqa: BLE001 -- a failed probe is an unhealthy answer, not a dead thread
-                probe = Probe({"probe": f"down: {type(exc).__name__}"}, self._clock())
+                probe = Probe({"probe": f"down: {type(exc).__name__}"}, started)
             with self._changed:
                 self._latest = probe
                 self._changed.notify_all()
-            time.sleep(PROBE_INTERVAL)
+                # Asleep until the interval is over or a request served "down" asks for the next probe.
+                self._changed.wait_for(lambda: self._wanted > 0.0, timeout=PROBE_INTERVAL)
 
 
 def check_parts(settings: Settings, store: Any, celery: Any) -> dict[str, str]:
