@@ -25,6 +25,7 @@ from flask import Blueprint, current_app, jsonify
 
 from callback_app import parts
 from config import Settings
+from workers.engine.capacity import from_fields
 
 blueprint = Blueprint("health", __name__)
 
@@ -43,7 +44,14 @@ class Probe:
 
     @property
     def healthy(self) -> bool:
-        return all(value.startswith("ok") for value in self.checks.values())
+        """Serving: a degraded part (workers falling behind) still serves tokens, so it is no 503."""
+        return all(value.startswith(("ok", "degraded")) for value in self.checks.values())
+
+    @property
+    def status(self) -> str:
+        if not self.healthy:
+            return "unavailable"
+        return "ok" if all(value.startswith("ok") for value in self.checks.values()) else "degraded"
 
 
 class HealthProbe:
@@ -121,6 +129,9 @@ def check_parts(settings: Settings, store: Any, celery: Any) -> dict[str, str]:
             checks["beat"] = f"down: last scheduling tick {int(time.time() - last)}s ago"
         else:
             checks["beat"] = "ok"
+            capacity = from_fields(store.capacity(), settings.capacity_patience)
+            if capacity is not None:
+                checks["capacity"] = capacity.describe()
     else:
         checks["beat"] = "unknown: Redis is down"
     return checks
@@ -141,7 +152,7 @@ def healthz() -> Any:
     probe = _probe().current()
     return jsonify(
         {
-            "status": "ok" if probe.healthy else "unavailable",
+            "status": probe.status,
             "checks": probe.checks,
             "age": round(time.monotonic() - probe.at, 1),
         }

@@ -71,9 +71,11 @@ class Settings:
     # A queued refresh not finished this long after its planned time is
     # presumed lost (crashed worker) and queued again by the next tick.
     lost_after: float = 30.0
-    # Refreshes started per second, all workers together (0: no cap). A backlog after
-    # an outage is worked off at this rate instead of in one burst at the providers.
-    max_refresh_rate: float = 100.0
+    # Refreshes started per second at one token endpoint host, all workers together (0: no
+    # cap; a preset may have its own). A backlog after an outage is worked off at this rate
+    # instead of in one burst at the provider, but the cap never holds a refresh past its
+    # deadline (deadline_margin before its token expires): it spreads early work only.
+    max_refresh_rate: float = 500.0
     lock_ttl: float = 30.0
     # A write that stores a rotated refresh token waits until this many replicas have it
     # (WAIT, up to 1 s), so a failover cannot lose it. 0: the local disk only (WAITAOF).
@@ -109,6 +111,18 @@ class Settings:
         # URLs may carry a password (redis://user:password@host): shown masked, like the secret fields hidden.
         shown = (f"{item.name}={_masked(getattr(self, item.name))!r}" for item in dataclasses.fields(self) if item.repr)
         return f"Settings({', '.join(shown)})"
+
+    @property
+    def deadline_margin(self) -> float:
+        """How long before its token expires a refresh must start whatever the rate cap: half the lead, which
+        leaves room for the request and a retry before the token runs out."""
+        return self.refresh_lead / 2
+
+    @property
+    def capacity_patience(self) -> float:
+        """A claimed refresh unfinished this long after it could start was not taken by any worker: one that was
+        ends within its request deadline."""
+        return self.http_connect_timeout + self.http_read_timeout + 5.0
 
     @property
     def callback_url(self) -> str:

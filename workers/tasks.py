@@ -25,7 +25,7 @@ from workers.engine.authorization import Authorizations
 from workers.engine.refresher import Refresher
 from workers.engine.registry import Registry
 from workers.engine.runtime import Runtime, build_runtime
-from workers.engine.scheduler import dispatch_due
+from workers.engine.scheduler import dispatch_due, measure_capacity
 from workers.errors import TokenkeeperError, WebhookError
 from workers.ops.notifications import Event, forward_events
 from workers.ops.redaction import args_repr
@@ -115,14 +115,21 @@ def tick(app: Celery) -> int:
     rt.store.mark_tick(rt.clock())
     if rt.webhook is not None:
         forward_events(rt.store, enqueue_notification)
-    return dispatch_due(
+    queued = dispatch_due(
         rt.store,
         enqueue_refresh,
         now=rt.clock(),
         horizon=rt.settings.schedule_horizon,
         lost_after=rt.settings.lost_after,
         max_rate=rt.settings.max_refresh_rate,
+        margin=rt.settings.deadline_margin,
     )
+    capacity = measure_capacity(
+        rt.store, now=rt.clock(), lost_after=rt.settings.lost_after, patience=rt.settings.capacity_patience
+    )
+    if capacity.exceeded:
+        log.warning("%s", capacity.describe().removeprefix("degraded: "))
+    return queued
 
 
 # Beat runs the tick itself (TickScheduler); the task stays for a message an older beat queued.

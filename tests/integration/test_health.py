@@ -122,3 +122,49 @@ def test_oversized_requests_are_refused_with_4xx_not_500(environ, web_factory) -
         send("POST", "/status/refresh/svc", {**auth, "Content-Type": "application/x-www-form-urlencoded"}, form) == 413
     )
     assert "Traceback" not in web.output()
+
+
+def test_workers_falling_behind_show_as_degraded_before_tokens_expire(client, start_processes, runtime) -> None:
+    """Refreshes claimed a minute ago that no worker took: /healthz stays 200 but says "degraded" with the rates,
+    /metrics counts them, while the 5 tokens still have 10 minutes to live."""
+    import time
+
+    from workers.engine.scheduler import measure_capacity
+    from workers.ops.metrics import exposition
+
+    store, settings = runtime.store, runtime.settings
+    now = time.time()
+    for i in range(5):
+        store.redis.hset(f"tokenkeeper:token:late{i}", "expires_at", repr(now + 600))
+        store.schedule(f"late{i}", now - 60)
+    store.schedule("later", now + 150)
+    # Claimed a minute ago, queued nowhere: as if every worker were busy with other work since.
+    assert len(store.claim_due(now - 60, 0.0, settings.lost_after + 120, 1000)) == 5
+    start_processes("worker")
+    store.mark_tick(now)
+    capacity = measure_capacity(
+        store, now=now, lost_after=settings.lost_after + 120, patience=settings.capacity_patience
+    )
+    assert capacity.exceeded and capacity.waiting == 5
+    assert abs(capacity.need - 1 / 300) < 1e-9  # one refresh due in the next five minutes
+
+    response = client.get("/healthz")
+    body = response.get_json()
+    assert response.status_code == 200, body
+    assert body["status"] == "degraded"
+    assert body["checks"]["capacity"].startswith("degraded: refresh capacity exceeded: need 0.0/s, doing unknown")
+    assert "5 waiting" in body["checks"]["capacity"]
+    assert "tokenkeeper_refreshes_waiting 5.0" in exposition(store).decode()
+
+
+def test_workers_keeping_up_report_their_rates(runtime) -> None:
+    """Nothing waiting: capacity ok, and "doing" is the finished count's rate between two samples."""
+    from workers.engine.scheduler import measure_capacity
+
+    store, settings = runtime.store, runtime.settings
+    first = measure_capacity(store, now=1000.0, lost_after=settings.lost_after, patience=settings.capacity_patience)
+    assert not first.exceeded and first.doing is None
+    store.redis.hincrby("tokenkeeper:metrics:refresh_outcomes", "refreshed", 600)
+    second = measure_capacity(store, now=1060.0, lost_after=settings.lost_after, patience=settings.capacity_patience)
+    assert second.doing == 10.0
+    assert second.describe() == "ok (need 0.0/s, doing 10.0/s)"

@@ -102,7 +102,7 @@ class Registry:
     def _create_reserved(self, spec: IntegrationSpec) -> dict[str, str]:
         rt = self.rt
         now = rt.clock()
-        base = {"grant_type": spec.grant_type, "spec": spec.public_fields(), "created_at": now}
+        base = {"grant_type": spec.grant_type, "spec": spec.public_fields(), "created_at": now, **spec.rate_fields()}
         if spec.grant_type == "authorization_code":
             fields = {
                 **base,
@@ -162,7 +162,7 @@ class Registry:
             current = stored_spec(record, rt.box)
             spec = self.validate(merge_changes(current, changes))
             now = rt.clock()
-            base = {"spec": spec.public_fields()}
+            base = {"spec": spec.public_fields(), **spec.rate_fields()}
             if spec.grant_type == "authorization_code":
                 fields = {**base, "secrets": rt.box.seal(spec.secrets())}
                 version = rt.store.write(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from workers.engine.capacity import SAMPLE_EVERY, WINDOW, Capacity, done_rate
 from workers.store import Store
 
 # items (name, planned time), countdown
@@ -24,12 +25,23 @@ MAX_BATCH = 50
 
 
 def dispatch_due(
-    store: Store, enqueue: Enqueue, *, now: float, horizon: float, lost_after: float, max_rate: float = 0.0
+    store: Store,
+    enqueue: Enqueue,
+    *,
+    now: float,
+    horizon: float,
+    lost_after: float,
+    max_rate: float = 0.0,
+    margin: float = 0.0,
 ) -> int:
-    """Claim and queue every refresh that may start before ``now + horizon``; return how many."""
+    """Claim and queue every refresh that may start before ``now + horizon``; return how many.
+
+    ``max_rate`` caps refreshes per second at each token endpoint host, but never holds one
+    later than ``margin`` seconds before its token expires.
+    """
     queued = 0
     while True:
-        claimed = store.claim_due(now, horizon, lost_after, BATCH, max_rate)
+        claimed = store.claim_due(now, horizon, lost_after, BATCH, max_rate, margin)
         for countdown, items in batches(claimed, now):
             enqueue(items, countdown)
         queued += len(claimed)
@@ -56,3 +68,20 @@ def batches(claimed: list[tuple[str, float, float]], now: float) -> list[tuple[f
     if groups:
         groups[-1] = (max(0.0, last_start - now), groups[-1][1])
     return groups
+
+
+def measure_capacity(store: Store, *, now: float, lost_after: float, patience: float) -> Capacity:
+    """The tick's look at whether the workers keep up; kept in Redis for /healthz, /metrics and the next tick."""
+    due, waiting, finished = store.capacity_counts(now, WINDOW, patience, lost_after)
+    saved = store.capacity()
+    previous_total = float(saved["finished"]) if saved.get("finished") else None
+    previous_at = float(saved["sampled_at"]) if saved.get("sampled_at") else None
+    doing = float(saved["doing"]) if saved.get("doing") else None
+    fields: dict[str, object] = {}
+    if previous_at is None or now - previous_at >= SAMPLE_EVERY or now < previous_at:
+        rate = done_rate(finished, now, previous_total, previous_at)
+        doing = rate if rate is not None else doing
+        fields.update(finished=finished, sampled_at=now, doing="" if doing is None else round(doing, 3))
+    capacity = Capacity(need=due / WINDOW, doing=doing, waiting=waiting, patience=patience)
+    store.save_capacity({**fields, "need": round(capacity.need, 3), "waiting": waiting, "at": now})
+    return capacity

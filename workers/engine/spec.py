@@ -18,7 +18,7 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 
 from workers.errors import SpecError
 from workers.oauth.addresses import AddressPolicy, is_loopback
-from workers.oauth.providers import expand_preset
+from workers.oauth.providers import expand_preset, max_refresh_rate
 
 if TYPE_CHECKING:
     from workers.crypto.secretbox import SecretBox
@@ -86,6 +86,13 @@ class IntegrationSpec:
             for key, value in data.items()
             if value is not None and self.grant_type in FIELD_GRANTS.get(key, GRANT_TYPES)
         }
+
+    def rate_fields(self) -> dict[str, str]:
+        """Stored beside the spec for the scheduler: the rate cap's bucket (the token endpoint's host) and the
+        provider's own cap, if its preset has one."""
+        cap = max_refresh_rate(self.provider)
+        host = (urlsplit(self.endpoint).hostname or "").lower()
+        return {"rate_host": host, "rate_cap": "" if cap is None else repr(cap)}
 
     def secrets(self) -> dict[str, str]:
         return {name: getattr(self, name) for name in SECRET_FIELDS if getattr(self, name)}

@@ -65,6 +65,9 @@ class Preset:
     offline_scopes: tuple[str, ...] = ()
     quirks: tuple[str, ...] = ()
     error_codes: ErrorCodes = NO_ERROR_CODES
+    # Refreshes per second this provider takes from one client, where it is known to limit them:
+    # replaces TOKENKEEPER_MAX_REFRESH_RATE for its integrations.
+    max_refresh_rate: float | None = None
 
     @classmethod
     def from_data(cls, name: str, raw: Mapping[str, Any]) -> Preset:
@@ -95,6 +98,12 @@ def error_codes(provider: str | None) -> ErrorCodes:
     """The named provider's own error codes; none for a hand-written spec or an unknown name."""
     preset = presets().get(provider) if provider else None
     return preset.error_codes if preset is not None else NO_ERROR_CODES
+
+
+def max_refresh_rate(provider: str | None) -> float | None:
+    """The named provider's own refresh rate cap; None: the operator's default applies."""
+    preset = presets().get(provider) if provider else None
+    return preset.max_refresh_rate if preset is not None else None
 
 
 def expand_preset(data: Mapping[str, Any]) -> dict[str, Any]:

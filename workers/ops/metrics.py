@@ -101,6 +101,27 @@ class StoreCollector(Collector):
             lateness,
         )
 
+        capacity = self.store.capacity()
+        for metric, documentation, field in (
+            ("tokenkeeper_refresh_need_per_second", "Refreshes per second coming due (next 5 minutes).", "need"),
+            ("tokenkeeper_refresh_done_per_second", "Refreshes per second finished lately, all workers.", "doing"),
+            (
+                "tokenkeeper_refreshes_waiting",
+                "Refreshes that could start a request deadline ago and were taken by no worker (> 0: too few).",
+                "waiting",
+            ),
+        ):
+            if capacity.get(field):
+                yield GaugeMetricFamily(metric, documentation, value=float(capacity[field]))
+        yielded = CounterMetricFamily(
+            "tokenkeeper_rate_cap_yielded",
+            "Refreshes sent at their deadline although the host's rate cap was booked (the cap is too low).",
+            labels=["host"],
+        )
+        for host, count in sorted(self.store.cap_yielded().items()):
+            yielded.add_metric([host], float(count))
+        yield yielded
+
         names = self.store.names()
         statuses = self.store.statuses(names)
         gauge = GaugeMetricFamily("tokenkeeper_integrations", "Integrations by status.", labels=["status"])

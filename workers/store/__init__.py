@@ -18,7 +18,7 @@ Keys (``P`` is the configurable prefix, ``tokenkeeper:`` by default):
     P exchange:<id>       string a sealed authorization code waiting for a worker (TTL 2 min)
     P outbox              list   status changes waiting to be sent to the webhook (only when one is set)
     P metrics:*           hashes counters behind /metrics (refresh outcomes, lateness)
-    P rate_slot           string when the next refresh may start under the rate cap
+    P rate_slots          hash   token endpoint host -> when its next refresh may start under the rate cap
     P beat:last_tick      string when the last scheduling tick ran
     P events:<name>       pub/sub a write announces the new version (the reader waits on it)
 
@@ -408,19 +408,30 @@ class Store:
 
     # -- scheduling ------------------------------------------------------
     def claim_due(
-        self, now: float, horizon: float, lost_after: float, limit: int, max_rate: float = 0.0
+        self, now: float, horizon: float, lost_after: float, limit: int, max_rate: float = 0.0, margin: float = 0.0
     ) -> list[tuple[str, float, float]]:
-        """Move refreshes planned before ``now + horizon`` to in-flight; return (name, plan, start).
+        """Move refreshes that may start before ``now + horizon`` to in-flight; return (name, plan, start).
 
         Refreshes queued earlier but not finished ``lost_after`` seconds after they
         could start are taken back first, so a task lost with a worker is queued again.
-        With ``max_rate`` (refreshes per second, all schedulers together) starts are
-        spaced out, so a backlog after an outage is worked off at that rate, not in a burst.
+        With ``max_rate`` (refreshes per second at one token endpoint host, all schedulers
+        together; an integration's own ``rate_cap`` replaces it) starts are spaced out, so
+        a backlog after an outage is worked off at that rate, not in a burst, but never
+        later than ``margin`` seconds before the token expires.
         """
         gap = 1.0 / max_rate if max_rate > 0 else 0.0
         raw = self._claim(
-            keys=[self.keys.schedule, self.keys.inflight, self.keys.rate_slot],
-            args=[repr(now), repr(now + horizon), repr(lost_after), limit, self.keys.integration(""), repr(gap)],
+            keys=[self.keys.schedule, self.keys.inflight, self.keys.rate_slots, self.keys.metrics("cap_yielded")],
+            args=[
+                repr(now),
+                repr(now + horizon),
+                repr(lost_after),
+                limit,
+                self.keys.integration(""),
+                repr(gap),
+                self.keys.token(""),
+                repr(margin),
+            ],
         )
         return [(text(raw[i]), float(raw[i + 1]), float(raw[i + 2])) for i in range(0, len(raw), 3)]
 
@@ -479,6 +490,30 @@ class Store:
     def last_tick(self) -> float | None:
         raw = self.redis.get(self.keys.last_tick)
         return float(raw) if raw else None
+
+    # -- capacity ----------------------------------------------------------
+    def capacity_counts(self, now: float, window: float, waited: float, lost_after: float) -> tuple[int, int, float]:
+        """(refreshes planned within ``window`` s, claimed refreshes that could start over ``waited`` s ago and
+        are unfinished, refreshes finished so far)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcount(self.keys.schedule, repr(now), repr(now + window))
+        # In flight under start + lost_after: started before now - waited <=> score below this.
+        pipe.zcount(self.keys.inflight, "-inf", f"({now - waited + lost_after!r}")
+        pipe.hvals(self.keys.metrics("refresh_outcomes"))
+        due, waiting, outcomes = pipe.execute()
+        return int(due), int(waiting), sum(float(count) for count in outcomes)
+
+    def capacity(self) -> dict[str, str]:
+        """The tick's latest capacity figures (need, doing, waiting, at, and the finished-count sample)."""
+        return text_map(self.redis.hgetall(self.keys.capacity))
+
+    def save_capacity(self, fields: Mapping[str, Any]) -> None:
+        mapping: dict[Any, Any] = dict(_string_fields(fields))
+        self.redis.hset(self.keys.capacity, mapping=mapping)
+
+    def cap_yielded(self) -> dict[str, str]:
+        """Refreshes per token endpoint host that went at their deadline although the rate cap was booked."""
+        return text_map(self.redis.hgetall(self.keys.metrics("cap_yielded")))
 
 
 def _optional_float(value: str | None) -> float | None:

@@ -72,8 +72,12 @@ class Keys:
         return f"{self.prefix}outbox"
 
     @property
-    def rate_slot(self) -> str:
-        return f"{self.prefix}rate_slot"
+    def rate_slots(self) -> str:
+        return f"{self.prefix}rate_slots"
+
+    @property
+    def capacity(self) -> str:
+        return f"{self.prefix}beat:capacity"
 
     @property
     def last_tick(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -211,3 +212,19 @@ def test_a_provider_parameter_with_a_trailing_newline_is_refused() -> None:
         }
     )
     assert "provider_params.tenant" in errors
+
+
+def test_the_rate_cap_bucket_is_the_token_endpoints_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refresh_url's host for pasted refresh tokens, lower-cased, without port; a preset's own cap rides along."""
+    from workers.oauth import providers
+
+    assert validate_spec({**RT, "refresh_url": "https://IdP.Example:8443/t"}).rate_fields() == {
+        "rate_host": "idp.example",
+        "rate_cap": "",
+    }
+    preset = providers.presets()["google"]
+    limited = {**providers.presets(), "google": dataclasses.replace(preset, max_refresh_rate=5.0)}
+    monkeypatch.setattr(providers, "presets", lambda: limited)
+    pasted = {key: value for key, value in RT.items() if key != "refresh_url"}
+    spec = validate_spec({**pasted, "provider": "google"})
+    assert spec.rate_fields() == {"rate_host": "oauth2.googleapis.com", "rate_cap": "5.0"}
