@@ -41,15 +41,16 @@ from bench.common import (
 from workers.crypto.secretbox import generate_key
 
 
-def run_service(redis_url: str, key: str, log_dir: Path, rate: float) -> tuple:
+def run_service(redis_url: str, key: str, log_dir: Path, rate: float | None) -> tuple:
     env = {
         **os.environ,
         **LOCAL_NETWORKS,
         "TOKENKEEPER_REDIS_URL": redis_url,
         "TOKENKEEPER_SECRET_KEY": key,
         "TOKENKEEPER_DATA_DIR": str(log_dir),
-        "TOKENKEEPER_MAX_REFRESH_RATE": str(rate),
     }
+    if rate is not None:
+        env["TOKENKEEPER_MAX_REFRESH_RATE"] = str(rate)
     service = worker(env, log_dir)
     beat = celery("beat", env, log_dir, "--loglevel", "WARNING", "-s", str(log_dir / "beat-schedule"))
     return service, beat
@@ -86,7 +87,9 @@ def main() -> None:
     parser.add_argument("--min-lifetime", type=float, default=600)
     parser.add_argument("--max-lifetime", type=float, default=1200)
     parser.add_argument("--spread", type=float, default=None, help="first refreshes over this many s")
-    parser.add_argument("--rate", type=float, default=400, help="TOKENKEEPER_MAX_REFRESH_RATE")
+    parser.add_argument(
+        "--rate", type=float, default=None, help="TOKENKEEPER_MAX_REFRESH_RATE (default: the setting's default)"
+    )
     parser.add_argument("--memory-seconds", type=float, default=60)
     args = parser.parse_args()
     n = args.integrations
@@ -181,6 +184,8 @@ def report(
         for name in names:
             pipe.hget(f"tokenkeeper:integration:{name}", "lateness")
         lateness = [float(value) for value in pipe.execute() if value]
+        yielded = sum(int(count) for count in client.hvals("tokenkeeper:metrics:cap_yielded"))
+        capacity = client.hgetall("tokenkeeper:beat:capacity")
     finally:
         beat.stop()
         worker.stop()
@@ -189,6 +194,12 @@ def report(
     print(f"ran {elapsed / 60:.1f} min: {refreshes} refreshes, {refreshes / elapsed:.1f} refreshes/s")
     print(f"reader: {reads} sampled reads, {expired} expired or not active, worst headroom {worst_headroom:.1f} s")
     print(f"refreshes before half a lifetime (token server's count): {end_stats['early']}")
+    cap = "default" if args.rate is None else f"{args.rate:g}/s"
+    print(f"rate cap {cap}: {yielded} refreshes sent at their deadline past a booked cap")
+    print(
+        f"capacity at the end: need {capacity.get('need')}/s, doing {capacity.get('doing')}/s, "
+        f"waiting {capacity.get('waiting')}"
+    )
     print(
         f"lateness against plan, last refresh of {len(lateness)} integrations: p50 {median(lateness):.3f} s, "
         f"p90 {percentile(lateness, 90):.3f} s, p99 {percentile(lateness, 99):.3f} s, max {max(lateness):.3f} s"
