@@ -99,7 +99,7 @@ def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path, 
         body = healthy[1]
         assert body["checks"]["redis"] == "ok" and body["checks"]["beat"] == "ok"
         commands = " | ".join(children_of(process.pid))
-        for part in (" worker ", " beat ", "gunicorn", " flower "):
+        for part in (" worker ", " beat ", "gunicorn", " flower ", "--max_tasks=10000"):
             assert part in commands, commands
         assert (tmp_path / "data" / "secret.key").stat().st_mode & 0o777 == 0o600
         users = RedisUsers(
