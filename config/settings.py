@@ -113,16 +113,22 @@ class Settings:
         return f"Settings({', '.join(shown)})"
 
     @property
+    def refresh_queue(self) -> str:
+        """Where the scheduler's refreshes travel: not behind producers' messages (a bulk creation) in ``queue``.
+        Every worker consumes it whatever its ``-Q``."""
+        return f"{self.queue}.refresh"
+
+    @property
     def deadline_margin(self) -> float:
-        """How long before its token expires a refresh must start whatever the rate cap: half the lead, which
-        leaves room for the request and a retry before the token runs out."""
+        """How long before its token expires a refresh must start whatever the rate cap: half the lead (30 s), more
+        than one request's deadline (25 s)."""
         return self.refresh_lead / 2
 
     @property
     def capacity_patience(self) -> float:
-        """A claimed refresh unfinished this long after it could start was not taken by any worker: one that was
-        ends within its request deadline."""
-        return self.http_connect_timeout + self.http_read_timeout + 5.0
+        """A claimed refresh that no worker holds this long after it could start is waiting for a worker. Shorter
+        than lost_after, after which it is queued again with a new start."""
+        return self.lost_after / 2
 
     @property
     def callback_url(self) -> str:

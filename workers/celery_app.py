@@ -133,6 +133,15 @@ def _require_secret_key(sender: Any = None, **_: Any) -> None:
         )
 
 
+@signals.celeryd_after_setup.connect
+def _consume_refresh_queue(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    # Added whatever -Q says: a worker started with `-Q tokenkeeper` (as the docs long said) must not
+    # leave the scheduled refreshes unconsumed.
+    settings = _own_settings(instance.app) if instance is not None else None
+    if settings is not None:
+        instance.app.amqp.queues.select_add(settings.refresh_queue)
+
+
 @signals.beat_init.connect
 def _make_data_dir(sender: Any = None, **_: Any) -> None:
     settings = _own_settings(sender.app)

@@ -115,7 +115,13 @@ def tick(app: Celery) -> int:
     rt.store.mark_tick(rt.clock())
     if rt.webhook is not None:
         forward_events(rt.store, enqueue_notification)
-    queued = dispatch_due(
+    # Measured before the claim, which queues again the refreshes waiting longest (presumed lost).
+    capacity = measure_capacity(
+        rt.store, now=rt.clock(), lost_after=rt.settings.lost_after, patience=rt.settings.capacity_patience
+    )
+    if capacity.exceeded:
+        log.warning("%s", capacity.describe().removeprefix("degraded: "))
+    return dispatch_due(
         rt.store,
         enqueue_refresh,
         now=rt.clock(),
@@ -124,12 +130,6 @@ def tick(app: Celery) -> int:
         max_rate=rt.settings.max_refresh_rate,
         margin=rt.settings.deadline_margin,
     )
-    capacity = measure_capacity(
-        rt.store, now=rt.clock(), lost_after=rt.settings.lost_after, patience=rt.settings.capacity_patience
-    )
-    if capacity.exceeded:
-        log.warning("%s", capacity.describe().removeprefix("degraded: "))
-    return queued
 
 
 # Beat runs the tick itself (TickScheduler); the task stays for a message an older beat queued.
@@ -190,9 +190,12 @@ def enqueue_refresh(items: list[tuple[str, float]], countdown: float) -> None:
     argsrepr, kwargsrepr = args_repr(args, {})
     # The ETA on the shared clock, not countdown: Celery adds a countdown to the publisher's own
     # clock, and a beat 300 s fast would have every worker hold its refreshes 300 s too long.
+    rt = runtime()
     refresh_batch.apply_async(
         args,
-        eta=datetime.fromtimestamp(runtime().clock() + countdown, tz=UTC),
+        # Their own queue: behind a bulk of producers' creations in the main one they would go out late.
+        queue=rt.settings.refresh_queue,
+        eta=datetime.fromtimestamp(rt.clock() + countdown, tz=UTC),
         ignore_result=True,
         argsrepr=argsrepr,
         kwargsrepr=kwargsrepr,

@@ -125,8 +125,9 @@ def test_oversized_requests_are_refused_with_4xx_not_500(environ, web_factory) -
 
 
 def test_workers_falling_behind_show_as_degraded_before_tokens_expire(client, start_processes, runtime) -> None:
-    """Refreshes claimed a minute ago that no worker took: /healthz stays 200 but says "degraded" with the rates,
-    /metrics counts them, while the 5 tokens still have 10 minutes to live."""
+    """Refreshes that could start a while ago and that no worker took: /healthz stays 200 but says "degraded" with
+    the rates, /metrics counts them, while the tokens still have 10 minutes to live. One a worker holds (a slow
+    provider) is not counted."""
     import time
 
     from workers.engine.scheduler import measure_capacity
@@ -134,17 +135,19 @@ def test_workers_falling_behind_show_as_degraded_before_tokens_expire(client, st
 
     store, settings = runtime.store, runtime.settings
     now = time.time()
-    for i in range(5):
+    for i in range(6):
         store.redis.hset(f"tokenkeeper:token:late{i}", "expires_at", repr(now + 600))
         store.schedule(f"late{i}", now - 60)
     store.schedule("later", now + 150)
-    # Claimed a minute ago, queued nowhere: as if every worker were busy with other work since.
-    assert len(store.claim_due(now - 60, 0.0, settings.lost_after + 120, 1000)) == 5
+    # Could start a little over the patience ago (not yet presumed lost), queued nowhere: as if every worker were
+    # busy with other work since.
+    could_start = now - settings.capacity_patience - 1
+    assert could_start > now - settings.lost_after
+    assert len(store.claim_due(could_start, 0.0, settings.lost_after, 1000)) == 6
+    store.redis.set("tokenkeeper:lock:late5", "a-worker")  # under way at a slow provider
     start_processes("worker")
     store.mark_tick(now)
-    capacity = measure_capacity(
-        store, now=now, lost_after=settings.lost_after + 120, patience=settings.capacity_patience
-    )
+    capacity = measure_capacity(store, now=now, lost_after=settings.lost_after, patience=settings.capacity_patience)
     assert capacity.exceeded and capacity.waiting == 5
     assert abs(capacity.need - 1 / 300) < 1e-9  # one refresh due in the next five minutes
 
@@ -168,3 +171,26 @@ def test_workers_keeping_up_report_their_rates(runtime) -> None:
     second = measure_capacity(store, now=1060.0, lost_after=settings.lost_after, patience=settings.capacity_patience)
     assert second.doing == 10.0
     assert second.describe() == "ok (need 0.0/s, doing 10.0/s)"
+
+
+def test_the_tick_keeps_reporting_refreshes_no_worker_takes(runtime) -> None:
+    """Ticks every 2 s over three lost_after periods, refreshes queued but never taken: from one patience after
+    they could start, most ticks say capacity exceeded, though each is queued again as lost every lost_after."""
+    from workers.engine.scheduler import dispatch_due, measure_capacity
+
+    store, settings = runtime.store, runtime.settings
+    t0 = 1000.0
+    for i in range(3):
+        store.redis.hset(f"tokenkeeper:integration:n{i}", "refresh_at", repr(t0))
+        store.redis.hset(f"tokenkeeper:token:n{i}", "expires_at", repr(t0 + 3600))
+        store.schedule(f"n{i}", t0)
+    verdicts: list[tuple[float, bool]] = []
+    now = t0
+    while now <= t0 + 3 * settings.lost_after:
+        capacity = measure_capacity(store, now=now, lost_after=settings.lost_after, patience=settings.capacity_patience)
+        verdicts.append((now, capacity.exceeded))
+        dispatch_due(store, lambda items, countdown: None, now=now, horizon=10.0, lost_after=settings.lost_after)
+        now += 2.0
+    assert not any(exceeded for at, exceeded in verdicts if at <= t0 + settings.capacity_patience)
+    later = [exceeded for at, exceeded in verdicts if at > t0 + settings.capacity_patience + 2]
+    assert sum(later) >= len(later) / 2, verdicts

@@ -114,3 +114,28 @@ def test_a_created_integration_is_capped_with_its_token_endpoints_host(
     redis_client.zadd("tokenkeeper:schedule", {"svc": expires_at - 100})
     [(name, _plan, start)] = runtime.store.claim_due(expires_at - 100, 200.0, 30.0, 10, 10, MARGIN)
     assert name == "svc" and start == pytest.approx(expires_at - MARGIN)
+
+
+def test_a_backlog_past_the_claims_bound_does_not_hold_up_another_host(runtime, redis_client: redis.Redis) -> None:
+    """12,000 refreshes at one capped host ahead of one at another: one tick reaches the other (the claim goes on past
+    its per-call bound), and the next tick does not look at the booked backlog again."""
+    from workers.engine.scheduler import dispatch_due
+
+    store, now = runtime.store, 1000.0
+    pipe = redis_client.pipeline(transaction=False)
+    for i in range(12_000):
+        pipe.hset(f"tokenkeeper:integration:busy{i:05}", mapping={"refresh_at": repr(now - 100), "rate_host": "busy"})
+        pipe.hset(f"tokenkeeper:token:busy{i:05}", "expires_at", repr(now + 3600))
+        pipe.zadd("tokenkeeper:schedule", {f"busy{i:05}": now - 100})
+    pipe.execute()
+    _integration(redis_client, store, "quiet", plan=now, expires_at=now + 3600, host="quiet")
+    queued: list[str] = []
+
+    def enqueue(items: list[tuple[str, float]], countdown: float) -> None:
+        queued.extend(name for name, _ in items)
+
+    dispatch_due(store, enqueue, now=now, horizon=2.0, lost_after=30.0, max_rate=10, margin=MARGIN)
+    assert "quiet" in queued
+    assert len(queued) == 22  # 21 of the backlog (2 s at 10/s), and quiet
+    in_range = redis_client.zcount("tokenkeeper:schedule", "-inf", repr(now + 4.0))
+    assert in_range == 20  # the next tick (2 s on) sees only the backlog booked within its horizon

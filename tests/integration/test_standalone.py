@@ -177,8 +177,13 @@ def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path, 
         assert not is_up(redis_url)
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            # A failed assertion above: stop it as an operator would, so its children do not outlive the test.
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         log.close()
     output = (tmp_path / "standalone.log").read_text()
     assert "started on 127.0.0.1" in output and "Ctrl-C stops everything" in output

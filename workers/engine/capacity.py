@@ -1,10 +1,10 @@
 """Whether the workers keep up: refreshes coming due per second against refreshes done per second.
 
 Pure arithmetic over counts the scheduling tick reads from Redis. The signal that
-matters is a refresh that could start more than ``patience`` seconds ago and has not
-finished: every refresh ends within its request deadline once a worker takes it, so
-one still waiting was not taken — the workers are behind, and tokens will expire if
-it goes on. It shows long before that: the refresh lead is larger than the patience.
+matters is a refresh that could start more than ``patience`` seconds ago and that no
+worker holds: a worker takes a refresh's lock as it starts it, so one still unheld was
+not taken — the workers are behind, and tokens will expire if it goes on. It shows
+long before that: the refresh lead is far larger than the patience.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 WINDOW = 300.0
 # The finished-refresh count is sampled at most this often, so "doing" is a rate over at least this long.
 SAMPLE_EVERY = 30.0
+# Refreshes that asked the provider ("busy", "skipped", "superseded" and "deferred" did no work).
+DONE_OUTCOMES = ("refreshed", "retrying", "needs_reauth")
 
 
 @dataclass(frozen=True)

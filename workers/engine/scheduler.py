@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from workers.engine.capacity import SAMPLE_EVERY, WINDOW, Capacity, done_rate
+from workers.engine.capacity import DONE_OUTCOMES, SAMPLE_EVERY, WINDOW, Capacity, done_rate
 from workers.store import Store
 
 # items (name, planned time), countdown
@@ -45,7 +45,7 @@ def dispatch_due(
         for countdown, items in batches(claimed, now):
             enqueue(items, countdown)
         queued += len(claimed)
-        if len(claimed) < BATCH:
+        if len(claimed) < BATCH and not claimed.more:
             return queued
 
 
@@ -72,7 +72,7 @@ def batches(claimed: list[tuple[str, float, float]], now: float) -> list[tuple[f
 
 def measure_capacity(store: Store, *, now: float, lost_after: float, patience: float) -> Capacity:
     """The tick's look at whether the workers keep up; kept in Redis for /healthz, /metrics and the next tick."""
-    due, waiting, finished = store.capacity_counts(now, WINDOW, patience, lost_after)
+    due, waiting, finished = store.capacity_counts(now, WINDOW, patience, lost_after, DONE_OUTCOMES)
     saved = store.capacity()
     previous_total = float(saved["finished"]) if saved.get("finished") else None
     previous_at = float(saved["sampled_at"]) if saved.get("sampled_at") else None

@@ -409,7 +409,7 @@ class Store:
     # -- scheduling ------------------------------------------------------
     def claim_due(
         self, now: float, horizon: float, lost_after: float, limit: int, max_rate: float = 0.0, margin: float = 0.0
-    ) -> list[tuple[str, float, float]]:
+    ) -> Claimed:
         """Move refreshes that may start before ``now + horizon`` to in-flight; return (name, plan, start).
 
         Refreshes queued earlier but not finished ``lost_after`` seconds after they
@@ -433,7 +433,9 @@ class Store:
                 repr(margin),
             ],
         )
-        return [(text(raw[i]), float(raw[i + 1]), float(raw[i + 2])) for i in range(0, len(raw), 3)]
+        claimed = Claimed((text(raw[i]), float(raw[i + 1]), float(raw[i + 2])) for i in range(0, len(raw) - 2, 3))
+        claimed.more = len(raw) % 3 == 1
+        return claimed
 
     def schedule(self, name: str, due: float) -> None:
         self.redis.zadd(self.keys.schedule, {name: due})
@@ -492,16 +494,24 @@ class Store:
         return float(raw) if raw else None
 
     # -- capacity ----------------------------------------------------------
-    def capacity_counts(self, now: float, window: float, waited: float, lost_after: float) -> tuple[int, int, float]:
-        """(refreshes planned within ``window`` s, claimed refreshes that could start over ``waited`` s ago and
-        are unfinished, refreshes finished so far)."""
+    def capacity_counts(
+        self, now: float, window: float, waited: float, lost_after: float, outcomes: Iterable[str], most: int = 1000
+    ) -> tuple[int, int, float]:
+        """(refreshes planned within ``window`` s, claimed refreshes that could start over ``waited`` s ago and that
+        no worker holds (at most ``most`` looked at), refreshes with these ``outcomes`` so far)."""
+        outcomes = list(outcomes)
         pipe = self.redis.pipeline(transaction=False)
         pipe.zcount(self.keys.schedule, repr(now), repr(now + window))
         # In flight under start + lost_after: started before now - waited <=> score below this.
-        pipe.zcount(self.keys.inflight, "-inf", f"({now - waited + lost_after!r}")
-        pipe.hvals(self.keys.metrics("refresh_outcomes"))
-        due, waiting, outcomes = pipe.execute()
-        return int(due), int(waiting), sum(float(count) for count in outcomes)
+        pipe.zrangebyscore(self.keys.inflight, "-inf", f"({now - waited + lost_after!r}", start=0, num=most)
+        pipe.hmget(self.keys.metrics("refresh_outcomes"), outcomes)
+        due, late, counts = pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        for name in late:
+            pipe.exists(self.keys.lock(text(name)))
+        # One a worker holds is under way (a slow provider); one nobody holds was taken by no worker.
+        waiting = sum(1 for held in pipe.execute() if not held) if late else 0
+        return int(due), waiting, sum(float(count) for count in counts if count)
 
     def capacity(self) -> dict[str, str]:
         """The tick's latest capacity figures (need, doing, waiting, at, and the finished-count sample)."""
@@ -514,6 +524,12 @@ class Store:
     def cap_yielded(self) -> dict[str, str]:
         """Refreshes per token endpoint host that went at their deadline although the rate cap was booked."""
         return text_map(self.redis.hgetall(self.keys.metrics("cap_yielded")))
+
+
+class Claimed(list[tuple[str, float, float]]):
+    """Claimed refreshes as (name, plan, start); ``more``: the claim stopped at its bound, call again."""
+
+    more: bool = False
 
 
 def _optional_float(value: str | None) -> float | None:
