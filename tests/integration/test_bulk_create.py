@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from tests.support.observe import FreshnessWatch
 from tests.support.processes import wait_until
 from tests.support.specs import cc_spec
 from tests.support.token_server import TokenServer
@@ -48,30 +49,19 @@ def test_refreshes_go_out_on_time_while_thousands_of_creations_wait_in_the_queue
     results = [send(celery_client, "tokenkeeper.create_integration", cc_spec(hour_server, name)) for name in bulk]
     queued_at = time.monotonic()
 
-    lateness: dict[tuple[str, str], float] = {}
-    reads = expired = 0
+    watch = FreshnessWatch(redis_client, names)
     while not results[-1].ready():
-        pipe = redis_client.pipeline(transaction=False)
-        for name in names:
-            pipe.hmget(f"tokenkeeper:integration:{name}", "refreshed_at", "lateness")
-            pipe.hget(f"tokenkeeper:token:{name}", "expires_at")
-        answers = pipe.execute()
-        now = time.time()
-        for (refreshed_at, late), expires_at in zip(answers[::2], answers[1::2], strict=True):
-            reads += 1
-            expired += bool(expires_at) and float(expires_at) <= now
-            if refreshed_at and late:
-                lateness[(refreshed_at, late)] = float(late)
+        watch.look()
         assert time.monotonic() - queued_at < 300, "the bulk creation did not finish"
         time.sleep(0.05)
     took = time.monotonic() - queued_at
-    late = sorted(lateness.values())
+    late = watch.late()
     print(
         f"{BULK} creations in {took:.1f}s; {len(late)} refreshes meanwhile, worst {late[-1]:.3f}s late; "
-        f"{expired} of {reads} reads expired"
+        f"{watch.expired} of {watch.reads} reads expired"
     )
     assert took > 10  # the creations really held the workers for several token lifetimes
     assert len(late) >= 10 * int(took / 5)  # every integration refreshed about once per lifetime...
     assert late[-1] <= 1.0, late[-5:]  # ...on time
-    assert expired == 0
+    assert watch.expired == 0
     assert sum(1 for r in results if r.get(timeout=10)["status"] == "active") == BULK

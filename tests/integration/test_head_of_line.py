@@ -11,6 +11,7 @@ import redis
 from celery import Celery
 from celery._state import get_current_app
 
+from tests.support.observe import FreshnessWatch
 from tests.support.processes import wait_until
 from tests.support.specs import cc_spec
 from tests.support.token_server import TokenServer
@@ -86,32 +87,22 @@ def test_a_hanging_provider_delays_no_other_integrations_refresh(
         _create(runtime, cc_spec(token_server, name))
     _hang(redis_client, "slow", hanging_server)
 
-    lateness: dict[tuple[str, str], float] = {}
-    reads = expired = 0
+    watch = FreshnessWatch(redis_client, names)
     deadline = time.monotonic() + WATCH_SECONDS
     while time.monotonic() < deadline:
-        pipe = redis_client.pipeline(transaction=False)
-        for name in names:
-            pipe.hmget(f"tokenkeeper:integration:{name}", "refreshed_at", "lateness")
-            pipe.hget(f"tokenkeeper:token:{name}", "expires_at")
-        answers = pipe.execute()
-        now = time.time()
-        for name, (refreshed_at, late), expires_at in zip(names, answers[::2], answers[1::2], strict=True):
-            reads += 1
-            if expires_at and float(expires_at) <= now:
-                expired += 1
-            if refreshed_at and late:
-                lateness[(name, str(refreshed_at))] = float(late)
+        watch.look()
         time.sleep(0.05)
 
     slow = runtime.store.load("slow")
     assert slow is not None and slow.status == Status.RETRYING  # it really hung, and was cut
     assert len(hanging_server.grants) >= 2
-    late = sorted(lateness.values())
-    print(f"{len(late)} scheduled refreshes; worst lateness {late[-1]:.3f}s; {expired} of {reads} reads expired")
+    late = watch.late()
+    print(
+        f"{len(late)} scheduled refreshes; worst {late[-1]:.3f}s late; {watch.expired} of {watch.reads} reads expired"
+    )
     assert len(late) >= 40
     assert late[-1] <= LATE_LIMIT, f"refreshed up to {late[-1]:.3f}s late: {[x for x in late if x > LATE_LIMIT]}"
-    assert expired == 0
+    assert watch.expired == 0
 
 
 def test_a_saturated_refresh_pool_does_not_starve_the_scheduling_tick(

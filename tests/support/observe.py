@@ -132,3 +132,30 @@ def spellings(secret: str) -> list[bytes]:
         start, end = -(-offset // 3) * 4, (offset + len(raw)) // 3 * 4
         forms.append(encoded[start:end])
     return forms
+
+
+class FreshnessWatch:
+    """Reads the tokens of ``names`` as a runner would, counting expired reads and each refresh's lateness."""
+
+    def __init__(self, client: redis.Redis, names: list[str]) -> None:
+        self.client = client
+        self.names = names
+        self.reads = self.expired = 0
+        self.lateness: dict[tuple[str, str], float] = {}  # (name, refreshed_at) -> seconds late
+
+    def look(self) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for name in self.names:
+            pipe.hmget(f"tokenkeeper:integration:{name}", "refreshed_at", "lateness")
+            pipe.hget(f"tokenkeeper:token:{name}", "expires_at")
+        answers = pipe.execute()
+        now = time.time()
+        for name, (refreshed_at, late), expires_at in zip(self.names, answers[::2], answers[1::2], strict=True):
+            self.reads += 1
+            if expires_at and float(expires_at) <= now:
+                self.expired += 1
+            if refreshed_at and late:
+                self.lateness[(name, str(refreshed_at))] = float(late)
+
+    def late(self) -> list[float]:
+        return sorted(self.lateness.values())
