@@ -55,6 +55,7 @@ def test_flower_takes_its_password_from_the_env_file_and_publishes_on_loopback()
     assert "FLOWER_BASIC_AUTH" in command and "TOKENKEEPER_OPERATOR_PASSWORD" in command
     assert "--basic-auth" not in command
     assert "--max_tasks=10000" in command  # its memory bounded: it keeps every task it saw otherwise
+
     assert flower["ports"] == ["127.0.0.1:5555:5555"]
     assert flower["env_file"] == "tokenkeeper.env"
     example = (ROOT / "tokenkeeper.env.example").read_text()
@@ -193,3 +194,9 @@ def test_the_redis_start_script_lets_in_only_its_two_users(tmp_path: Path) -> No
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_redis_keeps_integration_hashes_compact() -> None:
+    """As the Redis standalone starts: hashes with values up to 512 bytes stay listpacks (see redis_server.py)."""
+    command = compose()["services"]["redis"]["command"]
+    assert command[command.index("--hash-max-listpack-value") + 1] == "512"

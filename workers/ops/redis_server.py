@@ -121,6 +121,10 @@ def start_server(
         "daemonize no",
         f"logfile {(data_dir / 'redis.log').resolve()}",
     ]
+    # An integration's hash holds values of 100-300 bytes (its spec, its sealed secrets); over Redis'
+    # default of 64 one such value makes the whole hash a hashtable: 1,763 bytes per integration
+    # instead of 1,113 as a listpack (measured with 20,000).
+    lines += ["hash-max-listpack-value 512"]
     if persistent:
         # Each write is on disk within a second; a rotated refresh token must survive a restart.
         lines += ["appendonly yes", "appendfsync everysec", "maxmemory-policy noeviction"]
