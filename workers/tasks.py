@@ -120,7 +120,7 @@ def tick(app: Celery) -> int:
         rt.store, now=rt.clock(), lost_after=rt.settings.lost_after, patience=rt.settings.capacity_patience
     )
     if capacity.exceeded:
-        log.warning("%s", capacity.describe().removeprefix("degraded: "))
+        log.warning("%s", capacity.problem)
     return dispatch_due(
         rt.store,
         enqueue_refresh,

@@ -30,12 +30,18 @@ class Capacity:
     def exceeded(self) -> bool:
         return self.waiting > 0
 
-    def describe(self) -> str:
+    @property
+    def rates(self) -> str:
         doing = "unknown" if self.doing is None else f"{self.doing:.1f}/s"
-        text = f"need {self.need:.1f}/s, doing {doing}"
-        if not self.exceeded:
-            return f"ok ({text})"
-        return f"degraded: refresh capacity exceeded: {text}; {self.waiting} waiting over {self.patience:.0f}s"
+        return f"need {self.need:.1f}/s, doing {doing}"
+
+    @property
+    def problem(self) -> str:
+        """What beat logs and /healthz says while exceeded."""
+        return f"refresh capacity exceeded: {self.rates}; {self.waiting} waiting over {self.patience:.0f}s"
+
+    def describe(self) -> str:
+        return f"degraded: {self.problem}" if self.exceeded else f"ok ({self.rates})"
 
 
 def done_rate(total: float, at: float, previous_total: float | None, previous_at: float | None) -> float | None:

@@ -72,8 +72,7 @@ def batches(claimed: list[tuple[str, float, float]], now: float) -> list[tuple[f
 
 def measure_capacity(store: Store, *, now: float, lost_after: float, patience: float) -> Capacity:
     """The tick's look at whether the workers keep up; kept in Redis for /healthz, /metrics and the next tick."""
-    due, waiting, finished = store.capacity_counts(now, WINDOW, patience, lost_after, DONE_OUTCOMES)
-    saved = store.capacity()
+    due, waiting, finished, saved = store.capacity_counts(now, WINDOW, patience, lost_after, DONE_OUTCOMES)
     previous_total = float(saved["finished"]) if saved.get("finished") else None
     previous_at = float(saved["sampled_at"]) if saved.get("sampled_at") else None
     doing = float(saved["doing"]) if saved.get("doing") else None

@@ -496,22 +496,26 @@ class Store:
     # -- capacity ----------------------------------------------------------
     def capacity_counts(
         self, now: float, window: float, waited: float, lost_after: float, outcomes: Iterable[str], most: int = 1000
-    ) -> tuple[int, int, float]:
+    ) -> tuple[int, int, float, dict[str, str]]:
         """(refreshes planned within ``window`` s, claimed refreshes that could start over ``waited`` s ago and that
-        no worker holds (at most ``most`` looked at), refreshes with these ``outcomes`` so far)."""
+        no worker holds (at most ``most`` looked at), refreshes with these ``outcomes`` so far, the figures the
+        last tick saved)."""
         outcomes = list(outcomes)
         pipe = self.redis.pipeline(transaction=False)
         pipe.zcount(self.keys.schedule, repr(now), repr(now + window))
         # In flight under start + lost_after: started before now - waited <=> score below this.
         pipe.zrangebyscore(self.keys.inflight, "-inf", f"({now - waited + lost_after!r}", start=0, num=most)
         pipe.hmget(self.keys.metrics("refresh_outcomes"), outcomes)
-        due, late, counts = pipe.execute()
-        pipe = self.redis.pipeline(transaction=False)
-        for name in late:
-            pipe.exists(self.keys.lock(text(name)))
-        # One a worker holds is under way (a slow provider); one nobody holds was taken by no worker.
-        waiting = sum(1 for held in pipe.execute() if not held) if late else 0
-        return int(due), waiting, sum(float(count) for count in counts if count)
+        pipe.hgetall(self.keys.capacity)
+        due, late, counts, saved = pipe.execute()
+        waiting = 0
+        if late:
+            pipe = self.redis.pipeline(transaction=False)
+            for name in late:
+                pipe.exists(self.keys.lock(text(name)))
+            # One a worker holds is under way (a slow provider); one nobody holds was taken by no worker.
+            waiting = sum(1 for held in pipe.execute() if not held)
+        return int(due), waiting, sum(float(count) for count in counts if count), text_map(saved)
 
     def capacity(self) -> dict[str, str]:
         """The tick's latest capacity figures (need, doing, waiting, at, and the finished-count sample)."""
