@@ -112,7 +112,7 @@ class Process:
         self.handle.close()
 
 
-def token_server(port: int, log_dir: Path, low: float = 600, high: float = 1200) -> Process:
+def token_server(port: int, log_dir: Path, low: float = 600, high: float = 1200, delay: float = 0.0) -> Process:
     import urllib.request
 
     process = Process(
@@ -126,6 +126,8 @@ def token_server(port: int, log_dir: Path, low: float = 600, high: float = 1200)
             str(low),
             "--max-lifetime",
             str(high),
+            "--delay",
+            str(delay),
         ],
         log_dir / "token_server.log",
     )

@@ -1,6 +1,6 @@
 """A lean client-credentials token endpoint for benchmarks, run as its own process.
 
-    python -m bench.token_server --port 8700 --min-lifetime 600 --max-lifetime 1200
+    python -m bench.token_server --port 8700 --min-lifetime 600 --max-lifetime 1200 [--delay 0.05]
 
 Each client id gets a fixed lifetime in [min, max] (spread by a hash of the id).
 It counts requests, and "early" ones: a client asking again before half the
@@ -32,7 +32,7 @@ def lifetime_of(client: str, low: float, high: float) -> int:
     return int(low + (high - low) * spread)
 
 
-def serve(port: int, low: float, high: float) -> None:
+def serve(port: int, low: float, high: float, delay: float = 0.0) -> None:
     stats = Stats()
 
     class Handler(BaseHTTPRequestHandler):
@@ -47,6 +47,8 @@ def serve(port: int, low: float, high: float) -> None:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             self.rfile.read(length)
+            if delay:
+                time.sleep(delay)  # a provider across a network: the answer takes this long
             auth = self.headers.get("Authorization", "")
             client = auth[6:] if auth.startswith("Basic ") else "anonymous"
             lifetime = lifetime_of(client, low, high)
@@ -89,8 +91,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--min-lifetime", type=float, default=600)
     parser.add_argument("--max-lifetime", type=float, default=1200)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds each token answer takes")
     args = parser.parse_args()
-    serve(args.port, args.min_lifetime, args.max_lifetime)
+    serve(args.port, args.min_lifetime, args.max_lifetime, args.delay)
 
 
 if __name__ == "__main__":

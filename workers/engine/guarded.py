@@ -10,14 +10,15 @@ since nobody else will know of it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from workers.engine.outcomes import Change
 from workers.engine.runtime import Runtime
 from workers.engine.spec import stored_spec
 from workers.errors import ProviderError
-from workers.store import WRITE_DELETED, IntegrationRecord, Lock
+from workers.store import WRITE_DELETED, IntegrationRecord, Lock, Write
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,22 @@ log = logging.getLogger(__name__)
 def write_patience(lock_ttl: float) -> float:
     """Seconds a write keeps retrying while Redis is unreachable (a restart, a failover)."""
     return min(10.0, lock_ttl / 2)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A provider's answer to store: the change, on the integration as read under ``lock``.
+
+    ``extra_fields`` are written with the change's own; ``marks`` (key, value, seconds to live) set and
+    ``counters`` (hash, field, amount) added in the same step.
+    """
+
+    lock: Lock
+    record: IntegrationRecord
+    change: Change
+    extra_fields: Mapping[str, Any] = field(default_factory=dict)
+    marks: tuple[tuple[str, str, float], ...] = ()
+    counters: tuple[tuple[str, str, float], ...] = ()
 
 
 def write_answer(
@@ -38,27 +55,40 @@ def write_answer(
     marks: Iterable[tuple[str, str, float]] = (),
     counters: Iterable[tuple[str, str, float]] = (),
 ) -> int:
-    """Store a provider's answer as every path must: patient while Redis is away, on disk (and replicas) before
-    returning when it rotated the refresh token, and revoked when a deletion refused it. Returns the store's
-    version (negative: refused, see ``workers.store.Store.write``)."""
-    rotated = change.fields.get("secrets", record.sealed_secrets) != record.sealed_secrets
-    version = rt.store.write(
-        lock,
-        record.version,
-        {**(extra_fields or {}), **change.fields},
-        change.token,
-        change.history,
-        change.due,
-        patience=write_patience(rt.settings.lock_ttl),
-        durable=rotated,
-        release=release,
-        marks=marks,
-        counters=counters,
+    """:func:`write_answers` of one."""
+    answer = Answer(lock, record, change, dict(extra_fields or {}), tuple(marks), tuple(counters))
+    return write_answers(rt, [answer], release=release)[0]
+
+
+def write_answers(rt: Runtime, answers: Sequence[Answer], *, release: bool = False) -> list[int]:
+    """Store providers' answers as every path must, in one round trip: patient while Redis is away, on disk
+    (and replicas) before returning when one rotated a refresh token, and revoked when a deletion refused
+    it. Returns the store's version for each (negative: refused, see ``workers.store.Store.write_many``);
+    ``release`` drops each lock with its accepted write."""
+    writes = [
+        Write(
+            answer.lock,
+            answer.record.version,
+            {**answer.extra_fields, **answer.change.fields},
+            answer.change.token,
+            answer.change.history,
+            answer.change.due,
+            release=release,
+            counters=answer.counters,
+            marks=answer.marks,
+        )
+        for answer in answers
+    ]
+    rotated = any(
+        answer.change.fields.get("secrets", answer.record.sealed_secrets) != answer.record.sealed_secrets
+        for answer in answers
     )
-    if version == WRITE_DELETED:
-        # Fenced by a deletion: what we got is stored nowhere, so nobody else would revoke it.
-        revoke_unkept(rt, record, change)
-    return version
+    versions = rt.store.write_many(writes, patience=write_patience(rt.settings.lock_ttl), durable=rotated)
+    for answer, version in zip(answers, versions, strict=True):
+        if version == WRITE_DELETED:
+            # Fenced by a deletion: what we got is stored nowhere, so nobody else would revoke it.
+            revoke_unkept(rt, answer.record, answer.change)
+    return versions
 
 
 def revoke_unkept(rt: Runtime, record: IntegrationRecord, change: Change) -> list[str]:

@@ -18,12 +18,12 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from workers.engine.guarded import write_answer
+from workers.engine.guarded import Answer, write_answers
 from workers.engine.journal import Fingerprints, describe_lost, lost_attempt
 from workers.engine.outcomes import Change, history_entry, request_failed, token_obtained
 from workers.engine.runtime import Runtime
@@ -39,13 +39,20 @@ T = TypeVar("T")
 # Plans travel as JSON floats and Redis scores; they compare equal within this.
 _PLANNED_TOLERANCE = 0.001
 
-# A batch's refreshes run one after another on one thread while they are quick (threads
-# would only fight over the GIL). When none has finished for BATCH_PATIENCE seconds (a
-# provider hanging), another thread takes up the rest, up to BATCH_THREADS: a provider that
-# hangs for its whole deadline holds one thread, and the batch goes on on the others. Each
-# refresh is still single-flight (its own lock) with its own deadline.
+# A batch's token requests overlap on BATCH_CONCURRENCY threads: while one waits for its provider,
+# another prepares or parses (more would only fight over the GIL on a quick provider). A request
+# that spent over BATCH_NETWORK_WAIT seconds waiting off the CPU (a provider across a network)
+# brings another thread, up to BATCH_THREADS: then more requests in flight cost nothing. So does
+# a whole BATCH_PATIENCE with no request finished (a provider hanging): it holds one thread, and
+# the batch goes on on the others. The answers are written in groups, one Redis round trip each:
+# the whole batch when it is quick, else what finished within BATCH_HOLD seconds of the group's
+# first answer (a slow provider holds up nobody's write for longer). Each refresh is still
+# single-flight (its own lock) with its own deadline.
+BATCH_CONCURRENCY = 2
 BATCH_THREADS = 8
 BATCH_PATIENCE = 0.2
+BATCH_HOLD = 0.05
+BATCH_NETWORK_WAIT = 0.02
 
 # last_error of an integration whose refresh raised something that is not ours.
 UNEXPECTED_ERROR = "internal_error"
@@ -72,6 +79,25 @@ class RefreshResult:
         return result
 
 
+@dataclass(frozen=True)
+class _Job:
+    """A refresh holding its lock, about to ask the provider."""
+
+    lock: Lock
+    record: IntegrationRecord
+    planned_at: float | None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What asking the provider came to, to be written: the change, and the error when it failed."""
+
+    job: _Job
+    change: Change
+    failed: ProviderError | None = None
+    timing: _Timing | None = None
+
+
 class Refresher:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
@@ -85,30 +111,118 @@ class Refresher:
         a newer plan exists (a duplicate delivery, or a refresh forced meanwhile).
         Without it the refresh is forced (a producer asked for it).
         """
-        result = self._refresh(name, planned_at)
-        self._report(result)
+        result = self._run([(name, planned_at)], alone=True)[0]
+        assert result is not None  # alone, a refresh that cannot be carried out raises
         return result
 
     def refresh_batch(self, items: Sequence[tuple[str, float]]) -> list[RefreshResult | None]:
-        """Scheduled refreshes that start together, their network waits overlapping.
+        """Scheduled refreshes that start together: one Redis round trip takes every lock and reads every
+        integration, the token requests overlap, and the answers are written in groups as they come.
 
         One result per item, in order; None where the refresh could not be carried out
         (the integration was deleted meanwhile, Redis failed): logged, and the others go on.
         """
-        if len(items) <= 1:
-            return [self._one_of_batch(name, planned_at) for name, planned_at in items]
-        return run_overlapping([partial(self._one_of_batch, name, planned_at) for name, planned_at in items])
-
-    def _one_of_batch(self, name: str, planned_at: float) -> RefreshResult | None:
+        if not items:
+            return []
         try:
-            return self.refresh(name, planned_at=planned_at)
-        except TokenkeeperError as exc:
-            # One integration's trouble (deleted meanwhile, say) must not hold up the rest.
-            log.warning("scheduled refresh of %s: %s", name, exc)
-        except Exception as exc:  # noqa: BLE001 -- any failure is one integration's, logged by type
-            # Not even its failure could be written (Redis gone, say): the tick queues it again once lost.
-            log.error("scheduled refresh of %s failed: %s", name, type(exc).__name__)
-        return None
+            return self._run(items, alone=False)
+        except Exception as exc:  # noqa: BLE001 -- Redis failed before any lock was taken: nothing to undo
+            log.error("scheduled refreshes of %d integrations failed: %s", len(items), type(exc).__name__)
+            return [None] * len(items)
+
+    def _run(self, items: Sequence[tuple[str, float | None]], *, alone: bool) -> list[RefreshResult | None]:
+        """Refresh ``items``; ``alone``: one forced or scheduled refresh whose failures are raised, not logged."""
+        store = self.rt.store
+        loaded = self._acquire([name for name, _ in items])
+        results: list[RefreshResult | None] = [None] * len(items)
+        jobs: dict[int, _Job] = {}
+        unneeded: list[Lock] = []
+        for index, ((name, planned_at), taken) in enumerate(zip(items, loaded, strict=True)):
+            if taken is None:
+                continue  # Redis could not take it up (logged); the tick queues it again once lost
+            lock, record = taken
+            try:
+                prepared = self._prepare(name, planned_at, lock, record)
+            except TokenkeeperError as exc:
+                if alone:
+                    if lock is not None:
+                        store.release(lock)
+                    raise
+                # One integration's trouble (deleted meanwhile, say) must not hold up the rest.
+                log.warning("scheduled refresh of %s: %s", name, exc)
+                prepared = None
+            if isinstance(prepared, _Job):
+                jobs[index] = prepared
+                continue
+            results[index] = prepared
+            if lock is not None:
+                unneeded.append(lock)
+        if unneeded:
+            self._release(unneeded, alone=alone)
+        if len(jobs) == 1:
+            ((index, job),) = jobs.items()
+            results[index] = self._commit([self._ask(job)], alone=alone)[0]
+        elif jobs:
+            order = list(jobs)
+            asks = [partial(self._ask, jobs[index]) for index in order]
+            for finished in run_overlapping(asks):
+                committed = self._commit([answer for _, answer in finished], alone=alone)
+                for (position, _), result in zip(finished, committed, strict=True):
+                    results[order[position]] = result
+        for result in results:
+            if result is not None:
+                self._report(result)
+        return results
+
+    def _acquire(self, names: Sequence[str]) -> Sequence[tuple[Lock | None, IntegrationRecord | None] | None]:
+        store, ttl = self.rt.store, self.rt.settings.lock_ttl
+        try:
+            return store.acquire_and_load_many(names, ttl, self.rt.clock())
+        except Exception:
+            if len(names) == 1:
+                raise
+        # One integration Redis could not take up (a corrupted journal entry, say) fails the batch's step:
+        # each on its own, so only that one is left to the tick.
+        loaded: list[tuple[Lock | None, IntegrationRecord | None] | None] = []
+        for name in names:
+            try:
+                loaded.extend(store.acquire_and_load_many([name], ttl, self.rt.clock()))
+            except Exception as exc:  # noqa: BLE001 -- this integration's, logged by type; the others go on
+                log.error("scheduled refresh of %s failed: %s", name, type(exc).__name__)
+                loaded.append(None)
+        return loaded
+
+    def _release(self, locks: Sequence[Lock], *, alone: bool) -> None:
+        try:
+            self.rt.store.release_many(locks)
+        except Exception as exc:
+            if alone:
+                raise
+            # The locks lapse by themselves (TOKENKEEPER_LOCK_TTL).
+            log.error("releasing %d refresh locks failed: %s", len(locks), type(exc).__name__)
+
+    def _prepare(
+        self, name: str, planned_at: float | None, lock: Lock | None, record: IntegrationRecord | None
+    ) -> RefreshResult | _Job | None:
+        """What a refresh comes to before asking the provider: a result, or the job of asking it."""
+        if record is None:
+            raise NotFoundError(f"no integration named {name!r}")
+        if lock is None:
+            return RefreshResult(name, "busy", record.status, detail="another refresh is under way")
+        if planned_at is not None and _superseded(record, planned_at):
+            return RefreshResult(name, "superseded", record.status)
+        if record.status in (Status.NEEDS_REAUTH, Status.PENDING):
+            if planned_at is not None:
+                return RefreshResult(name, "skipped", record.status, detail=record.reason)
+            raise StateError(
+                f"integration {name!r} is {record.status}: update or re-authorize it first"
+                + (f" ({record.reason})" if record.reason else "")
+            )
+        if planned_at is None and _backing_off(record, self.rt.clock()):
+            # A forced refresh waits for the backoff (and Retry-After) like the schedule does:
+            # during an outage every reader wanting a fresh token would otherwise call again.
+            return RefreshResult(name, "deferred", record.status, expires_at=record.expires_at, detail=record.reason)
+        return _Job(lock, record, planned_at)
 
     def _report(self, result: RefreshResult) -> None:
         """One log line and the metrics for each refresh."""
@@ -137,44 +251,17 @@ class Refresher:
             },
         )
 
-    def _refresh(self, name: str, planned_at: float | None) -> RefreshResult:
-        store = self.rt.store
-        lock, record = store.acquire_and_load(name, self.rt.settings.lock_ttl, self.rt.clock())
-        result: RefreshResult | None = None
+    def _ask(self, job: _Job) -> _Answer:
+        """Ask the provider for ``job``'s integration; never raises (what fails is written as its failure)."""
         try:
-            if record is None:
-                raise NotFoundError(f"no integration named {name!r}")
-            if lock is None:
-                return RefreshResult(name, "busy", record.status, detail="another refresh is under way")
-            if planned_at is not None and _superseded(record, planned_at):
-                return RefreshResult(name, "superseded", record.status)
-            if record.status in (Status.NEEDS_REAUTH, Status.PENDING):
-                if planned_at is not None:
-                    return RefreshResult(name, "skipped", record.status, detail=record.reason)
-                raise StateError(
-                    f"integration {name!r} is {record.status}: update or re-authorize it first"
-                    + (f" ({record.reason})" if record.reason else "")
-                )
-            if planned_at is None and _backing_off(record, self.rt.clock()):
-                # A forced refresh waits for the backoff (and Retry-After) like the schedule does:
-                # during an outage every reader wanting a fresh token would otherwise call again.
-                return RefreshResult(
-                    name, "deferred", record.status, expires_at=record.expires_at, detail=record.reason
-                )
-            try:
-                result = self._refresh_locked(lock, record, planned_at)
-            except Exception as exc:  # noqa: BLE001 -- written as this integration's failure, never lost
-                # Secrets no key opens, a number out of range, Redis failing mid-way: this integration
-                # retries with backoff and says why; the caller's other work goes on.
-                result = self._unexpected(lock, record, exc)
-            return result
-        finally:
-            # An accepted write released the lock in the same step.
-            if lock is not None and not (result is not None and result.written):
-                store.release(lock)
+            return self._ask_provider(job)
+        except Exception as exc:  # noqa: BLE001 -- written as this integration's failure, never lost
+            # Secrets no key opens, a number out of range, Redis failing mid-way: this integration
+            # retries with backoff and says why; the batch's other work goes on.
+            return self._unexpected(job, exc)
 
-    def _refresh_locked(self, lock: Lock, record: IntegrationRecord, planned_at: float | None) -> RefreshResult:
-        rt = self.rt
+    def _ask_provider(self, job: _Job) -> _Answer:
+        rt, record = self.rt, job.record
         secrets = rt.box.open(record.sealed_secrets)
         spec = spec_from_stored(record.public, secrets)
         now = rt.clock()
@@ -184,11 +271,11 @@ class Refresher:
             else:
                 refresh_token = secrets.get("refresh_token")
                 if not refresh_token:
-                    return self._no_refresh_token(lock, record)
+                    return self._no_refresh_token(job)
                 fingerprint = self.fingerprints.of(refresh_token)
                 if fingerprint != record.refresh_fp:
                     # Not stored yet (first refresh after a creation or update): the journal names it now.
-                    rt.store.journal_fingerprint(lock, fingerprint)
+                    rt.store.journal_fingerprint(job.lock, fingerprint)
                 response = rt.client.refresh(spec, refresh_token)
         except ProviderError as error:
             change = request_failed(
@@ -199,7 +286,7 @@ class Refresher:
                 last_error=record.last_error,
                 unclear_since=record.unclear_since,
             )
-            return self._commit(lock, record, change, failed=error, timing=_Timing(now, self.rt.clock(), planned_at))
+            return _Answer(job, change, failed=error, timing=_Timing(now, self.rt.clock(), job.planned_at))
         if response.refresh_token and response.refresh_token != secrets.get("refresh_token"):
             secrets = {**secrets, "refresh_token": response.refresh_token}
             sealed = rt.box.seal(secrets)
@@ -217,18 +304,17 @@ class Refresher:
                 holds_refresh_token=bool(secrets.get("refresh_token")),
             )
         except Exception as exc:  # noqa: BLE001 -- the provider has rotated: its new token is kept whatever failed
-            return self._unexpected(lock, record, exc, sealed_secrets=sealed)
+            return self._unexpected(job, exc, sealed_secrets=sealed)
         if secrets.get("refresh_token"):
             change.fields["refresh_fp"] = self.fingerprints.of(secrets["refresh_token"])
-        if planned_at is not None:
+        if job.planned_at is not None:
             # How late against the plan the request went out (negative: early): the scheduler's accuracy.
-            change.fields["lateness"] = round(now - planned_at, 3)
-        return self._commit(lock, record, change, timing=_Timing(now, done, planned_at))
+            change.fields["lateness"] = round(now - job.planned_at, 3)
+        return _Answer(job, change, timing=_Timing(now, done, job.planned_at))
 
-    def _unexpected(
-        self, lock: Lock, record: IntegrationRecord, exc: Exception, *, sealed_secrets: str | None = None
-    ) -> RefreshResult:
+    def _unexpected(self, job: _Job, exc: Exception, *, sealed_secrets: str | None = None) -> _Answer:
         """``sealed_secrets``: what the provider's answer already replaced (a rotated refresh token), kept."""
+        record = job.record
         # Ours say what is wrong without secrets; anyone else's text may quote one: its type only.
         what = f"{type(exc).__name__}: {exc}" if isinstance(exc, TokenkeeperError) else type(exc).__name__
         log.error("refresh %s: unexpected %s", record.name, what, extra={"integration": record.name})
@@ -254,47 +340,66 @@ class Refresher:
             history=history_entry(now, Status.RETRYING, reason),
             due=due,
         )
-        return self._commit(lock, record, change, failed=ProviderError(UNEXPECTED_ERROR, type(exc).__name__))
+        return _Answer(job, change, failed=ProviderError(UNEXPECTED_ERROR, type(exc).__name__))
 
-    def _no_refresh_token(self, lock: Lock, record: IntegrationRecord) -> RefreshResult:
+    def _no_refresh_token(self, job: _Job) -> _Answer:
         error = ProviderError("no_refresh_token", "the provider issued no refresh token; authorize again")
-        change = request_failed(error, attempts=record.attempts, policy=self.rt.policy, now=self.rt.clock())
-        return self._commit(lock, record, change, failed=error)
+        change = request_failed(error, attempts=job.record.attempts, policy=self.rt.policy, now=self.rt.clock())
+        return _Answer(job, change, failed=error)
 
-    def _commit(
-        self,
-        lock: Lock,
-        record: IntegrationRecord,
-        change: Change,
-        failed: ProviderError | None = None,
-        timing: _Timing | None = None,
-    ) -> RefreshResult:
-        lost = lost_attempt(record.attempt, record.lost_attempt)
+    def _commit(self, answers: Sequence[_Answer], *, alone: bool) -> list[RefreshResult | None]:
+        """Write ``answers`` (releasing their locks) in one round trip; their results in order."""
+        written = [self._written(answer) for answer in answers]
+        try:
+            versions = write_answers(self.rt, [entry for entry, _ in written], release=True)
+        except Exception as exc:
+            if alone:
+                self._release([answer.job.lock for answer in answers], alone=False)
+                raise
+            if len(answers) > 1:
+                # One integration Redis could not take (a corrupted field, say) fails the group's write:
+                # each on its own, so the others are stored. A write that did land is recognised as such.
+                return [self._commit([answer], alone=False)[0] for answer in answers]
+            # Not even its failure could be written (Redis gone, say): the tick queues it again once lost.
+            log.error("scheduled refresh of %s failed: %s", answers[0].job.record.name, type(exc).__name__)
+            self._release([answers[0].job.lock], alone=False)
+            return [None]
+        return [
+            self._result(answer, version, timing)
+            for (_, timing), answer, version in zip(written, answers, versions, strict=True)
+        ]
+
+    def _written(self, answer: _Answer) -> tuple[Answer, tuple[str, float | None, float | None]]:
+        change, failed, timing = answer.change, answer.failed, answer.timing
+        lost = lost_attempt(answer.job.record.attempt, answer.job.record.lost_attempt)
         if lost:
             _explain_lost(change, lost, failed)
-        status = change.fields["status"]
-        outcome = status if failed is not None else "refreshed"
+        outcome = change.fields["status"] if failed is not None else "refreshed"
         duration = None if timing is None else max(0.0, timing.done - timing.started)
         lateness = None if timing is None or timing.planned_at is None else timing.started - timing.planned_at
-        version = write_answer(
-            self.rt,
-            lock,
-            record,
+        entry = Answer(
+            answer.job.lock,
+            answer.job.record,
             change,
-            release=True,
             # Counted in the same step as the write: no extra round trip per refresh.
-            counters=self.metrics.increments(outcome, duration, lateness),
+            counters=tuple(self.metrics.increments(outcome, duration, lateness)),
         )
+        return entry, (outcome, duration, lateness)
+
+    def _result(self, answer: _Answer, version: int, timing: tuple[str, float | None, float | None]) -> RefreshResult:
+        outcome, duration, lateness = timing
+        record, change = answer.job.record, answer.change
         if version < 0:
             # Someone else changed it since we read it (our lock ran out): theirs stands.
             why = {WRITE_LOST_LOCK: "lock expired", WRITE_DELETED: "being deleted"}.get(version, "changed meanwhile")
             return RefreshResult(
                 record.name, "superseded", record.status, detail=why, duration=duration, lateness=lateness
             )
+        failed = answer.failed is not None
         return RefreshResult(
             record.name,
             outcome,
-            status,
+            change.fields["status"],
             expires_at="" if failed else change.token["expires_at"],
             detail=change.fields["reason"] if failed else "",
             written=True,
@@ -304,30 +409,49 @@ class Refresher:
 
 
 def run_overlapping(
-    calls: Sequence[Callable[[], T]], threads: int = BATCH_THREADS, patience: float = BATCH_PATIENCE
-) -> list[T | None]:
-    """Run ``calls`` in order on one thread, adding a thread whenever none finished for ``patience`` s.
+    calls: Sequence[Callable[[], T]],
+    concurrency: int = BATCH_CONCURRENCY,
+    threads: int = BATCH_THREADS,
+    patience: float = BATCH_PATIENCE,
+    hold: float = BATCH_HOLD,
+    network_wait: float = BATCH_NETWORK_WAIT,
+) -> Iterator[list[tuple[int, T]]]:
+    """Run ``calls`` on ``concurrency`` threads, adding one whenever none finished for ``patience`` s,
+    or a call waited more than ``network_wait`` s off the CPU, up to ``threads``.
 
-    Returns their results in order (None for one whose thread died under it). ``calls`` must not raise.
+    Yields the finished ones as (index, result) in groups, while the others go on: a group is
+    handed over once every call has finished, or once its first result has waited ``hold`` s.
+    The caller's own thread handles each group. ``calls`` must not raise; one whose thread dies
+    under it is left out.
     """
-    results: list[T | None] = [None] * len(calls)
     pending = deque(enumerate(calls))
+    finished: list[tuple[int, T]] = []
     progress = threading.Condition()
-    finished = 0
+    outstanding = len(calls)  # neither finished nor handed over
+    held_since = last_progress = time.monotonic()
 
     def drain() -> None:
-        nonlocal finished
+        nonlocal held_since, last_progress
         while True:
             with progress:
                 if not pending:
                     return
                 index, call = pending.popleft()
-            results[index] = call()
+            began, used = time.monotonic(), time.thread_time()
+            result = call()
             with progress:
-                finished += 1
-                if finished == len(calls):
-                    # Only the end wakes the watcher: a wake-up per call would cost the quick path.
-                    progress.notify_all()
+                last_progress = time.monotonic()
+                waited = last_progress - began - (time.thread_time() - used)
+                if waited > network_wait and pending and sum(1 for t in started if t.is_alive()) < threads:
+                    # The call spent its time waiting on the network, not on the CPU: another
+                    # request in flight costs nothing but a thread (the GIL is free meanwhile).
+                    start()
+                finished.append((index, result))
+                if len(finished) == 1:
+                    held_since = last_progress
+                # Woken for a group's first result (its hold starts) and for the last one, not for each.
+                if len(finished) == 1 or len(finished) == outstanding:
+                    progress.notify()
 
     started: list[threading.Thread] = []
 
@@ -336,18 +460,32 @@ def run_overlapping(
         started.append(thread)
         thread.start()
 
-    start()
-    with progress:
-        while finished < len(calls) and (pending or any(thread.is_alive() for thread in started)):
-            seen = finished
-            progress.wait(patience)
-            alive = sum(1 for thread in started if thread.is_alive())
-            # No call finished for a whole patience: one is hanging; take up the rest on another thread.
-            if pending and ((finished == seen and alive < threads) or alive == 0):
-                start()
+    for _ in range(min(concurrency, len(calls))):
+        start()
+    while outstanding:
+        with progress:
+            while True:
+                now = time.monotonic()
+                if finished and (len(finished) == outstanding or now >= held_since + hold):
+                    break
+                alive = sum(1 for thread in started if thread.is_alive())
+                if not pending and alive == 0:
+                    break  # a thread died under its call: nothing more will come
+                if pending and now - last_progress >= patience and alive < threads:
+                    # No call finished for a whole patience: one is hanging; take up the rest on another thread.
+                    start()
+                    last_progress = now
+                wait = last_progress + patience - now
+                if finished:
+                    wait = min(wait, held_since + hold - now)
+                progress.wait(max(wait, 0.001))
+            group, finished[:] = finished[:], []
+            outstanding -= len(group)
+        if not group:
+            break
+        yield group
     for thread in started:
         thread.join()
-    return results
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from workers.oauth.transport import (
     ForbiddenAddressError,
     guard,
     iter_body,
+    post_form,
     retry_after_seconds,
 )
 
@@ -216,14 +217,7 @@ class TokenClient:
         else:
             headers["Authorization"] = basic_authorization(spec.client_id, spec.client_secret)
         try:
-            with self.session.post(
-                url,
-                data=data,
-                headers=headers,
-                timeout=(self.connect_timeout, self.read_timeout),
-                allow_redirects=False,
-                stream=True,
-            ) as response:
+            with post_form(self.session, url, data, headers, (self.connect_timeout, self.read_timeout)) as response:
                 return response.status_code, response.headers, self._read_capped(response)
         except ForbiddenAddressError as exc:
             raise PermanentProviderError("forbidden_address", f"the {what}: {exc}") from None

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import secrets as _secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -57,6 +57,7 @@ __all__ = [
     "Lock",
     "Status",
     "Store",
+    "Write",
 ]
 
 TOKEN_FIELDS = ("access_token", "token_type", "expires_at", "scope", "status", "updated_at")
@@ -134,6 +135,26 @@ class IntegrationRecord:
 class Lock:
     name: str
     owner: str
+
+
+@dataclass(frozen=True)
+class Write:
+    """One guarded change (see :meth:`Store.write_many`).
+
+    ``due`` is the next planned refresh (``None`` stops refreshing, ``KEEP_SCHEDULE`` leaves it as
+    it is); ``release`` drops the lock in the same step when the change is accepted; ``counters``
+    (hash, field, amount) are added and ``marks`` (key, value, seconds to live) set with it.
+    """
+
+    lock: Lock
+    expected_version: int
+    fields: Mapping[str, Any]
+    token: Mapping[str, Any]
+    history: Mapping[str, Any]
+    due: float | str | None
+    release: bool = False
+    counters: tuple[tuple[str, str, float], ...] = ()
+    marks: tuple[tuple[str, str, float], ...] = ()
 
 
 class Store:
@@ -259,65 +280,61 @@ class Store:
         counters: Iterable[tuple[str, str, float]] = (),
         marks: Iterable[tuple[str, str, float]] = (),
     ) -> int:
-        """Apply one change if ``lock`` is still held and the version unchanged.
+        """Apply one change if ``lock`` is still held and the version unchanged: :meth:`write_many` of one."""
+        change = Write(lock, expected_version, fields, token, history, due, release, tuple(counters), tuple(marks))
+        return self.write_many([change], patience=patience, durable=durable)[0]
 
-        Returns the new version, or ``WRITE_LOST_LOCK`` (the version moved on after ``lock``
-        lapsed) / ``WRITE_STALE_VERSION`` / ``WRITE_DELETED`` (gone or being deleted: the caller
-        revokes what it got). The version is the guard: a write whose lock lapsed
-        still lands while the version is unchanged (its refresh token may be the only live one).
-        ``due`` is the next planned refresh (``None`` stops refreshing, ``KEEP_SCHEDULE``
-        leaves it as it is). ``patience`` keeps retrying for that many seconds while
-        Redis is unreachable (a rotated refresh token must not be dropped because Redis
-        restarted; a retry after a lost reply recognises its own applied write, so the answer
-        says what happened); ``durable`` waits until the change is in the AOF on disk and, with
-        ``wait_replicas``, on that many replicas (a failover then keeps it); ``release``
-        drops the lock in the same step when the write is accepted; ``marks`` (key, value,
-        seconds to live) are set in the same step too.
+    def write_many(self, writes: Sequence[Write], *, patience: float = 0.0, durable: bool = False) -> list[int]:
+        """Apply each change if its lock is still held and its version unchanged, in one round trip.
+
+        Returns for each the new version, or ``WRITE_LOST_LOCK`` (the version moved on after the
+        lock lapsed) / ``WRITE_STALE_VERSION`` / ``WRITE_DELETED`` (gone or being deleted: the caller
+        revokes what it got). The version is the guard: a write whose lock lapsed still lands while
+        the version is unchanged (its refresh token may be the only live one). ``patience`` keeps
+        retrying for that many seconds while Redis is unreachable (a rotated refresh token must not
+        be dropped because Redis restarted; a retry after a lost reply recognises its own applied
+        writes, so the answer says what happened); ``durable`` waits until the changes are in the
+        AOF on disk and, with ``wait_replicas``, on that many replicas (a failover then keeps them).
         """
-        name = lock.name
-        keys = [
-            self.keys.integration(name),
-            self.keys.token(name),
-            self.keys.history(name),
-            self.keys.schedule,
-            self.keys.inflight,
-            self.keys.lock(name),
-            self.keys.outbox,
-        ]
-        # One JSON argument with named values (see lua/write.lua): still one round trip.
-        args = [
-            json.dumps(
-                {
-                    "owner": lock.owner,
-                    "version": str(expected_version),
-                    "name": name,
-                    "fields": _string_fields(fields),
-                    "token": _string_fields(token),
-                    "history": json.dumps(history),
-                    "due": _score(due),
-                    "channel": self.keys.events(name),
-                    "history_length": HISTORY_LENGTH,
-                    "release": release,
-                    "outbox": self.outbox,
-                    "counters": [list(counter) for counter in counters],
-                    "marks": [[key, value, max(1, int(ttl * 1000))] for key, value, ttl in marks],
-                }
-            )
-        ]
+        if not writes:
+            return []
+        keys = [self.keys.schedule, self.keys.inflight, self.keys.outbox]
+        for change in writes:
+            name = change.lock.name
+            keys += [self.keys.integration(name), self.keys.token(name), self.keys.history(name), self.keys.lock(name)]
+        # One JSON argument with named values per change (see lua/write.lua).
+        args = [json.dumps([self._write_arguments(change) for change in writes])]
         deadline = time.monotonic() + patience
         while True:
             try:
-                version = int(self._write(keys=keys, args=args))
+                versions = [int(version) for version in self._write(keys=keys, args=args)]
                 break
             except (redis.ConnectionError, redis.TimeoutError):
                 if time.monotonic() >= deadline:
                     raise
                 # Redis is restarting; there is no event to wait on from here.
                 time.sleep(0.2)
-        if durable and version > 0:
+        if durable and any(version > 0 for version in versions):
             self.wait_for_disk()
             self.wait_for_replicas()
-        return version
+        return versions
+
+    def _write_arguments(self, change: Write) -> dict[str, Any]:
+        return {
+            "owner": change.lock.owner,
+            "version": str(change.expected_version),
+            "name": change.lock.name,
+            "fields": _string_fields(change.fields),
+            "token": _string_fields(change.token),
+            "history": json.dumps(change.history),
+            "due": _score(change.due),
+            "channel": self.keys.events(change.lock.name),
+            "history_length": HISTORY_LENGTH,
+            "release": change.release,
+            "outbox": self.outbox,
+            "counters": [list(counter) for counter in change.counters],
+            "marks": [[key, value, max(1, int(ttl * 1000))] for key, value, ttl in change.marks],
+        }
 
     def wait_for_replicas(self, timeout_ms: int = 1000) -> int:
         """WAIT: block until ``wait_replicas`` replicas acknowledged the writes so far (or the timeout).
@@ -373,18 +390,33 @@ class Store:
         return None
 
     def acquire_and_load(self, name: str, ttl: float, now: float) -> tuple[Lock | None, IntegrationRecord | None]:
-        """Take the lock, read the integration and journal the attempt in one round trip.
+        """:meth:`acquire_and_load_many` of one."""
+        return self.acquire_and_load_many([name], ttl, now)[0]
 
-        The record comes either way, as it was before this step: an ``attempt`` in it was left by an
-        attempt that died. The attempt's write or :meth:`release` ends the journal entry.
+    def acquire_and_load_many(
+        self, names: Sequence[str], ttl: float, now: float
+    ) -> list[tuple[Lock | None, IntegrationRecord | None]]:
+        """Take each lock, read each integration and journal each attempt, all in one round trip.
+
+        Each record comes whether its lock was taken or not, as it was before this step (None: no
+        such integration): an ``attempt`` in it was left by an attempt that died. The attempt's write
+        or :meth:`release` ends its journal entry.
         """
-        owner = _secrets.token_hex(16)
-        taken, raw = self._acquire_and_load(
-            keys=[self.keys.lock(name), self.keys.integration(name)], args=[owner, int(ttl * 1000), repr(now)]
-        )
-        pairs = [text(item) for item in raw]
-        record = IntegrationRecord.from_hash(name, dict(zip(pairs[::2], pairs[1::2], strict=True))) if pairs else None
-        return (Lock(name, owner) if taken else None), record
+        if not names:
+            return []
+        owners = [_secrets.token_hex(16) for _ in names]
+        keys: list[str] = []
+        for name in names:
+            keys += [self.keys.lock(name), self.keys.integration(name)]
+        raw = self._acquire_and_load(keys=keys, args=[int(ttl * 1000), repr(now), *owners])
+        loaded: list[tuple[Lock | None, IntegrationRecord | None]] = []
+        for name, owner, taken, fields in zip(names, owners, raw[::2], raw[1::2], strict=True):
+            pairs = [text(item) for item in fields]
+            record = (
+                IntegrationRecord.from_hash(name, dict(zip(pairs[::2], pairs[1::2], strict=True))) if pairs else None
+            )
+            loaded.append((Lock(name, owner) if taken else None, record))
+        return loaded
 
     def acquire_within(self, name: str, ttl: float, wait: float) -> Lock | None:
         """Like :meth:`acquire`, waiting up to ``wait`` seconds for a refresh under way."""
@@ -398,8 +430,16 @@ class Store:
 
     def release(self, lock: Lock) -> bool:
         """Drop ``lock`` if still ours, and its attempt journal entry (the attempt wrote nothing)."""
-        keys = [self.keys.lock(lock.name), self.keys.integration(lock.name)]
-        return bool(self._release(keys=keys, args=[lock.owner]))
+        return self.release_many([lock])[0]
+
+    def release_many(self, locks: Sequence[Lock]) -> list[bool]:
+        """:meth:`release` each of ``locks``, in one round trip."""
+        if not locks:
+            return []
+        keys: list[str] = []
+        for lock in locks:
+            keys += [self.keys.lock(lock.name), self.keys.integration(lock.name)]
+        return [bool(dropped) for dropped in self._release(keys=keys, args=[lock.owner for lock in locks])]
 
     def journal_fingerprint(self, lock: Lock, fingerprint: str) -> bool:
         """Name the refresh token ``lock``'s attempt sends, where its journal entry could not yet."""

@@ -1,26 +1,34 @@
--- One round trip for the start of a refresh: take the lock, read the integration, and record the attempt
--- in its journal (field `attempt`: JSON {owner, since, until, fp}: "refresh in flight with the refresh
--- token whose fingerprint is fp since `since`"). The attempt's write or release clears it, so an entry
--- found here was left by an attempt that neither wrote nor released: it died (or stalled past its lock)
--- after perhaps sending its refresh token. That evidence is kept in `lost_attempt` ({fp, since}; the
--- earliest one) until a new access token is written.
--- Returns {1 or 0 (lock taken or not), the integration hash as it was before this step, either way}.
+-- One round trip for the start of a batch of refreshes: for each integration take the lock, read the
+-- integration, and record the attempt in its journal (field `attempt`: JSON {owner, since, until, fp}:
+-- "refresh in flight with the refresh token whose fingerprint is fp since `since`"). The attempt's write
+-- or release clears it, so an entry found here was left by an attempt that neither wrote nor released: it
+-- died (or stalled past its lock) after perhaps sending its refresh token. That evidence is kept in
+-- `lost_attempt` ({fp, since}; the earliest one) until a new access token is written.
+-- Returns, for each integration in order, 1 or 0 (lock taken or not) and the integration hash as it was
+-- before this step, either way: {taken1, hash1, taken2, hash2, ...}.
 --
--- KEYS[1]  refresh lock       P lock:<name>
--- KEYS[2]  integration hash   P integration:<name>
--- ARGV[1]  owner token
--- ARGV[2]  lock time to live, ms
--- ARGV[3]  now (unix seconds)
-local taken = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
-local raw = redis.call('HGETALL', KEYS[2])
-if taken and #raw > 0 then
-  local previous = redis.call('HGET', KEYS[2], 'attempt')
-  if previous then
-    local left = cjson.decode(previous)
-    redis.call('HSETNX', KEYS[2], 'lost_attempt', cjson.encode({fp = left.fp, since = left.since}))
+-- KEYS[2i-1]  refresh lock of the i-th integration       P lock:<name>
+-- KEYS[2i]    integration hash of the i-th integration   P integration:<name>
+-- ARGV[1]     lock time to live, ms
+-- ARGV[2]     now (unix seconds)
+-- ARGV[i+2]   owner token of the i-th lock
+local ttl, since = ARGV[1], tonumber(ARGV[2])
+local journal_until = since + tonumber(ttl) / 1000
+local results = {}
+for i = 1, #KEYS / 2 do
+  local lock, integration, owner = KEYS[2 * i - 1], KEYS[2 * i], ARGV[i + 2]
+  local taken = redis.call('SET', lock, owner, 'NX', 'PX', ttl)
+  local raw = redis.call('HGETALL', integration)
+  if taken and #raw > 0 then
+    local previous = redis.call('HGET', integration, 'attempt')
+    if previous then
+      local left = cjson.decode(previous)
+      redis.call('HSETNX', integration, 'lost_attempt', cjson.encode({fp = left.fp, since = left.since}))
+    end
+    redis.call('HSET', integration, 'attempt', cjson.encode({owner = owner, since = since,
+      ['until'] = journal_until, fp = redis.call('HGET', integration, 'refresh_fp') or ''}))
   end
-  local since = tonumber(ARGV[3])
-  redis.call('HSET', KEYS[2], 'attempt', cjson.encode({owner = ARGV[1], since = since,
-    ['until'] = since + tonumber(ARGV[2]) / 1000, fp = redis.call('HGET', KEYS[2], 'refresh_fp') or ''}))
+  results[2 * i - 1] = taken and 1 or 0
+  results[2 * i] = raw
 end
-return {taken and 1 or 0, raw}
+return results

@@ -1,10 +1,14 @@
--- Drop a refresh lock only if it is still ours, and our entry in the attempt journal with it (the attempt
--- ended without a write). Returns 1 (dropped) or 0.
+-- Drop refresh locks that are still ours, and our entries in the attempt journal with them (the attempts
+-- ended without a write). Returns, for each lock in order, 1 (dropped) or 0.
 --
--- KEYS[1]  refresh lock       P lock:<name>
--- KEYS[2]  integration hash   P integration:<name>
--- ARGV[1]  owner token
-local journal = redis.call('HGET', KEYS[2], 'attempt')
-if journal and cjson.decode(journal).owner == ARGV[1] then redis.call('HDEL', KEYS[2], 'attempt') end
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+-- KEYS[2i-1]  refresh lock of the i-th integration       P lock:<name>
+-- KEYS[2i]    integration hash of the i-th integration   P integration:<name>
+-- ARGV[i]     owner token of the i-th lock
+local results = {}
+for i = 1, #ARGV do
+  local lock, integration, owner = KEYS[2 * i - 1], KEYS[2 * i], ARGV[i]
+  local journal = redis.call('HGET', integration, 'attempt')
+  if journal and cjson.decode(journal).owner == owner then redis.call('HDEL', integration, 'attempt') end
+  results[i] = (redis.call('GET', lock) == owner) and redis.call('DEL', lock) or 0
+end
+return results

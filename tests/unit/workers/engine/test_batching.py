@@ -1,24 +1,71 @@
-"""How a batch's refreshes share threads: serial while quick, another thread when one hangs."""
+"""How a batch's refreshes share threads: a few at once, their answers handed over in groups as they
+come, another thread when one hangs."""
 
 from __future__ import annotations
 
 import threading
 import time
+from typing import Any
+
+import pytest
 
 from workers.engine.refresher import run_overlapping
 
 
-def test_quick_calls_run_in_order_on_one_thread() -> None:
-    """Calls that finish at once all run on the same single thread, in order, results in order."""
+def _collect(calls: list[Any], **options: Any) -> tuple[list[Any], list[list[int]]]:
+    results: list[Any] = [None] * len(calls)
+    groups: list[list[int]] = []
+    for group in run_overlapping(calls, **options):
+        groups.append([index for index, _ in group])
+        for index, result in group:
+            results[index] = result
+    return results, groups
+
+
+def test_every_call_runs_once_and_its_result_comes_back_with_its_index() -> None:
+    """Quick calls on two threads: each runs once, on no more than two threads, each result under its index."""
     seen: list[tuple[int, str]] = []
+    lock = threading.Lock()
 
     def call(i: int) -> int:
-        seen.append((i, threading.current_thread().name))
+        with lock:
+            seen.append((i, threading.current_thread().name))
         return i * 10
 
-    results = run_overlapping([lambda i=i: call(i) for i in range(20)], patience=5.0)  # type: ignore[misc]
-    assert results == [i * 10 for i in range(20)]
-    assert [i for i, _ in seen] == list(range(20)) and len({name for _, name in seen}) == 1
+    results, groups = _collect([lambda i=i: call(i) for i in range(40)], concurrency=2, patience=5.0)
+    assert results == [i * 10 for i in range(40)]
+    assert sorted(i for i, _ in seen) == list(range(40))
+    assert len({name for _, name in seen}) <= 2
+    assert sorted(index for group in groups for index in group) == list(range(40))
+
+
+def test_a_quick_batch_is_handed_over_as_one_group() -> None:
+    """Calls that all finish within the hold come back as a single group: one write for the batch."""
+    _, groups = _collect([lambda i=i: i for i in range(50)], concurrency=2, patience=5.0, hold=5.0)
+    assert len(groups) == 1 and sorted(groups[0]) == list(range(50))
+
+
+def test_answers_are_handed_over_while_other_calls_still_run() -> None:
+    """The first group reaches the caller a hold after its first answer, before a slow call finishes: a
+    hanging provider holds up no write for longer."""
+    release = threading.Event()
+
+    def call(i: int) -> int:
+        if i == 0:
+            release.wait(10)
+        return i
+
+    results: list[int | None] = [None] * 6
+    first_group: list[int] | None = None
+    calls = [lambda i=i: call(i) for i in range(6)]
+    for group in run_overlapping(calls, concurrency=2, patience=0.05, hold=0.05):
+        if first_group is None:
+            first_group = [index for index, _ in group]
+            assert 0 not in first_group and not release.is_set()
+            release.set()
+        for index, result in group:
+            results[index] = result
+    assert results == list(range(6))
 
 
 def test_a_hanging_call_holds_only_its_own_thread() -> None:
@@ -29,7 +76,7 @@ def test_a_hanging_call_holds_only_its_own_thread() -> None:
 
     def call(i: int) -> int:
         started[i] = time.monotonic() - begin
-        if i == 0:
+        if i in (0, 1):
             release.wait(10)
         return i
 
@@ -40,7 +87,7 @@ def test_a_hanging_call_holds_only_its_own_thread() -> None:
 
     watcher = threading.Thread(target=hold_until_the_rest_ran)
     watcher.start()
-    results = run_overlapping([lambda i=i: call(i) for i in range(10)], threads=4, patience=0.05)  # type: ignore[misc]
+    results, _ = _collect([lambda i=i: call(i) for i in range(10)], concurrency=2, threads=4, patience=0.05)
     watcher.join()
     assert results == list(range(10))
     assert max(started.values()) < 0.5
@@ -61,5 +108,18 @@ def test_threads_stay_within_the_bound() -> None:
         with lock:
             running -= 1
 
-    run_overlapping([call] * 12, threads=3, patience=0.01)
+    _collect([call] * 12, concurrency=1, threads=3, patience=0.01)
     assert peak == 3
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_thread_dying_under_its_call_ends_the_batch_without_its_result() -> None:
+    """A call that kills its thread (what `calls must not raise` guards against) leaves None, and no hang."""
+
+    def call(i: int) -> int:
+        if i == 2:
+            raise SystemExit  # ends the thread quietly
+        return i
+
+    results, _ = _collect([lambda i=i: call(i) for i in range(3)], concurrency=1, patience=0.05)
+    assert results[:2] == [0, 1] and results[2] is None
