@@ -74,6 +74,7 @@ class TokenServer:
         self.revoked: list[tuple[str, str]] = []  # (token_type_hint, token)
         self.bodies: list[dict[str, str]] = []
         self.auth_headers: list[str | None] = []
+        self.cookie_headers: list[str | None] = []
         self.release = threading.Event()
         self.release.set()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -215,6 +216,7 @@ class TokenServer:
                 with server.lock:
                     server.bodies.append(body)
                     server.auth_headers.append(self.headers.get("Authorization"))
+                    server.cookie_headers.append(self.headers.get("Cookie"))
                     canned = server.canned.popleft() if server.canned else None
                 if canned is not None and (canned.answer_late or canned.process_first):
                     status, payload = server.answer(self.headers, body)

@@ -123,3 +123,34 @@ def test_a_thread_dying_under_its_call_ends_the_batch_without_its_result() -> No
 
     results, _ = _collect([lambda i=i: call(i) for i in range(3)], concurrency=1, patience=0.05)
     assert results[:2] == [0, 1] and results[2] is None
+
+
+def test_calls_waiting_on_the_network_bring_more_threads() -> None:
+    """Calls that spend their time off the CPU (a distant provider) overlap up to ``threads``; quick
+    calls that use the CPU stay on ``concurrency`` threads."""
+    running = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def distant() -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.25)
+        with lock:
+            running -= 1
+
+    _collect([distant] * 12, concurrency=2, threads=4, patience=5.0, network_wait=0.1)
+    assert peak == 4
+
+    names: set[str] = set()
+
+    def busy() -> None:
+        names.add(threading.current_thread().name)
+        end = time.thread_time() + 0.001
+        while time.thread_time() < end:
+            pass
+
+    _collect([busy] * 50, concurrency=2, threads=4, patience=5.0, network_wait=0.1)
+    assert len(names) <= 2
