@@ -60,7 +60,7 @@ def test_refreshes_go_out_on_time_while_thousands_of_creations_wait_in_the_queue
         f"{BULK} creations in {took:.1f}s; {len(late)} refreshes meanwhile, worst {late[-1]:.3f}s late; "
         f"{watch.expired} of {watch.reads} reads expired"
     )
-    assert took > 10  # the creations really held the workers for several token lifetimes
+    assert took > 5  # the creations really held the workers for over a token lifetime
     assert len(late) >= 10 * int(took / 5)  # every integration refreshed about once per lifetime...
     assert late[-1] <= 1.0, late[-5:]  # ...on time
     assert watch.expired == 0

@@ -49,7 +49,7 @@ _PLANNED_TOLERANCE = 0.001
 # first answer (a slow provider holds up nobody's write for longer). Each refresh is still
 # single-flight (its own lock) with its own deadline.
 BATCH_CONCURRENCY = 2
-BATCH_THREADS = 8
+BATCH_THREADS = 16
 BATCH_PATIENCE = 0.2
 BATCH_HOLD = 0.05
 BATCH_NETWORK_WAIT = 0.02

@@ -21,7 +21,7 @@ BATCH = 1000
 # Refreshes whose starts fall in one slot of this many seconds share a task; each
 # starts at most this much after its own start time.
 SLOT = 0.25
-MAX_BATCH = 50
+MAX_BATCH = 100
 
 
 def dispatch_due(
