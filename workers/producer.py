@@ -29,7 +29,11 @@ from workers.errors import ConfigurationError
 from workers.ops.redaction import args_repr
 
 # The argument of each task that carries a spec or spec changes, whose secret fields are sealed.
-SPEC_ARGUMENT = {"tokenkeeper.create_integration": 0, "tokenkeeper.update_integration": 1}
+SPEC_ARGUMENT = {
+    "tokenkeeper.create_integration": 0,
+    "tokenkeeper.create_integrations": 0,  # a list of specs
+    "tokenkeeper.update_integration": 1,
+}
 
 _sealers: weakref.WeakKeyDictionary[Celery, Sealer] = weakref.WeakKeyDictionary()
 
@@ -54,10 +58,17 @@ def call(app: Celery, task: str, *args: Any, timeout: float = 60.0, public_key: 
 def seal_arguments(app: Celery, task: str, args: tuple[Any, ...], public_key: str | None = None) -> tuple[Any, ...]:
     """``args`` with the plain-text secrets of a spec (or spec changes) sealed."""
     position = SPEC_ARGUMENT.get(task)
-    if position is None or len(args) <= position or not isinstance(args[position], Mapping):
+    if position is None or len(args) <= position:
         return args
-    sealer = Sealer(public_key) if public_key else sealer_for(app)
-    return (*args[:position], sealer.seal_fields(args[position]), *args[position + 1 :])
+    argument = args[position]
+    if isinstance(argument, Mapping):
+        sealed: Any = (Sealer(public_key) if public_key else sealer_for(app)).seal_fields(argument)
+    elif isinstance(argument, list):
+        sealer = Sealer(public_key) if public_key else sealer_for(app)
+        sealed = [sealer.seal_fields(spec) if isinstance(spec, Mapping) else spec for spec in argument]
+    else:
+        return args
+    return (*args[:position], sealed, *args[position + 1 :])
 
 
 def sealer_for(app: Celery) -> Sealer:

@@ -23,10 +23,10 @@ from celery.beat import PersistentScheduler
 from workers.celery_app import TICK_TASK, RedactedRequest, settings_of
 from workers.engine.authorization import Authorizations
 from workers.engine.refresher import Refresher
-from workers.engine.registry import Registry
+from workers.engine.registry import Registry, failure
 from workers.engine.runtime import Runtime, build_runtime
 from workers.engine.scheduler import dispatch_due, measure_capacity
-from workers.errors import TokenkeeperError, WebhookError
+from workers.errors import SpecError, TokenkeeperError, WebhookError
 from workers.ops.notifications import Event, forward_events
 from workers.ops.redaction import args_repr
 
@@ -67,6 +67,22 @@ def _task(name: str, **options: Any) -> Any:
 @_task("tokenkeeper.create_integration")
 def create_integration(spec: dict[str, Any]) -> dict[str, str]:
     return Registry(runtime()).create(spec)
+
+
+# A bulk creation's task: big enough to share its round trips, small enough to answer within seconds.
+MAX_CREATIONS_PER_TASK = 1000
+
+
+@_task("tokenkeeper.create_integrations")
+def create_integrations(specs: list[Any]) -> list[dict[str, str]]:
+    """Many creations, each on its own: one outcome per spec, in order (a summary, or its name and error)."""
+    if not isinstance(specs, list) or len(specs) > MAX_CREATIONS_PER_TASK:
+        raise SpecError(f"create_integrations takes a list of at most {MAX_CREATIONS_PER_TASK} specs")
+    outcomes = Registry(runtime()).create_many(specs)
+    for spec, outcome in zip(specs, outcomes, strict=True):
+        if isinstance(outcome, Exception) and not isinstance(outcome, TokenkeeperError):
+            log.error("creating %s failed: %s", failure(spec, outcome)["name"], type(outcome).__name__)
+    return [failure(spec, o) if isinstance(o, Exception) else o for spec, o in zip(specs, outcomes, strict=True)]
 
 
 @_task("tokenkeeper.update_integration")

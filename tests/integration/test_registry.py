@@ -143,3 +143,44 @@ def test_delete_removes_every_key(runtime: Runtime, token_server: TokenServer, r
         Registry(runtime).delete("svc")
     with pytest.raises(NotFoundError):
         Registry(runtime).update("svc", {})
+
+
+def test_a_batch_of_creations_stores_each_good_spec_and_names_each_bad_one(
+    runtime: Runtime, token_server: TokenServer, redis_client: redis.Redis
+) -> None:
+    """Eight specs in one batch: the three good ones stored; a bad URL, a name twice in the batch, a name already
+    taken (left untouched), a refused client secret and a non-spec each come back as their own error, nothing of
+    them stored; every name reserved in one script call, the stores in a few."""
+    Registry(runtime).create(cc_spec(token_server, "old"))
+    old = redis_client.hgetall("tokenkeeper:integration:old")
+    specs: list[object] = [
+        cc_spec(token_server, "a"),
+        {**cc_spec(token_server, "bad_url"), "token_url": "ftp://x"},
+        cc_spec(token_server, "b"),
+        cc_spec(token_server, "a"),
+        cc_spec(token_server, "old"),
+        cc_spec(token_server, "bad_secret", client_secret="nope"),
+        "not a spec",
+        cc_spec(token_server, "c"),
+    ]
+    stats = redis_client.info("commandstats")
+    before = int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+    outcomes = Registry(runtime).create_many(specs)
+    calls = int(redis_client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)) - before
+    kinds = [type(outcome).__name__ if isinstance(outcome, Exception) else outcome["status"] for outcome in outcomes]
+    assert kinds == [
+        "active",
+        "SpecError",
+        "active",
+        "ConflictError",
+        "ConflictError",
+        "PermanentProviderError",
+        "SpecError",
+        "active",
+    ], outcomes
+    assert "invalid_client" in str(outcomes[5]) and "nope" not in str(outcomes[5])
+    assert redis_client.smembers("tokenkeeper:names") == {"old", "a", "b", "c"}
+    assert redis_client.hgetall("tokenkeeper:integration:old") == old
+    assert not redis_client.keys("tokenkeeper:reserve:*")
+    assert not redis_client.exists("tokenkeeper:integration:bad_secret", "tokenkeeper:token:bad_secret")
+    assert 2 <= calls <= 4, calls

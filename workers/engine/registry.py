@@ -9,12 +9,14 @@ nothing, and a name already taken leaves the existing integration untouched.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any, TypeVar
 
 from workers.engine.guarded import write_answer
 from workers.engine.links import authorization_link
 from workers.engine.outcomes import Change, history_entry, token_obtained
+from workers.engine.overlap import run_overlapping
 from workers.engine.policy import LOCK_WAIT
 from workers.engine.runtime import Runtime
 from workers.engine.spec import (
@@ -26,12 +28,36 @@ from workers.engine.spec import (
     stored_spec,
     validate_spec,
 )
-from workers.errors import ConflictError, NotFoundError, ProviderError, StateError
+from workers.errors import ConflictError, NotFoundError, ProviderError, StateError, TokenkeeperError
 from workers.oauth.discovery import discover
 from workers.oauth.providers import expand_preset
-from workers.store import KEEP_SCHEDULE, WRITE_DELETED, IntegrationRecord, Lock, Status
+from workers.store import KEEP_SCHEDULE, WRITE_DELETED, IntegrationRecord, Lock, NewIntegration, Status
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def _taken(name: str) -> ConflictError:
+    return ConflictError(f"an integration named {name!r} already exists")
+
+
+def _attempt(call: Callable[[IntegrationSpec], T], spec: IntegrationSpec) -> T | Exception:
+    """``call(spec)``, its exception returned rather than raised (one spec's failure is its own)."""
+    try:
+        return call(spec)
+    except Exception as exc:  # noqa: BLE001 -- returned as this spec's outcome
+        return exc
+
+
+def failure(spec: Any, error: Exception) -> dict[str, str]:
+    """A spec's outcome when it was not created: its name (when it has one) and what kept it out.
+
+    Our errors say what is wrong without secrets; anyone else's text may quote one: its type only.
+    """
+    name = spec.get("name") if isinstance(spec, Mapping) else None
+    message = str(error) if isinstance(error, TokenkeeperError) else f"internal error ({type(error).__name__})"
+    return {"name": name if isinstance(name, str) else "", "error": message}
 
 
 def summary(name: str, status: str, expires_at: str = "", authorization_url: str = "") -> dict[str, str]:
@@ -88,18 +114,64 @@ class Registry:
 
     def create(self, data: Any) -> dict[str, str]:
         """Create from a producer's spec, whose secret fields arrive sealed (see workers.crypto.sealing)."""
-        spec = self.validate(self.rt.opener.open_fields(data))
+        outcome = self.create_many([data])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def create_many(self, data: Sequence[Any]) -> list[dict[str, str] | Exception]:
+        """Create from many specs, each on its own: its summary, or the error that kept it from being stored.
+
+        Done as a refresh batch is: one round trip reserves every name, the first token requests
+        overlap, and the answers are stored in groups, one round trip each.
+        """
+        outcomes: list[dict[str, str] | Exception | None] = [None] * len(data)
+        specs: dict[int, IntegrationSpec] = {}
+        seen: set[str] = set()
+        for index, item in enumerate(data):
+            try:
+                spec = self.validate(self.rt.opener.open_fields(item))
+            except Exception as exc:  # noqa: BLE001 -- this spec's error, reported as its outcome
+                outcomes[index] = exc
+                continue
+            if spec.name in seen:
+                outcomes[index] = _taken(spec.name)
+                continue
+            seen.add(spec.name)
+            specs[index] = spec
         store = self.rt.store
         # Long enough to outlast the first token request.
         ttl = self.rt.settings.http_connect_timeout + self.rt.settings.http_read_timeout + 30
-        if not store.reserve(spec.name, ttl):
-            raise ConflictError(f"an integration named {spec.name!r} already exists")
+        order = list(specs)
+        held = store.reserve_many([specs[index].name for index in order], ttl)
+        reserved = [index for index, ok in zip(order, held, strict=True) if ok]
+        for index, ok in zip(order, held, strict=True):
+            if not ok:
+                outcomes[index] = _taken(specs[index].name)
         try:
-            return self._create_reserved(spec)
+            prepare = [partial(_attempt, self._new_integration, specs[index]) for index in reserved]
+            for group in run_overlapping(prepare):
+                ready: list[tuple[int, NewIntegration, dict[str, str]]] = []
+                for position, prepared in group:
+                    if isinstance(prepared, Exception):
+                        outcomes[reserved[position]] = prepared
+                    else:
+                        ready.append((reserved[position], *prepared))
+                try:
+                    created = store.create_many([new for _, new, _ in ready])
+                except Exception as exc:  # noqa: BLE001 -- this group's outcome; groups stored before stand
+                    for index, _, _ in ready:
+                        outcomes[index] = exc
+                    continue
+                for (index, new, result), ok in zip(ready, created, strict=True):
+                    outcomes[index] = result if ok else _taken(new.name)
         finally:
-            store.unreserve(spec.name)
+            store.unreserve_many([specs[index].name for index in reserved])
+        # None: the thread asking the provider died under it (see run_overlapping).
+        return [StateError("the creation did not finish") if outcome is None else outcome for outcome in outcomes]
 
-    def _create_reserved(self, spec: IntegrationSpec) -> dict[str, str]:
+    def _new_integration(self, spec: IntegrationSpec) -> tuple[NewIntegration, dict[str, str]]:
+        """What creating ``spec`` stores, and its summary; asks the provider for the first token."""
         rt = self.rt
         now = rt.clock()
         base = {"grant_type": spec.grant_type, "spec": spec.public_fields(), "created_at": now, **spec.rate_fields()}
@@ -121,13 +193,11 @@ class Registry:
                 "updated_at": str(int(now)),
             }
             history = history_entry(now, Status.PENDING, "created")
-            if not rt.store.create(spec.name, fields, token, history, None):
-                raise ConflictError(f"an integration named {spec.name!r} already exists")
-            return summary(spec.name, Status.PENDING, authorization_url=self.authorization_url(spec.name))
+            new = NewIntegration(spec.name, fields, token, history, None)
+            return new, summary(spec.name, Status.PENDING, authorization_url=self.authorization_url(spec.name))
         change = self._first_token(spec, reason="created")
-        if not rt.store.create(spec.name, {**base, **change.fields}, change.token, change.history, change.due):
-            raise ConflictError(f"an integration named {spec.name!r} already exists")
-        return summary(spec.name, change.fields["status"], expires_at=change.token["expires_at"])
+        new = NewIntegration(spec.name, {**base, **change.fields}, change.token, change.history, change.due)
+        return new, summary(spec.name, change.fields["status"], expires_at=change.token["expires_at"])
 
     def _first_token(self, spec: IntegrationSpec, reason: str) -> Change:
         """Request a token with ``spec``'s own credentials; raises the provider's error."""

@@ -55,6 +55,7 @@ __all__ = [
     "IntegrationRecord",
     "Keys",
     "Lock",
+    "NewIntegration",
     "Status",
     "Store",
     "Write",
@@ -138,6 +139,17 @@ class Lock:
 
 
 @dataclass(frozen=True)
+class NewIntegration:
+    """What creation stores (see :meth:`Store.create_many`); ``due`` None: nothing to refresh."""
+
+    name: str
+    fields: Mapping[str, Any]
+    token: Mapping[str, Any]
+    history: Mapping[str, Any]
+    due: float | None
+
+
+@dataclass(frozen=True)
 class Write:
     """One guarded change (see :meth:`Store.write_many`).
 
@@ -171,6 +183,7 @@ class Store:
         # Status changes are queued for the webhook only when one is configured.
         self.outbox = outbox
         self._create = client.register_script(_lua("create"))
+        self._reserve = client.register_script(_lua("reserve"))
         self._write = client.register_script(_lua("write"))
         self._claim = client.register_script(_lua("claim"))
         self._release = client.register_script(_lua("release"))
@@ -230,12 +243,23 @@ class Store:
     # -- creation --------------------------------------------------------
     def reserve(self, name: str, ttl: float) -> bool:
         """Hold ``name`` while its first token is fetched, so two creations cannot race."""
-        if self.exists(name):
-            return False
-        return bool(self.redis.set(self.keys.reserve(name), "1", nx=True, px=int(ttl * 1000)))
+        return self.reserve_many([name], ttl)[0]
+
+    def reserve_many(self, names: Sequence[str], ttl: float) -> list[bool]:
+        """:meth:`reserve` each of ``names`` (taken or held elsewhere: False), in one round trip."""
+        if not names:
+            return []
+        keys: list[str] = []
+        for name in names:
+            keys += [self.keys.integration(name), self.keys.reserve(name)]
+        return [bool(held) for held in self._reserve(keys=keys, args=[int(ttl * 1000)])]
 
     def unreserve(self, name: str) -> None:
-        self.redis.delete(self.keys.reserve(name))
+        self.unreserve_many([name])
+
+    def unreserve_many(self, names: Sequence[str]) -> None:
+        if names:
+            self.redis.delete(*(self.keys.reserve(name) for name in names))
 
     def create(
         self,
@@ -245,24 +269,33 @@ class Store:
         history: Mapping[str, Any],
         due: float | None,
     ) -> bool:
-        keys = [
-            self.keys.integration(name),
-            self.keys.token(name),
-            self.keys.history(name),
-            self.keys.names,
-            self.keys.schedule,
-            self.keys.reserve(name),
-            self.keys.outbox,
+        """Store a new integration unless the name is taken: :meth:`create_many` of one."""
+        return self.create_many([NewIntegration(name, fields, token, history, due)])[0]
+
+    def create_many(self, integrations: Sequence[NewIntegration]) -> list[bool]:
+        """Store each new integration (its reservation dropped) unless its name is taken, in one round trip."""
+        if not integrations:
+            return []
+        keys = [self.keys.names, self.keys.schedule, self.keys.outbox]
+        for new in integrations:
+            keys += [
+                self.keys.integration(new.name),
+                self.keys.token(new.name),
+                self.keys.history(new.name),
+                self.keys.reserve(new.name),
+            ]
+        entries = [
+            {
+                "name": new.name,
+                "fields": _string_fields(new.fields),
+                "token": _string_fields(new.token),
+                "history": json.dumps(new.history),
+                "due": _score(new.due),
+            }
+            for new in integrations
         ]
-        args = [
-            _json_fields(fields),
-            _json_fields(token),
-            json.dumps(history),
-            name,
-            _score(due),
-            "1" if self.outbox else "0",
-        ]
-        return self._create(keys=keys, args=args) == 1
+        created = self._create(keys=keys, args=[json.dumps(entries), "1" if self.outbox else "0"])
+        return [bool(flag) for flag in created]
 
     # -- guarded writes --------------------------------------------------
     def write(
@@ -584,10 +617,6 @@ def _score(due: float | str | None) -> str:
     if due == KEEP_SCHEDULE:
         return KEEP_SCHEDULE
     return "" if due is None else repr(due)
-
-
-def _json_fields(fields: Mapping[str, Any]) -> str:
-    return json.dumps(_string_fields(fields))
 
 
 def _string_fields(fields: Mapping[str, Any]) -> dict[str, str]:

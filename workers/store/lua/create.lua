@@ -1,35 +1,45 @@
--- Create an integration with its first token, history entry and schedule, unless the name is taken.
--- Returns 1 (created) or 0 (an integration of that name exists).
+-- Create integrations, each with its first token, history entry and schedule, unless its name is taken.
+-- Returns, for each in order, 1 (created) or 0 (an integration of that name exists).
 --
--- KEYS[1]  integration hash        P integration:<name>
--- KEYS[2]  consumer token hash     P token:<name>
--- KEYS[3]  history list            P history:<name>
--- KEYS[4]  set of all names        P names
--- KEYS[5]  refresh schedule zset   P schedule
--- KEYS[6]  creation reservation    P reserve:<name>   (dropped: the creation is over)
--- KEYS[7]  webhook outbox list     P outbox
--- ARGV[1]  integration fields, JSON object of strings
--- ARGV[2]  token fields, JSON object of strings
--- ARGV[3]  history entry, JSON {at, status, reason}
--- ARGV[4]  the integration's name
--- ARGV[5]  first planned refresh (a score), '' for none
--- ARGV[6]  '1': record the status change in the outbox for the webhook
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local fields = cjson.decode(ARGV[1])
-if ARGV[6] == '1' then
-  -- The id (name, creation time, version) stays unique when a name is deleted and used again.
-  local entry = cjson.decode(ARGV[3])
-  redis.call('RPUSH', KEYS[7], cjson.encode({id = ARGV[4] .. ':' .. fields['created_at'] .. ':1', name = ARGV[4],
-    old_status = cjson.null,
-    new_status = entry['status'], reason = entry['reason'], at = entry['at']}))
+-- KEYS[1]  set of all names        P names
+-- KEYS[2]  refresh schedule zset   P schedule
+-- KEYS[3]  webhook outbox list     P outbox
+-- then four keys for the i-th integration (i from 1), at KEYS[3 + 4(i-1) + 1 .. 4]:
+--   integration hash P integration:<name>, consumer token hash P token:<name>, history list
+--   P history:<name>, creation reservation P reserve:<name> (dropped: the creation is over)
+-- ARGV[1]  a JSON array of one object per integration:
+--   name     the integration's name
+--   fields   integration fields (object of strings)
+--   token    consumer token fields (object of strings)
+--   history  the history entry, a JSON string {at, status, reason}
+--   due      first planned refresh (a score), '' for none
+-- ARGV[2]  '1': record each status change in the outbox for the webhook
+local results = {}
+for i, a in ipairs(cjson.decode(ARGV[1])) do
+  local base = 3 + 4 * (i - 1)
+  local integration, token, history, reserve = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4]
+  if redis.call('EXISTS', integration) == 1 then
+    results[i] = 0
+  else
+    if ARGV[2] == '1' then
+      -- The id (name, creation time, version) stays unique when a name is deleted and used again.
+      local entry = cjson.decode(a.history)
+      redis.call('RPUSH', KEYS[3], cjson.encode({id = a.name .. ':' .. a.fields['created_at'] .. ':1', name = a.name,
+        old_status = cjson.null, new_status = entry['status'], reason = entry['reason'], at = entry['at']}))
+    end
+    local flat = {}
+    for k, v in pairs(a.fields) do flat[#flat + 1] = k; flat[#flat + 1] = v end
+    redis.call('HSET', integration, 'version', 1, unpack(flat))
+    redis.call('DEL', token)
+    local tokens = {}
+    for k, v in pairs(a.token) do tokens[#tokens + 1] = k; tokens[#tokens + 1] = v end
+    if #tokens > 0 then redis.call('HSET', token, unpack(tokens)) end
+    redis.call('DEL', history)
+    redis.call('LPUSH', history, a.history)
+    redis.call('SADD', KEYS[1], a.name)
+    if a.due ~= '' then redis.call('ZADD', KEYS[2], a.due, a.name) end
+    redis.call('DEL', reserve)
+    results[i] = 1
+  end
 end
-for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
-redis.call('HSET', KEYS[1], 'version', 1)
-redis.call('DEL', KEYS[2])
-for k, v in pairs(cjson.decode(ARGV[2])) do redis.call('HSET', KEYS[2], k, v) end
-redis.call('DEL', KEYS[3])
-redis.call('LPUSH', KEYS[3], ARGV[3])
-redis.call('SADD', KEYS[4], ARGV[4])
-if ARGV[5] ~= '' then redis.call('ZADD', KEYS[5], ARGV[5], ARGV[4]) end
-redis.call('DEL', KEYS[6])
-return 1
+return results

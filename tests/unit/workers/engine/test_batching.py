@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from workers.engine.refresher import run_overlapping
+from workers.engine.overlap import run_overlapping
 
 
 def _collect(calls: list[Any], **options: Any) -> tuple[list[Any], list[list[int]]]:

@@ -1,0 +1,107 @@
+"""Running a batch's provider requests side by side, and handing their answers over in groups.
+
+A batch's requests (refreshes, creations) overlap on BATCH_CONCURRENCY threads: while one waits
+for its provider, another prepares or parses (more would only fight over the GIL on a quick
+provider). A request that spent over BATCH_NETWORK_WAIT seconds waiting off the CPU (a provider
+across a network) brings another thread, up to BATCH_THREADS: then more requests in flight cost
+nothing. So does a whole BATCH_PATIENCE with no request finished (a provider hanging): it holds
+one thread, and the batch goes on on the others. The answers are handed over in groups, each
+written in one Redis round trip: the whole batch when it is quick, else what finished within
+BATCH_HOLD seconds of the group's first answer (a slow provider holds up nobody's write for longer).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
+BATCH_CONCURRENCY = 2
+BATCH_THREADS = 16
+BATCH_PATIENCE = 0.2
+BATCH_HOLD = 0.05
+BATCH_NETWORK_WAIT = 0.02
+
+
+def run_overlapping(
+    calls: Sequence[Callable[[], T]],
+    concurrency: int = BATCH_CONCURRENCY,
+    threads: int = BATCH_THREADS,
+    patience: float = BATCH_PATIENCE,
+    hold: float = BATCH_HOLD,
+    network_wait: float = BATCH_NETWORK_WAIT,
+) -> Iterator[list[tuple[int, T]]]:
+    """Run ``calls`` on ``concurrency`` threads, adding one whenever none finished for ``patience`` s,
+    or a call waited more than ``network_wait`` s off the CPU, up to ``threads``.
+
+    Yields the finished ones as (index, result) in groups, while the others go on: a group is
+    handed over once every call has finished, or once its first result has waited ``hold`` s.
+    The caller's own thread handles each group. ``calls`` must not raise; one whose thread dies
+    under it is left out.
+    """
+    pending = deque(enumerate(calls))
+    finished: list[tuple[int, T]] = []
+    progress = threading.Condition()
+    outstanding = len(calls)  # neither finished nor handed over
+    held_since = last_progress = time.monotonic()
+
+    def drain() -> None:
+        nonlocal held_since, last_progress
+        while True:
+            with progress:
+                if not pending:
+                    return
+                index, call = pending.popleft()
+            began, used = time.monotonic(), time.thread_time()
+            result = call()
+            with progress:
+                last_progress = time.monotonic()
+                waited = last_progress - began - (time.thread_time() - used)
+                if waited > network_wait and pending and sum(1 for t in started if t.is_alive()) < threads:
+                    # The call spent its time waiting on the network, not on the CPU: another
+                    # request in flight costs nothing but a thread (the GIL is free meanwhile).
+                    start()
+                finished.append((index, result))
+                if len(finished) == 1:
+                    held_since = last_progress
+                # Woken for a group's first result (its hold starts) and for the last one, not for each.
+                if len(finished) == 1 or len(finished) == outstanding:
+                    progress.notify()
+
+    started: list[threading.Thread] = []
+
+    def start() -> None:
+        thread = threading.Thread(target=drain, name=f"tokenkeeper-refresh-{len(started)}", daemon=True)
+        started.append(thread)
+        thread.start()
+
+    for _ in range(min(concurrency, len(calls))):
+        start()
+    while outstanding:
+        with progress:
+            while True:
+                now = time.monotonic()
+                if finished and (len(finished) == outstanding or now >= held_since + hold):
+                    break
+                alive = sum(1 for thread in started if thread.is_alive())
+                if not pending and alive == 0:
+                    break  # a thread died under its call: nothing more will come
+                if pending and now - last_progress >= patience and alive < threads:
+                    # No call finished for a whole patience: one is hanging; take up the rest on another thread.
+                    start()
+                    last_progress = now
+                wait = last_progress + patience - now
+                if finished:
+                    wait = min(wait, held_since + hold - now)
+                progress.wait(max(wait, 0.001))
+            group, finished[:] = finished[:], []
+            outstanding -= len(group)
+        if not group:
+            break
+        yield group
+    for thread in started:
+        thread.join()
