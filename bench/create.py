@@ -5,7 +5,8 @@
 Latency: one create_integration at a time through the broker to a prefork worker
 (2 processes), timed from send until the result says the token is stored.
 Bulk: ``tokenkeeper create specs.jsonl`` with --bulk specs, its progress bar on
-stderr, timed end to end; the rate is printed next to the latency baseline.
+stderr, timed end to end; then the refresh pipeline of bench.refresh_throughput on
+--refreshes integrations, and the ratio of the two rates.
 """
 
 from __future__ import annotations
@@ -36,10 +37,28 @@ def spec(name: str, token_url: str) -> dict[str, str]:
     }
 
 
+def refresh_rate(count: int) -> float:
+    """The refresh pipeline's rate on the same machine (bench.refresh_throughput), for the bulk's ratio."""
+    from bench.refresh_throughput import pipeline
+
+    with tempfile.TemporaryDirectory() as tmp, own_redis() as url:
+        log_dir = Path(tmp)
+        port = free_port()
+        server = token_server(port, log_dir)
+        try:
+            rate, _ = pipeline(url, f"http://127.0.0.1:{port}/token", server, port, count, 2, "prefork", log_dir)
+        finally:
+            server.stop()
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--latency", type=int, default=300)
     parser.add_argument("--bulk", type=int, default=100_000)
+    parser.add_argument(
+        "--refreshes", type=int, default=8000, help="integrations the refresh pipeline is measured on (0: skip)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, own_redis() as url:
         log_dir = Path(tmp)
@@ -89,6 +108,12 @@ def main() -> None:
         finally:
             service.stop()
             server.stop()
+    if args.refreshes:
+        rate = refresh_rate(args.refreshes)
+        print(
+            f"refresh pipeline, same machine, {args.refreshes} integrations: {rate:.0f} refreshes/s; "
+            f"bulk creation / refresh: {args.bulk / elapsed / rate:.2f} (target >= 0.8)"
+        )
 
 
 if __name__ == "__main__":

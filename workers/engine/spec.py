@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -246,13 +247,29 @@ class SpecSchema(Schema):
             raise ValidationError(errors)
 
 
+# Building a schema (marshmallow deep-copies every field) costs more than validating a spec with it:
+# each thread keeps the ones it built, for the few URL policies a process uses.
+_schemas = threading.local()
+
+
+def _schema(insecure_hosts: frozenset[str], addresses: AddressPolicy) -> SpecSchema:
+    built: dict[tuple[frozenset[str], AddressPolicy], SpecSchema] = _schemas.__dict__.setdefault("built", {})
+    key = (insecure_hosts, addresses)
+    schema = built.get(key)
+    if schema is None:
+        if len(built) >= 16:
+            built.clear()
+        schema = built[key] = SpecSchema(insecure_hosts=insecure_hosts, addresses=addresses)
+    return schema
+
+
 def validate_spec(
     data: Any, *, insecure_hosts: Iterable[str] = (), addresses: AddressPolicy | None = None
 ) -> IntegrationSpec:
     """Return the validated spec, or raise :class:`SpecError` naming every bad field."""
     if not isinstance(data, Mapping):
         raise SpecError({"_spec": ["must be a JSON object"]})
-    schema = SpecSchema(insecure_hosts=insecure_hosts, addresses=addresses)
+    schema = _schema(frozenset(host.lower() for host in insecure_hosts), addresses or AddressPolicy())
     try:
         loaded = schema.load(expand_preset(data))
     except ValidationError as exc:
