@@ -1,12 +1,14 @@
-"""Creation: latency of one create (producer → first token stored) and bulk creation through the CLI.
+"""Creation: latency of one create (producer -> first token stored) and bulk creation through the CLI.
 
-    python -m bench.create --latency 300 --bulk 100000
+    python -m bench.create --latency 300 --bulk 100000 [--live 2000] [--refreshes 8000]
 
 Latency: one create_integration at a time through the broker to a prefork worker
 (2 processes), timed from send until the result says the token is stored.
 Bulk: ``tokenkeeper create specs.jsonl`` with --bulk specs, its progress bar on
-stderr, timed end to end; then the refresh pipeline of bench.refresh_throughput on
---refreshes integrations, and the ratio of the two rates.
+stderr, timed end to end, while beat and the same worker keep --live integrations
+on 60-120 s tokens fresh (their refreshes' lateness and expired reads sampled).
+Then the refresh pipeline of bench.refresh_throughput on --refreshes integrations,
+and the ratio of the bulk's rate to it.
 """
 
 from __future__ import annotations
@@ -17,10 +19,24 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from bench.common import LOCAL_NETWORKS, ROOT, free_port, median, own_redis, percentile, token_server, worker
+import redis
+
+from bench.common import (
+    LOCAL_NETWORKS,
+    ROOT,
+    celery,
+    free_port,
+    median,
+    own_redis,
+    percentile,
+    seed,
+    token_server,
+    worker,
+)
 from config import load_settings
 from workers.celery_app import create_celery
 from workers.crypto.secretbox import generate_key
@@ -35,6 +51,34 @@ def spec(name: str, token_url: str) -> dict[str, str]:
         "client_secret": "s",
         "token_url": token_url,
     }
+
+
+class LiveWatch:
+    """Samples the live integrations while the bulk runs: each refresh's lateness, and expired tokens."""
+
+    def __init__(self, client: redis.Redis, names: list[str]) -> None:
+        self.client, self.names = client, names
+        self.seen: dict[str, bytes] = {}
+        self.lateness: list[float] = []
+        self.reads = self.expired = 0
+
+    def look(self) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for name in self.names:
+            pipe.hmget(f"tokenkeeper:integration:{name}", "refreshed_at", "lateness")
+            pipe.hmget(f"tokenkeeper:token:{name}", "expires_at", "status")
+        replies = pipe.execute()
+        now = time.time()
+        for name, (refreshed_at, lateness), (expires_at, status) in zip(
+            self.names, replies[::2], replies[1::2], strict=True
+        ):
+            self.reads += 1
+            if status != b"active" or not expires_at or float(expires_at) <= now:
+                self.expired += 1
+            if refreshed_at and self.seen.get(name) != refreshed_at:
+                if name in self.seen and lateness:
+                    self.lateness.append(float(lateness))
+                self.seen[name] = refreshed_at
 
 
 def refresh_rate(count: int) -> float:
@@ -59,12 +103,18 @@ def main() -> None:
     parser.add_argument(
         "--refreshes", type=int, default=8000, help="integrations the refresh pipeline is measured on (0: skip)"
     )
+    parser.add_argument(
+        "--live", type=int, default=2000, help="integrations on 60-120 s tokens kept fresh during the bulk"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, own_redis() as url:
         log_dir = Path(tmp)
         port = free_port()
-        server = token_server(port, log_dir)
+        # The bulk's provider: hour-long tokens, so the bulk adds creations and no refreshes.
+        server = token_server(port, log_dir, low=3600, high=3600)
         token_url = f"http://127.0.0.1:{port}/token"
+        live_port = free_port()
+        live_server = token_server(live_port, log_dir / "live", low=60, high=120)
         env = {
             **os.environ,
             **LOCAL_NETWORKS,
@@ -72,7 +122,18 @@ def main() -> None:
             "TOKENKEEPER_SECRET_KEY": generate_key(),
             "TOKENKEEPER_DATA_DIR": tmp,
         }
+        seed(
+            url,
+            env["TOKENKEEPER_SECRET_KEY"],
+            f"http://127.0.0.1:{live_port}/token",
+            args.live,
+            first_due=time.time() + 20,
+            spread=60,
+            prefix="live",
+        )
+        live = [f"live{i}" for i in range(args.live)]
         service = worker(env, log_dir)
+        beat = celery("beat", env, log_dir, "--loglevel", "WARNING", "-s", str(log_dir / "beat-schedule"))
         app = create_celery(load_settings({k: v for k, v in env.items() if k.startswith("TOKENKEEPER_")}))
         try:
             send(app, "tokenkeeper.create_integration", spec("warmup", token_url)).get(timeout=60)
@@ -89,15 +150,29 @@ def main() -> None:
             with specs.open("w") as handle:
                 for i in range(args.bulk):
                     handle.write(json.dumps(spec(f"k{i}", token_url)) + "\n")
+            watch = LiveWatch(redis.Redis.from_url(url), live)
+            watch.look()
             start = time.perf_counter()
-            result = subprocess.run(
+            bulk = subprocess.Popen(
                 [sys.executable, "-m", "workers.cli", "create", str(specs)],
                 cwd=ROOT,
                 env=env,
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
             )
+            # Read by a thread: a full pipe would stall the CLI.
+            output: dict[str, str] = {}
+            reader = threading.Thread(
+                target=lambda: output.update(zip(("out", "err"), bulk.communicate(), strict=True))
+            )
+            reader.start()
+            while bulk.poll() is None:
+                watch.look()
+                time.sleep(0.5)
+            reader.join()
             elapsed = time.perf_counter() - start
+            result = subprocess.CompletedProcess(bulk.args, bulk.returncode, output["out"], output["err"])
             summary = json.loads(result.stdout or "{}")
             print(
                 f"bulk: `tokenkeeper create specs.jsonl` with {args.bulk} specs: exit {result.returncode}, "
@@ -105,9 +180,17 @@ def main() -> None:
                 f"{args.bulk / elapsed:.0f} integrations/s"
             )
             print("progress bar, last lines:", *result.stderr.strip().splitlines()[-2:], sep="\n  ")
+            late = watch.lateness
+            print(
+                f"meanwhile {args.live} live integrations on 60-120 s tokens: {len(late)} refreshes, lateness p50 "
+                f"{percentile(late, 50):.3f} s, p99 {percentile(late, 99):.3f} s, max {max(late, default=0):.3f} s; "
+                f"{watch.expired} of {watch.reads} sampled reads expired or not active"
+            )
         finally:
+            beat.stop()
             service.stop()
             server.stop()
+            live_server.stop()
     if args.refreshes:
         rate = refresh_rate(args.refreshes)
         print(

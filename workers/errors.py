@@ -60,6 +60,10 @@ class SpecError(TokenkeeperError):
         return sorted(self.errors)[0]
 
 
+class StoredDataError(TokenkeeperError):
+    """A value stored for an integration cannot be read (corrupted); that integration cannot go on."""
+
+
 class ConflictError(TokenkeeperError):
     pass
 

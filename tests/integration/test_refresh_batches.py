@@ -3,16 +3,19 @@ between integrations but the connection."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import threading
 import time
 
 import redis
 
+from config import Settings
 from tests.support.specs import cc_spec
 from tests.support.token_server import Canned, TokenServer
-from workers.engine.refresher import Refresher
+from workers.engine.refresher import Refresher, RefreshResult
 from workers.engine.registry import Registry
-from workers.engine.runtime import Runtime
+from workers.engine.runtime import Runtime, build_runtime
 
 
 def _scripts_run(client: redis.Redis) -> int:
@@ -63,3 +66,76 @@ def test_a_cookie_set_for_one_integration_goes_out_with_no_other_request(
     assert refresher.refresh("tenant_b").outcome == "refreshed"
     assert refresher.refresh_batch(_due_now(runtime, redis_client, ["tenant_a", "tenant_b"]))[1] is not None
     assert token_server.cookie_headers[-3:] == [None, None, None]
+
+
+def test_a_request_that_would_go_out_after_its_lock_ran_out_is_not_sent(
+    settings: Settings, token_server: TokenServer, redis_client: redis.Redis
+) -> None:
+    """A batch's third refresh waits behind two held answers; meanwhile its lock passes to another owner (it ran
+    out, and another worker took it). It is not sent: that would spend the refresh token a second time."""
+    # Requests go out late enough that each must first extend its lock (lock 2.5 s, request budget 1 s).
+    runtime = build_runtime(
+        dataclasses.replace(
+            settings, accept_plain_secrets=True, lock_ttl=2.5, http_connect_timeout=0.5, http_read_timeout=0.5
+        )
+    )
+    names = ["first", "second", "third"]
+    for name in names:
+        Registry(runtime).create(cc_spec(token_server, name))
+    hold = threading.Event()
+    held = [Canned(process_first=True, hold=hold), Canned(process_first=True, hold=hold)]
+    token_server.queue(*held)
+    sent_before = len(token_server.bodies)
+    batch = threading.Thread(target=lambda: results.extend(Refresher(runtime).refresh_batch(items)))
+    results: list[RefreshResult | None] = []
+    items = _due_now(runtime, redis_client, names)
+    batch.start()
+    assert all(canned.arrived.wait(10) for canned in held)
+    redis_client.set("tokenkeeper:lock:third", "another-worker", px=60_000)
+    hold.set()
+    batch.join(30)
+    third = results[2]
+    assert third is not None and third.outcome == "busy" and "ran out" in third.detail
+    assert len(token_server.bodies) - sent_before == 2  # the two held ones only
+    assert redis_client.get("tokenkeeper:lock:third") == "another-worker"
+
+
+def test_a_corrupted_journal_entry_fails_only_its_own_refresh(
+    runtime: Runtime, token_server: TokenServer, redis_client: redis.Redis
+) -> None:
+    """Mid-batch, one integration's attempt journal is not JSON: the step that takes every lock goes on past it,
+    so the ones before and after it are refreshed (not found busy under locks a failed step left), and its own
+    lock is not kept."""
+    names = ["before", "broken", "after"]
+    for name in names:
+        Registry(runtime).create(cc_spec(token_server, name))
+    items = _due_now(runtime, redis_client, names)
+    redis_client.hset("tokenkeeper:integration:broken", "attempt", "{not json")
+    results = Refresher(runtime).refresh_batch(items)
+    assert [result.outcome if result else None for result in results] == ["refreshed", None, "refreshed"]
+    assert not redis_client.exists("tokenkeeper:lock:broken")
+
+
+def test_one_unwritable_change_leaves_the_rest_of_a_batch_written(
+    runtime: Runtime, token_server: TokenServer, redis_client: redis.Redis
+) -> None:
+    """Three guarded writes in one script call, the middle one's consumer hash replaced by a string (Redis
+    refuses the write part-way): it comes back WRITE_FAILED and the other two are stored, their metrics counted."""
+    from workers.store import WRITE_FAILED, Write
+
+    names = ["a", "b", "c"]
+    for name in names:
+        Registry(runtime).create(cc_spec(token_server, name))
+    loaded = runtime.store.acquire_and_load_many(names, 30, time.time())
+    redis_client.delete("tokenkeeper:token:b")
+    redis_client.set("tokenkeeper:token:b", "not a hash")
+    writes = []
+    for taken in loaded:
+        assert not isinstance(taken, Exception)
+        lock, record = taken
+        assert lock is not None and record is not None
+        counters = (("tokenkeeper:metrics:test", "written", 1.0),)
+        writes.append(Write(lock, record.version, {"reason": "x"}, {"updated_at": "1"}, {}, "keep", True, counters))
+    versions = runtime.store.write_many(writes)
+    assert versions[1] == WRITE_FAILED and versions[0] > 0 and versions[2] > 0
+    assert redis_client.hget("tokenkeeper:metrics:test", "written") == "2"

@@ -48,9 +48,32 @@ def run_overlapping(
     progress = threading.Condition()
     outstanding = len(calls)  # neither finished nor handed over
     held_since = last_progress = time.monotonic()
+    started: list[threading.Thread] = []
+
+    def alive() -> int:
+        return sum(1 for thread in started if thread.is_alive())
+
+    def start() -> bool:
+        """Another thread for the pending calls; False when the system gives none (the others go on)."""
+        thread = threading.Thread(target=drain, name=f"tokenkeeper-refresh-{len(started)}", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:
+            return False
+        started.append(thread)
+        return True
+
+    def record(index: int, result: T) -> None:
+        nonlocal held_since, last_progress
+        last_progress = time.monotonic()
+        finished.append((index, result))
+        if len(finished) == 1:
+            held_since = last_progress
+        # Woken for a group's first result (its hold starts) and for the last one, not for each.
+        if len(finished) == 1 or len(finished) == outstanding:
+            progress.notify()
 
     def drain() -> None:
-        nonlocal held_since, last_progress
         while True:
             with progress:
                 if not pending:
@@ -58,43 +81,45 @@ def run_overlapping(
                 index, call = pending.popleft()
             began, used = time.monotonic(), time.thread_time()
             result = call()
+            waited = time.monotonic() - began - (time.thread_time() - used)
             with progress:
-                last_progress = time.monotonic()
-                waited = last_progress - began - (time.thread_time() - used)
-                if waited > network_wait and pending and sum(1 for t in started if t.is_alive()) < threads:
+                # Recorded first: nothing after the call may lose its result.
+                record(index, result)
+                if waited > network_wait and pending and alive() < threads:
                     # The call spent its time waiting on the network, not on the CPU: another
                     # request in flight costs nothing but a thread (the GIL is free meanwhile).
                     start()
-                finished.append((index, result))
-                if len(finished) == 1:
-                    held_since = last_progress
-                # Woken for a group's first result (its hold starts) and for the last one, not for each.
-                if len(finished) == 1 or len(finished) == outstanding:
-                    progress.notify()
 
-    started: list[threading.Thread] = []
-
-    def start() -> None:
-        thread = threading.Thread(target=drain, name=f"tokenkeeper-refresh-{len(started)}", daemon=True)
-        started.append(thread)
-        thread.start()
-
-    for _ in range(min(concurrency, len(calls))):
-        start()
+    with progress:
+        for _ in range(min(concurrency, len(calls))):
+            start()
     while outstanding:
         with progress:
             while True:
                 now = time.monotonic()
                 if finished and (len(finished) == outstanding or now >= held_since + hold):
                     break
-                alive = sum(1 for thread in started if thread.is_alive())
-                if not pending and alive == 0:
+                running = alive()
+                if pending and running == 0 and not start():
+                    # No thread to be had: the caller's own thread takes the next call.
+                    index, call = pending.popleft()
+                    progress.release()
+                    try:
+                        result = call()
+                    finally:
+                        progress.acquire()
+                    record(index, result)
+                    continue
+                if not pending and running == 0:
                     break  # a thread died under its call: nothing more will come
-                if pending and now - last_progress >= patience and alive < threads:
+                if pending and now - last_progress >= patience and running < threads:
                     # No call finished for a whole patience: one is hanging; take up the rest on another thread.
                     start()
                     last_progress = now
-                wait = last_progress + patience - now
+                # With calls pending, look again when a patience is up; else only to notice a dead thread.
+                wait = last_progress + patience - now if pending else 1.0
+                if wait <= 0:
+                    wait = patience  # at the thread bound: nothing to do but wait
                 if finished:
                     wait = min(wait, held_since + hold - now)
                 progress.wait(max(wait, 0.001))

@@ -27,14 +27,17 @@ from workers.engine.outcomes import Change, history_entry, request_failed, token
 from workers.engine.overlap import run_overlapping
 from workers.engine.runtime import Runtime
 from workers.engine.spec import spec_from_stored
-from workers.errors import NotFoundError, ProviderError, StateError, TokenkeeperError
+from workers.errors import NotFoundError, ProviderError, StateError, StoredDataError, TokenkeeperError
 from workers.ops.metrics import RefreshMetrics
-from workers.store import WRITE_DELETED, WRITE_LOST_LOCK, IntegrationRecord, Lock, Status
+from workers.store import WRITE_DELETED, WRITE_FAILED, WRITE_LOST_LOCK, IntegrationRecord, Lock, Status
 
 log = logging.getLogger(__name__)
 
 # Plans travel as JSON floats and Redis scores; they compare equal within this.
 _PLANNED_TOLERANCE = 0.001
+
+# A batch's request that goes out later than this before its lock would run out during it extends the lock.
+LOCK_MARGIN = 2.0
 
 # last_error of an integration whose refresh raised something that is not ours.
 UNEXPECTED_ERROR = "internal_error"
@@ -68,6 +71,14 @@ class _Job:
     lock: Lock
     record: IntegrationRecord
     planned_at: float | None
+    taken_at: float  # when the lock was taken (the shared clock)
+
+
+@dataclass(frozen=True)
+class _Abandoned:
+    """A refresh that could neither ask nor write (its failure could not even be described): lock to release."""
+
+    lock: Lock
 
 
 @dataclass(frozen=True)
@@ -94,7 +105,9 @@ class Refresher:
         Without it the refresh is forced (a producer asked for it).
         """
         result = self._run([(name, planned_at)], alone=True)[0]
-        assert result is not None  # alone, a refresh that cannot be carried out raises
+        if result is None:
+            # Alone, a refresh that cannot be carried out raises; this one failed past describing (logged).
+            raise StateError(f"the refresh of {name!r} failed unexpectedly; it is tried again as planned")
         return result
 
     def refresh_batch(self, items: Sequence[tuple[str, float]]) -> list[RefreshResult | None]:
@@ -115,16 +128,20 @@ class Refresher:
     def _run(self, items: Sequence[tuple[str, float | None]], *, alone: bool) -> list[RefreshResult | None]:
         """Refresh ``items``; ``alone``: one forced or scheduled refresh whose failures are raised, not logged."""
         store = self.rt.store
-        loaded = self._acquire([name for name, _ in items])
+        taken_at = self.rt.clock()
+        loaded = store.acquire_and_load_many([name for name, _ in items], self.rt.settings.lock_ttl, taken_at)
         results: list[RefreshResult | None] = [None] * len(items)
         jobs: dict[int, _Job] = {}
         unneeded: list[Lock] = []
         for index, ((name, planned_at), taken) in enumerate(zip(items, loaded, strict=True)):
-            if taken is None:
-                continue  # Redis could not take it up (logged); the tick queues it again once lost
+            if isinstance(taken, Exception):
+                if alone:
+                    raise taken
+                log.error("scheduled refresh of %s: %s", name, taken)
+                continue
             lock, record = taken
             try:
-                prepared = self._prepare(name, planned_at, lock, record)
+                prepared = self._prepare(name, planned_at, lock, record, taken_at)
             except TokenkeeperError as exc:
                 if alone:
                     if lock is not None:
@@ -143,36 +160,23 @@ class Refresher:
             self._release(unneeded, alone=alone)
         if len(jobs) == 1:
             ((index, job),) = jobs.items()
-            results[index] = self._commit([self._ask(job)], alone=alone)[0]
+            results[index] = self._finish([self._ask(job)], alone=alone)[0]
         elif jobs:
             order = list(jobs)
             asks = [partial(self._ask, jobs[index]) for index in order]
+            # Every group is finished, whatever became of the one before: its answers exist only here.
             for finished in run_overlapping(asks):
-                committed = self._commit([answer for _, answer in finished], alone=alone)
-                for (position, _), result in zip(finished, committed, strict=True):
+                try:
+                    done = self._finish([asked for _, asked in finished], alone=False)
+                except Exception as exc:  # noqa: BLE001 -- logged by type; the next group goes on
+                    log.error("storing %d refresh answers failed: %s", len(finished), type(exc).__name__)
+                    continue
+                for (position, _), result in zip(finished, done, strict=True):
                     results[order[position]] = result
         for result in results:
             if result is not None:
                 self._report(result)
         return results
-
-    def _acquire(self, names: Sequence[str]) -> Sequence[tuple[Lock | None, IntegrationRecord | None] | None]:
-        store, ttl = self.rt.store, self.rt.settings.lock_ttl
-        try:
-            return store.acquire_and_load_many(names, ttl, self.rt.clock())
-        except Exception:
-            if len(names) == 1:
-                raise
-        # One integration Redis could not take up (a corrupted journal entry, say) fails the batch's step:
-        # each on its own, so only that one is left to the tick.
-        loaded: list[tuple[Lock | None, IntegrationRecord | None] | None] = []
-        for name in names:
-            try:
-                loaded.extend(store.acquire_and_load_many([name], ttl, self.rt.clock()))
-            except Exception as exc:  # noqa: BLE001 -- this integration's, logged by type; the others go on
-                log.error("scheduled refresh of %s failed: %s", name, type(exc).__name__)
-                loaded.append(None)
-        return loaded
 
     def _release(self, locks: Sequence[Lock], *, alone: bool) -> None:
         try:
@@ -184,7 +188,12 @@ class Refresher:
             log.error("releasing %d refresh locks failed: %s", len(locks), type(exc).__name__)
 
     def _prepare(
-        self, name: str, planned_at: float | None, lock: Lock | None, record: IntegrationRecord | None
+        self,
+        name: str,
+        planned_at: float | None,
+        lock: Lock | None,
+        record: IntegrationRecord | None,
+        taken_at: float,
     ) -> RefreshResult | _Job | None:
         """What a refresh comes to before asking the provider: a result, or the job of asking it."""
         if record is None:
@@ -204,7 +213,7 @@ class Refresher:
             # A forced refresh waits for the backoff (and Retry-After) like the schedule does:
             # during an outage every reader wanting a fresh token would otherwise call again.
             return RefreshResult(name, "deferred", record.status, expires_at=record.expires_at, detail=record.reason)
-        return _Job(lock, record, planned_at)
+        return _Job(lock, record, planned_at, taken_at)
 
     def _report(self, result: RefreshResult) -> None:
         """One log line and the metrics for each refresh."""
@@ -233,14 +242,37 @@ class Refresher:
             },
         )
 
-    def _ask(self, job: _Job) -> _Answer:
+    def _ask(self, job: _Job) -> _Answer | RefreshResult | _Abandoned:
         """Ask the provider for ``job``'s integration; never raises (what fails is written as its failure)."""
         try:
+            if not self._lock_lasts(job):
+                # Another refresh may hold it now: sending would spend the refresh token twice.
+                return RefreshResult(
+                    job.record.name, "busy", job.record.status, detail="its lock ran out before the request went out"
+                )
             return self._ask_provider(job)
         except Exception as exc:  # noqa: BLE001 -- written as this integration's failure, never lost
             # Secrets no key opens, a number out of range, Redis failing mid-way: this integration
             # retries with backoff and says why; the batch's other work goes on.
-            return self._unexpected(job, exc)
+            try:
+                return self._unexpected(job, exc)
+            except Exception as again:  # noqa: BLE001 -- nothing left to write; its type only, to our log
+                log.error("refresh %s: unexpected %s", job.record.name, type(again).__name__)
+                return _Abandoned(job.lock)
+
+    def _lock_lasts(self, job: _Job) -> bool:
+        """Whether ``job``'s lock outlasts its request: extended first when the request goes out late."""
+        settings = self.rt.settings
+        budget = settings.http_connect_timeout + settings.http_read_timeout
+        now = self.rt.clock()
+        if now - job.taken_at <= settings.lock_ttl - budget - LOCK_MARGIN:
+            return True
+        # A batch's requests waited behind slow ones: one round trip, only for these.
+        if self.rt.store.extend(job.lock, settings.lock_ttl, now):
+            return True
+        # Too late: our journal entry goes (nothing was sent), the lock is someone else's or nobody's.
+        self.rt.store.release(job.lock)
+        return False
 
     def _ask_provider(self, job: _Job) -> _Answer:
         rt, record = self.rt, job.record
@@ -329,33 +361,58 @@ class Refresher:
         change = request_failed(error, attempts=job.record.attempts, policy=self.rt.policy, now=self.rt.clock())
         return _Answer(job, change, failed=error)
 
+    def _finish(
+        self, asked: Sequence[_Answer | RefreshResult | _Abandoned], *, alone: bool
+    ) -> list[RefreshResult | None]:
+        """Write the answers among ``asked`` (one round trip); the results of all, in order."""
+        answers = [item for item in asked if isinstance(item, _Answer)]
+        abandoned = [item.lock for item in asked if isinstance(item, _Abandoned)]
+        if abandoned:
+            self._release(abandoned, alone=False)
+        committed = iter(self._commit(answers, alone=alone) if answers else [])
+        return [
+            next(committed) if isinstance(item, _Answer) else item if isinstance(item, RefreshResult) else None
+            for item in asked
+        ]
+
     def _commit(self, answers: Sequence[_Answer], *, alone: bool) -> list[RefreshResult | None]:
         """Write ``answers`` (releasing their locks) in one round trip; their results in order."""
         written = [self._written(answer) for answer in answers]
         try:
             versions = write_answers(self.rt, [entry for entry, _ in written], release=True)
         except Exception as exc:
+            # Redis gone past the write's patience: the tick queues these again once presumed lost.
+            self._release([answer.job.lock for answer in answers], alone=False)
             if alone:
-                self._release([answer.job.lock for answer in answers], alone=False)
                 raise
-            if len(answers) > 1:
-                # One integration Redis could not take (a corrupted field, say) fails the group's write:
-                # each on its own, so the others are stored. A write that did land is recognised as such.
-                return [self._commit([answer], alone=False)[0] for answer in answers]
-            # Not even its failure could be written (Redis gone, say): the tick queues it again once lost.
-            log.error("scheduled refresh of %s failed: %s", answers[0].job.record.name, type(exc).__name__)
-            self._release([answers[0].job.lock], alone=False)
-            return [None]
-        return [
-            self._result(answer, version, timing)
-            for (_, timing), answer, version in zip(written, answers, versions, strict=True)
-        ]
+            log.error("storing %d refresh answers failed: %s", len(answers), type(exc).__name__)
+            return [None] * len(answers)
+        # A refused write released nothing: the lock (and its journal entry) go now.
+        refused = [answer.job.lock for answer, version in zip(answers, versions, strict=True) if version < 0]
+        if refused:
+            self._release(refused, alone=False)
+        results: list[RefreshResult | None] = []
+        for (_, timing), answer, version in zip(written, answers, versions, strict=True):
+            if version == WRITE_FAILED:
+                unreadable = StoredDataError(
+                    f"the answer for {answer.job.record.name!r} could not be stored: a stored value cannot be read"
+                )
+                if alone:
+                    raise unreadable
+                log.error("scheduled refresh of %s: %s", answer.job.record.name, unreadable)
+                results.append(None)
+            else:
+                results.append(self._result(answer, version, timing))
+        return results
 
     def _written(self, answer: _Answer) -> tuple[Answer, tuple[str, float | None, float | None]]:
         change, failed, timing = answer.change, answer.failed, answer.timing
         lost = lost_attempt(answer.job.record.attempt, answer.job.record.lost_attempt)
-        if lost:
-            _explain_lost(change, lost, failed)
+        try:
+            if lost:
+                _explain_lost(change, lost, failed)
+        except Exception as exc:  # noqa: BLE001 -- an unreadable journal must not keep the answer from being stored
+            log.error("refresh %s: the attempt journal cannot be read (%s)", answer.job.record.name, type(exc).__name__)
         outcome = change.fields["status"] if failed is not None else "refreshed"
         duration = None if timing is None else max(0.0, timing.done - timing.started)
         lateness = None if timing is None or timing.planned_at is None else timing.started - timing.planned_at

@@ -344,9 +344,10 @@ def iter_body(response: requests.Response, chunk_size: int = 65536) -> Iterator[
 
 # Kept-alive connections: a pool per token endpoint (host and pinned address), up to HOST_POOLS of them
 # (requests keeps 10: a fleet on a few dozen providers would reconnect, TLS and all, on most refreshes),
-# each up to HOST_POOL_SIZE connections (a batch overlaps up to its BATCH_THREADS requests).
-HOST_POOLS = 256
-HOST_POOL_SIZE = 16
+# each keeping up to HOST_POOL_SIZE idle connections (more are opened when a batch overlaps more requests,
+# and closed after). At most 800 idle sockets a process, well inside the usual limit of 1,024 files.
+HOST_POOLS = 100
+HOST_POOL_SIZE = 8
 
 # Sent with every token request: some providers' firewalls refuse a request that names no client.
 USER_AGENT = "tokenkeeper"

@@ -40,6 +40,7 @@ from typing import Any
 
 import redis
 
+from workers.errors import StoredDataError
 from workers.store.codec import text, text_map
 from workers.store.keys import DEFAULT_PREFIX, Keys
 from workers.store.status import Status
@@ -49,6 +50,7 @@ __all__ = [
     "KEEP_SCHEDULE",
     "TOKEN_FIELDS",
     "WRITE_DELETED",
+    "WRITE_FAILED",
     "WRITE_LOST_LOCK",
     "WRITE_OK",
     "WRITE_STALE_VERSION",
@@ -72,6 +74,7 @@ WRITE_OK = 1
 WRITE_LOST_LOCK = -1
 WRITE_STALE_VERSION = -2
 WRITE_DELETED = -3
+WRITE_FAILED = -4
 
 
 # The Lua scripts are files in lua/, each naming every KEYS[i] and ARGV[i] it reads in its header.
@@ -188,6 +191,7 @@ class Store:
         self._claim = client.register_script(_lua("claim"))
         self._release = client.register_script(_lua("release"))
         self._acquire_and_load = client.register_script(_lua("acquire_and_load"))
+        self._extend = client.register_script(_lua("extend"))
         self._put_state = client.register_script(_lua("put_state"))
         self._take_state = client.register_script(_lua("take_state"))
         self._note = client.register_script(_lua("note"))
@@ -423,17 +427,22 @@ class Store:
         return None
 
     def acquire_and_load(self, name: str, ttl: float, now: float) -> tuple[Lock | None, IntegrationRecord | None]:
-        """:meth:`acquire_and_load_many` of one."""
-        return self.acquire_and_load_many([name], ttl, now)[0]
+        """:meth:`acquire_and_load_many` of one; its StoredDataError raised."""
+        loaded = self.acquire_and_load_many([name], ttl, now)[0]
+        if isinstance(loaded, Exception):
+            raise loaded
+        return loaded
 
     def acquire_and_load_many(
         self, names: Sequence[str], ttl: float, now: float
-    ) -> list[tuple[Lock | None, IntegrationRecord | None]]:
+    ) -> list[tuple[Lock | None, IntegrationRecord | None] | StoredDataError]:
         """Take each lock, read each integration and journal each attempt, all in one round trip.
 
         Each record comes whether its lock was taken or not, as it was before this step (None: no
         such integration): an ``attempt`` in it was left by an attempt that died. The attempt's write
-        or :meth:`release` ends its journal entry.
+        or :meth:`release` ends its journal entry. An integration whose stored values cannot be read
+        comes back as a StoredDataError (its lock not kept); the others are unaffected. Safe to run
+        again after a lost reply: redis-py does, with the same owner tokens, which find their locks.
         """
         if not names:
             return []
@@ -442,14 +451,32 @@ class Store:
         for name in names:
             keys += [self.keys.lock(name), self.keys.integration(name)]
         raw = self._acquire_and_load(keys=keys, args=[int(ttl * 1000), repr(now), *owners])
-        loaded: list[tuple[Lock | None, IntegrationRecord | None]] = []
+        loaded: list[tuple[Lock | None, IntegrationRecord | None] | StoredDataError] = []
         for name, owner, taken, fields in zip(names, owners, raw[::2], raw[1::2], strict=True):
+            unreadable = StoredDataError(f"the stored journal of {name!r} cannot be read; its refresh cannot start")
+            if taken == -1:
+                loaded.append(unreadable)
+                continue
             pairs = [text(item) for item in fields]
-            record = (
-                IntegrationRecord.from_hash(name, dict(zip(pairs[::2], pairs[1::2], strict=True))) if pairs else None
-            )
-            loaded.append((Lock(name, owner) if taken else None, record))
+            lock = Lock(name, owner) if taken else None
+            try:
+                record = (
+                    IntegrationRecord.from_hash(name, dict(zip(pairs[::2], pairs[1::2], strict=True)))
+                    if pairs
+                    else None
+                )
+            except (KeyError, ValueError, TypeError):
+                if lock is not None:
+                    self.release(lock)
+                loaded.append(StoredDataError(f"the stored integration {name!r} cannot be read"))
+                continue
+            loaded.append((lock, record))
         return loaded
+
+    def extend(self, lock: Lock, ttl: float, now: float) -> bool:
+        """Give ``lock`` ``ttl`` more seconds from now if it is still ours (and its journal entry with it)."""
+        keys = [self.keys.lock(lock.name), self.keys.integration(lock.name)]
+        return bool(self._extend(keys=keys, args=[lock.owner, int(ttl * 1000), repr(now)]))
 
     def acquire_within(self, name: str, ttl: float, wait: float) -> Lock | None:
         """Like :meth:`acquire`, waiting up to ``wait`` seconds for a refresh under way."""

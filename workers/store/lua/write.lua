@@ -6,7 +6,8 @@
 -- one step.
 -- Each is judged on its own; one round trip for a whole batch of refreshes. For each it returns (in order)
 -- the new version, -1 (the version moved on and the lock had lapsed: someone else took over),
--- -2 (the version moved on) or -3 (the integration is gone or being deleted: nothing may be stored).
+-- -2 (the version moved on), -3 (the integration is gone or being deleted: nothing may be stored) or -4
+-- (the change failed part-way, on a corrupted stored value, say; the others go on).
 -- The write records which attempt it applied (``applied``: owner and expected version), so a retry after
 -- a lost reply finds its own write and returns the version it made instead of a refusal.
 --
@@ -86,13 +87,14 @@ local function apply(K, a)
   redis.call('PUBLISH', a.channel, version)
   -- Only our own lock: after a lapse it may be another refresh's now.
   if a.release and holds_lock then redis.call('DEL', K[6]) end
+  for _, mark in ipairs(a.marks) do
+    redis.call('SET', mark[1], mark[2], 'PX', mark[3])
+  end
+  -- Counted once the change is whole (a failure above leaves its counters out).
   for _, counter in ipairs(a.counters) do
     local per_key = counted[counter[1]] or {}
     counted[counter[1]] = per_key
     per_key[counter[2]] = (per_key[counter[2]] or 0) + counter[3]
-  end
-  for _, mark in ipairs(a.marks) do
-    redis.call('SET', mark[1], mark[2], 'PX', mark[3])
   end
   return version
 end
@@ -100,7 +102,9 @@ end
 local results = {}
 for i, a in ipairs(cjson.decode(ARGV[1])) do
   local base = 3 + 4 * (i - 1)
-  results[i] = apply({KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[1], KEYS[2], KEYS[base + 4], KEYS[3]}, a)
+  local ok, version = pcall(apply,
+    {KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[1], KEYS[2], KEYS[base + 4], KEYS[3]}, a)
+  results[i] = ok and version or -4
 end
 for key, per_key in pairs(counted) do
   for field, amount in pairs(per_key) do redis.call('HINCRBYFLOAT', key, field, amount) end

@@ -154,3 +154,41 @@ def test_calls_waiting_on_the_network_bring_more_threads() -> None:
 
     _collect([busy] * 50, concurrency=2, threads=4, patience=5.0, network_wait=0.1)
     assert len(names) <= 2
+
+
+def test_with_no_thread_to_be_had_every_call_still_runs_and_comes_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The system refuses new threads (a process at its limit): the caller's own thread runs the calls, and
+    no finished call's result is lost to a failed thread start."""
+    import workers.engine.overlap as overlap
+
+    class Refused(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(overlap.threading, "Thread", Refused)
+    results, _ = _collect([lambda i=i: i for i in range(6)], concurrency=2, patience=0.01)
+    assert results == list(range(6))
+
+
+def test_after_the_first_thread_no_more_are_had_and_nothing_is_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One thread starts, every later start fails, including the one a network wait asks for: all results return."""
+    import workers.engine.overlap as overlap
+
+    starts = 0
+    real = threading.Thread
+
+    class OneOnly(real):  # type: ignore[valid-type,misc]
+        def start(self) -> None:
+            nonlocal starts
+            starts += 1
+            if starts > 1:
+                raise RuntimeError("can't start new thread")
+            super().start()
+
+    def distant(i: int) -> int:
+        time.sleep(0.03)
+        return i
+
+    monkeypatch.setattr(overlap.threading, "Thread", OneOnly)
+    results, _ = _collect([lambda i=i: distant(i) for i in range(6)], concurrency=2, network_wait=0.01)
+    assert results == list(range(6))
