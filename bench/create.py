@@ -58,7 +58,7 @@ class LiveWatch:
 
     def __init__(self, client: redis.Redis, names: list[str]) -> None:
         self.client, self.names = client, names
-        self.seen: dict[str, bytes] = {}
+        self.seen: dict[str, bytes | None] = {}
         self.lateness: list[float] = []
         self.reads = self.expired = 0
 
@@ -75,8 +75,11 @@ class LiveWatch:
             self.reads += 1
             if status != b"active" or not expires_at or float(expires_at) <= now:
                 self.expired += 1
-            if refreshed_at and self.seen.get(name) != refreshed_at:
-                if name in self.seen and lateness:
+            # The first look notes where each stands (seeded ones: never refreshed); any change after is a refresh.
+            if name not in self.seen:
+                self.seen[name] = refreshed_at
+            elif refreshed_at != self.seen[name]:
+                if lateness:
                     self.lateness.append(float(lateness))
                 self.seen[name] = refreshed_at
 
@@ -114,6 +117,7 @@ def main() -> None:
         server = token_server(port, log_dir, low=3600, high=3600)
         token_url = f"http://127.0.0.1:{port}/token"
         live_port = free_port()
+        (log_dir / "live").mkdir()
         live_server = token_server(live_port, log_dir / "live", low=60, high=120)
         env = {
             **os.environ,

@@ -202,7 +202,8 @@ def test_a_name_rebound_between_check_and_connect_reaches_only_the_checked_addre
     # Every lookup, ours and any the HTTP stack would make itself, goes to the rebinding DNS.
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
     policy = AddressPolicy.from_strings(["127.0.0.2/32"])
-    policy = AddressPolicy(policy.allowed_networks, resolve=rebinding)
+    # Resolved before every request (the default reuses a checked address for 30 s; see the next test).
+    policy = AddressPolicy(policy.allowed_networks, resolve=rebinding, resolved_for=0)
     token_client = TokenClient(
         session=requests.Session(), clock=time.time, connect_timeout=1.0, read_timeout=2.0, addresses=policy
     )
@@ -222,6 +223,40 @@ def test_a_name_rebound_between_check_and_connect_reaches_only_the_checked_addre
             token_client.client_credentials(spec_)
         assert caught.value.error == "forbidden_address" and "127.0.0.1 is a loopback address" in str(caught.value)
         assert forbidden.hits == 0
+    finally:
+        allowed.stop()
+        forbidden.stop()
+
+
+def test_a_checked_address_is_reused_for_a_while_and_never_an_unchecked_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the default policy a name is looked up once for the requests of the next 30 s: the second request
+    makes no lookup and goes to the address checked for the first, though DNS now answers loopback."""
+    allowed = _Endpoint("127.0.0.2")
+    forbidden = _Endpoint("127.0.0.1", allowed.port)
+    lookups: list[str] = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def rebinding(host: str, port: int, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        if host != "idp.test":
+            return real_getaddrinfo(host, port, *args, **kwargs)  # type: ignore[arg-type]
+        lookups.append(host)
+        return _answer("127.0.0.2" if len(lookups) == 1 else "127.0.0.1", port)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    policy = AddressPolicy(AddressPolicy.from_strings(["127.0.0.2/32"]).allowed_networks, resolve=rebinding)
+    token_client = TokenClient(
+        session=requests.Session(), clock=time.time, connect_timeout=1.0, read_timeout=2.0, addresses=policy
+    )
+    url = f"http://idp.test:{allowed.port}/token"
+    spec_ = validate_spec(
+        {"name": "x", "grant_type": "client_credentials", "client_id": "c", "client_secret": "s", "token_url": url},
+        insecure_hosts=["idp.test"],
+        addresses=policy,
+    )
+    try:
+        for _ in range(3):
+            assert token_client.client_credentials(spec_).access_token == "at-pinned"
+        assert lookups == ["idp.test"] and (allowed.hits, forbidden.hits) == (3, 0)
     finally:
         allowed.stop()
         forbidden.stop()

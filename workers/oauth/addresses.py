@@ -16,8 +16,9 @@ from __future__ import annotations
 import ipaddress
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -73,6 +74,31 @@ def _unmapped(address: IPAddress) -> IPAddress:
 Resolver = Callable[..., list[tuple[Any, ...]]]
 
 
+# How long a name's checked address is used for the requests that follow: a lookup (on a thread of
+# its own, to bound it) per token request cost more than the request to a near provider, and the
+# resolver besides. Every address used was checked; a changed DNS answer is followed this much later.
+RESOLVED_FOR = 30.0
+
+
+class _Resolved:
+    """Checked addresses by (host, port), each with the monotonic time it stops being used."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.entries: dict[tuple[str, int], tuple[IPAddress, float]] = {}
+
+    def get(self, key: tuple[str, int]) -> IPAddress | None:
+        with self.lock:
+            found = self.entries.get(key)
+        return found[0] if found is not None and found[1] > time.monotonic() else None
+
+    def put(self, key: tuple[str, int], address: IPAddress, seconds: float) -> None:
+        with self.lock:
+            if len(self.entries) >= 4096:
+                self.entries.clear()
+            self.entries[key] = (address, time.monotonic() + seconds)
+
+
 @dataclass(frozen=True)
 class AddressPolicy:
     allowed_networks: tuple[Network, ...] = ()
@@ -80,6 +106,9 @@ class AddressPolicy:
     allow_private: bool = False
     # The seam tests use to play DNS; getaddrinfo's signature.
     resolve: Resolver = socket.getaddrinfo
+    # Seconds a name's checked address is reused (0: resolved before every request).
+    resolved_for: float = RESOLVED_FOR
+    _resolved: _Resolved = field(default_factory=_Resolved, compare=False, hash=False, repr=False)
 
     @classmethod
     def from_strings(cls, networks: Iterable[str], *, allow_private: bool = False) -> AddressPolicy:
@@ -133,6 +162,9 @@ class AddressPolicy:
         address = literal_address(host)
         if address is not None:
             return address
+        reused = self._resolved.get((host, port)) if self.resolved_for > 0 else None
+        if reused is not None:
+            return reused
         try:
             infos = self._lookup(host, port, timeout)
         except (socket.gaierror, UnicodeError) as exc:
@@ -144,6 +176,8 @@ class AddressPolicy:
             problem = self.problem(found)
             if problem:
                 raise AddressRefused(f"{host} resolves to {problem}")
+        if self.resolved_for > 0:
+            self._resolved.put((host, port), addresses[0], self.resolved_for)
         return addresses[0]
 
     def _lookup(self, host: str, port: int, timeout: float | None) -> list[tuple[Any, ...]]:
