@@ -1,4 +1,4 @@
-"""The refresh engine: one single-flight refresh of one integration.
+"""The refresh engine: single-flight refreshes, one forced or a scheduled batch at a time.
 
 Single flight holds across workers, duplicate deliveries and a second beat: a
 lock with an owner token (released by compare-and-delete), and a write accepted
@@ -10,6 +10,11 @@ keeps its rotated token while nobody wrote since.
 Taking the lock also journals the attempt (which refresh token, since when), so
 an attempt that dies between the provider's answer and our write is known to the
 next one, and to the operator.
+
+A batch shares its Redis round trips (every lock and record in one Lua call, the
+answers written a group at a time) and overlaps its token requests
+(:mod:`workers.engine.overlap`); a request that would go out late extends its lock
+first, so no refresh token is sent by a refresh whose lock has passed on.
 """
 
 from __future__ import annotations
