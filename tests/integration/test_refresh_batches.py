@@ -13,6 +13,7 @@ import redis
 from config import Settings
 from tests.support.specs import cc_spec
 from tests.support.token_server import Canned, TokenServer
+from workers.engine.overlap import BATCH_CONCURRENCY
 from workers.engine.refresher import Refresher, RefreshResult
 from workers.engine.registry import Registry
 from workers.engine.runtime import Runtime, build_runtime
@@ -71,33 +72,34 @@ def test_a_cookie_set_for_one_integration_goes_out_with_no_other_request(
 def test_a_request_that_would_go_out_after_its_lock_ran_out_is_not_sent(
     settings: Settings, token_server: TokenServer, redis_client: redis.Redis
 ) -> None:
-    """A batch's third refresh waits behind two held answers; meanwhile its lock passes to another owner (it ran
-    out, and another worker took it). It is not sent: that would spend the refresh token a second time."""
+    """A batch's last refresh waits behind held answers (one per thread the batch starts with); meanwhile its
+    lock passes to another owner (it ran out, and another worker took it). It is not sent: that would spend the
+    refresh token a second time."""
     # Requests go out late enough that each must first extend its lock (lock 2.5 s, request budget 1 s).
     runtime = build_runtime(
         dataclasses.replace(
             settings, accept_plain_secrets=True, lock_ttl=2.5, http_connect_timeout=0.5, http_read_timeout=0.5
         )
     )
-    names = ["first", "second", "third"]
+    names = [f"ahead{i}" for i in range(BATCH_CONCURRENCY)] + ["last"]
     for name in names:
         Registry(runtime).create(cc_spec(token_server, name))
     hold = threading.Event()
-    held = [Canned(process_first=True, hold=hold), Canned(process_first=True, hold=hold)]
+    held = [Canned(process_first=True, hold=hold) for _ in range(BATCH_CONCURRENCY)]
     token_server.queue(*held)
     sent_before = len(token_server.bodies)
-    batch = threading.Thread(target=lambda: results.extend(Refresher(runtime).refresh_batch(items)))
     results: list[RefreshResult | None] = []
     items = _due_now(runtime, redis_client, names)
+    batch = threading.Thread(target=lambda: results.extend(Refresher(runtime).refresh_batch(items)))
     batch.start()
     assert all(canned.arrived.wait(10) for canned in held)
-    redis_client.set("tokenkeeper:lock:third", "another-worker", px=60_000)
+    redis_client.set("tokenkeeper:lock:last", "another-worker", px=60_000)
     hold.set()
     batch.join(30)
-    third = results[2]
-    assert third is not None and third.outcome == "busy" and "ran out" in third.detail
-    assert len(token_server.bodies) - sent_before == 2  # the two held ones only
-    assert redis_client.get("tokenkeeper:lock:third") == "another-worker"
+    last = results[-1]
+    assert last is not None and last.outcome == "busy" and "ran out" in last.detail
+    assert len(token_server.bodies) - sent_before == BATCH_CONCURRENCY  # the held ones only
+    assert redis_client.get("tokenkeeper:lock:last") == "another-worker"
 
 
 def test_a_corrupted_journal_entry_fails_only_its_own_refresh(

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-BATCH_CONCURRENCY = 2
+BATCH_CONCURRENCY = 3
 BATCH_THREADS = 16
 BATCH_PATIENCE = 0.2
 BATCH_HOLD = 0.05

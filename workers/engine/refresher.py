@@ -228,8 +228,10 @@ class Refresher:
         if result.duration is None:
             log.debug("refresh %s: %s (%s)", result.name, result.outcome, result.detail or "no request made")
             return
-        late = "" if result.lateness is None else f", {result.lateness:.3f}s late"
         level = logging.INFO if result.outcome == "refreshed" else logging.WARNING
+        if not log.isEnabledFor(level):
+            return  # at scale workers log warnings only: the line is not even built
+        late = "" if result.lateness is None else f", {result.lateness:.3f}s late"
         log.log(
             level,
             "refresh %s: %s in %.3fs%s%s",
@@ -324,8 +326,13 @@ class Refresher:
             )
         except Exception as exc:  # noqa: BLE001 -- the provider has rotated: its new token is kept whatever failed
             return self._unexpected(job, exc, sealed_secrets=sealed)
+        if sealed == record.sealed_secrets:
+            # Unchanged: not sent again (a few hundred bytes less for every refresh to encode and Redis to rewrite).
+            del change.fields["secrets"]
         if secrets.get("refresh_token"):
-            change.fields["refresh_fp"] = self.fingerprints.of(secrets["refresh_token"])
+            fingerprint = self.fingerprints.of(secrets["refresh_token"])
+            if fingerprint != record.refresh_fp:
+                change.fields["refresh_fp"] = fingerprint
         if job.planned_at is not None:
             # How late against the plan the request went out (negative: early): the scheduler's accuracy.
             change.fields["lateness"] = round(now - job.planned_at, 3)
