@@ -1,6 +1,7 @@
 """Refresh throughput: the whole pipeline against a bare requests loop, same number of processes.
 
     python -m bench.refresh_throughput [--integrations 3000] [--processes 2] [--pool prefork] [--delay 0.05]
+                                       [--rounds 5]
 
 Baseline: P processes, each a keep-alive ``requests.Session`` POSTing the same
 client-credentials request to the same local token server as fast as it can.
@@ -30,6 +31,7 @@ from bench.common import (
     celery,
     cpu_seconds,
     free_port,
+    median,
     own_redis,
     seed,
     token_server,
@@ -133,22 +135,36 @@ def main() -> None:
     parser.add_argument(
         "--delay", type=float, default=0.0, help="seconds the token server takes per answer (a provider's latency)"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="baseline and pipeline measured this many times, alternately"
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, own_redis() as redis_url:
-        log_dir = Path(tmp)
-        port = free_port()
-        server = token_server(port, log_dir, delay=args.delay)
-        url = f"http://127.0.0.1:{port}/token"
-        try:
-            base, base_cpu = baseline(url, server, args.processes, args.baseline_seconds)
-            ours, cpu = pipeline(redis_url, url, server, port, args.integrations, args.processes, args.pool, log_dir)
-        finally:
-            server.stop()
-    print(f"bare requests.Session loop, {args.processes} processes: {base:7.1f} POST/s")
-    print(f"full pipeline, {args.pool} x{args.processes}, {args.integrations} integrations: {ours:7.1f} refreshes/s")
-    print(f"ratio {ours / base:.2f} (target >= 0.8)")
-    print("CPU per request, ms: bare loop " + ", ".join(f"{role} {ms:.3f}" for role, ms in base_cpu.items()))
-    print("CPU per refresh, ms: pipeline " + ", ".join(f"{role} {ms:.3f}" for role, ms in cpu.items()))
+    ratios = []
+    for round_ in range(1, args.rounds + 1):
+        with tempfile.TemporaryDirectory() as tmp, own_redis() as redis_url:
+            log_dir = Path(tmp)
+            port = free_port()
+            server = token_server(port, log_dir, delay=args.delay)
+            url = f"http://127.0.0.1:{port}/token"
+            try:
+                base, base_cpu = baseline(url, server, args.processes, args.baseline_seconds)
+                ours, cpu = pipeline(
+                    redis_url, url, server, port, args.integrations, args.processes, args.pool, log_dir
+                )
+            finally:
+                server.stop()
+        ratios.append(ours / base)
+        if args.rounds > 1:
+            print(f"round {round_}:")
+        print(f"bare requests.Session loop, {args.processes} processes: {base:7.1f} POST/s")
+        print(
+            f"full pipeline, {args.pool} x{args.processes}, {args.integrations} integrations: {ours:7.1f} refreshes/s"
+        )
+        print(f"ratio {ours / base:.2f} (target >= 0.8)")
+        print("CPU per request, ms: bare loop " + ", ".join(f"{role} {ms:.3f}" for role, ms in base_cpu.items()))
+        print("CPU per refresh, ms: pipeline " + ", ".join(f"{role} {ms:.3f}" for role, ms in cpu.items()), flush=True)
+    if args.rounds > 1:
+        print(f"ratios {', '.join(f'{r:.2f}' for r in ratios)}; median {median(ratios):.2f} (target >= 0.8)")
 
 
 if __name__ == "__main__":
