@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -77,6 +78,28 @@ def tree_pids(pid: int) -> list[int]:
         for child in children.read_text().split():
             pids.extend(tree_pids(int(child)))
     return pids
+
+
+class Reader:
+    """A workflow runner reading random tokens: counts reads, expired (or not active) ones, and the least headroom."""
+
+    def __init__(self, client, names: Sequence[str], per_look: int = 200) -> None:
+        self.client, self.names, self.per_look = client, list(names), per_look
+        self.reads = self.expired = 0
+        self.worst_headroom = float("inf")
+
+    def look(self) -> None:
+        """One sample of ``per_look`` tokens in one round trip (the client must decode responses)."""
+        pipe = self.client.pipeline(transaction=False)
+        for name in random.sample(self.names, self.per_look):
+            pipe.hmget(f"tokenkeeper:token:{name}", "expires_at", "status")
+        now = time.time()
+        for expires_at, status in pipe.execute():
+            self.reads += 1
+            headroom = float(expires_at) - now
+            self.worst_headroom = min(self.worst_headroom, headroom)
+            if headroom <= 0 or status != "active":
+                self.expired += 1
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 0.1) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import redis
 
 from bench.common import (
     LOCAL_NETWORKS,
+    Reader,
     celery,
     cpu_seconds,
     free_port,
@@ -134,8 +134,7 @@ def report(
     args, n, client, port, worker, beat, server, redis_pid, seeded_in, per_integration, small_worker, small_beat
 ) -> None:
     names = [f"b{i}" for i in range(n)]
-    reads = expired = 0
-    worst_headroom = float("inf")
+    reader = Reader(client, names)
     peak_worker = peak_beat = 0.0
     try:
         time.sleep(25)  # let workers start before the clock runs
@@ -153,17 +152,7 @@ def report(
         deadline = started + args.minutes * 60
         next_rss = started
         while time.monotonic() < deadline:
-            sample = random.sample(names, 200)
-            pipe = client.pipeline(transaction=False)
-            for name in sample:
-                pipe.hmget(f"tokenkeeper:token:{name}", "expires_at", "status")
-            now = time.time()
-            for expires_at, status in pipe.execute():
-                reads += 1
-                headroom = float(expires_at) - now
-                worst_headroom = min(worst_headroom, headroom)
-                if headroom <= 0 or status != "active":
-                    expired += 1
+            reader.look()
             if time.monotonic() >= next_rss:
                 peak_worker = max(peak_worker, tree_rss(worker.pid))
                 peak_beat = max(peak_beat, tree_rss(beat.pid))
@@ -192,7 +181,10 @@ def report(
     refreshes = end_stats["requests"] - start_stats["requests"]
     print(f"integrations {n}, lifetimes {args.min_lifetime:g}-{args.max_lifetime:g} s, seeded in {seeded_in:.0f} s")
     print(f"ran {elapsed / 60:.1f} min: {refreshes} refreshes, {refreshes / elapsed:.1f} refreshes/s")
-    print(f"reader: {reads} sampled reads, {expired} expired or not active, worst headroom {worst_headroom:.1f} s")
+    print(
+        f"reader: {reader.reads} sampled reads, {reader.expired} expired or not active, "
+        f"worst headroom {reader.worst_headroom:.1f} s"
+    )
     print(f"refreshes before half a lifetime (token server's count): {end_stats['early']}")
     cap = "default" if args.rate is None else f"{args.rate:g}/s"
     print(f"rate cap {cap}: {yielded} refreshes sent at their deadline past a booked cap")

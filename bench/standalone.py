@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import redis
 from bench.common import (
     LOCAL_NETWORKS,
     ROOT,
+    Reader,
     cpu_seconds,
     free_port,
     median,
@@ -164,24 +164,14 @@ def run(args: argparse.Namespace, service: Standalone, server_pid: int, port: in
     seeded_in = time.time() - seeding
     per_integration = (int(client.info("memory")["used_memory"]) - empty) / n
     names = [f"b{i}" for i in range(n)]
-    reads = expired = 0
-    worst = float("inf")
+    reader = Reader(client, names)
     peak: dict[str, float] = {}
     wait_for(lambda: time.time() > seeding + 90, 120, "the first refreshes")
     start_stats, cpu_start = token_stats(port), {**service.cpu(), "token server": cpu_seconds(server_pid)}
     started = time.monotonic()
     deadline, next_rss = started + args.minutes * 60, started
     while time.monotonic() < deadline:
-        pipe = client.pipeline(transaction=False)
-        for name in random.sample(names, 200):
-            pipe.hmget(f"tokenkeeper:token:{name}", "expires_at", "status")
-        now = time.time()
-        for expires_at, status in pipe.execute():
-            reads += 1
-            headroom = float(expires_at) - now
-            worst = min(worst, headroom)
-            if headroom <= 0 or status != "active":
-                expired += 1
+        reader.look()
         if time.monotonic() >= next_rss:
             for role, mib in service.rss().items():
                 peak[role] = max(peak.get(role, 0.0), mib)
@@ -205,7 +195,10 @@ def run(args: argparse.Namespace, service: Standalone, server_pid: int, port: in
         f"ran {elapsed / 60:.1f} min: {refreshes} refreshes, {refreshes / elapsed:.1f} refreshes/s; tick's figures "
         f"at the end: need {capacity.get('need')}/s, doing {capacity.get('doing')}/s, waiting {capacity.get('waiting')}"
     )
-    print(f"reader: {reads} sampled reads, {expired} expired or not active, worst headroom {worst:.1f} s")
+    print(
+        f"reader: {reader.reads} sampled reads, {reader.expired} expired or not active, "
+        f"worst headroom {reader.worst_headroom:.1f} s"
+    )
     print(f"refreshes before half a lifetime (token server's count): {end_stats['early']}")
     print(f"rate cap: {yielded} refreshes sent at their deadline past a booked cap")
     print(

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.support.token_server import Canned, TokenServer
-from workers.engine.spec import validate_spec
+from workers.engine.spec import IntegrationSpec, validate_spec
 from workers.errors import PermanentProviderError, TransientProviderError
 from workers.oauth.addresses import AddressPolicy
 from workers.oauth.token_client import TokenClient
@@ -181,6 +181,34 @@ def _answer(address: str, port: int) -> list[tuple[object, ...]]:
     return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
 
 
+def _rebinding_client(
+    monkeypatch: pytest.MonkeyPatch, port: int, lookups: list[str], resolved_for: float
+) -> tuple[TokenClient, IntegrationSpec]:
+    """A client allowed only 127.0.0.2, whose DNS answers idp.test with 127.0.0.2 once and loopback after;
+    every lookup, ours and any the HTTP stack would make itself, goes to that DNS. Returns it and its spec."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def rebinding(host: str, port: int, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        if host != "idp.test":
+            return real_getaddrinfo(host, port, *args, **kwargs)  # type: ignore[arg-type]
+        lookups.append(host)
+        return _answer("127.0.0.2" if len(lookups) == 1 else "127.0.0.1", port)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    allowed = AddressPolicy.from_strings(["127.0.0.2/32"]).allowed_networks
+    policy = AddressPolicy(allowed, resolve=rebinding, resolved_for=resolved_for)
+    token_client = TokenClient(
+        session=requests.Session(), clock=time.time, connect_timeout=1.0, read_timeout=2.0, addresses=policy
+    )
+    url = f"http://idp.test:{port}/token"
+    spec_ = validate_spec(
+        {"name": "x", "grant_type": "client_credentials", "client_id": "c", "client_secret": "s", "token_url": url},
+        insecure_hosts=["idp.test"],
+        addresses=policy,
+    )
+    return token_client, spec_
+
+
 def test_a_name_rebound_between_check_and_connect_reaches_only_the_checked_address(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -191,28 +219,8 @@ def test_a_name_rebound_between_check_and_connect_reaches_only_the_checked_addre
     allowed = _Endpoint("127.0.0.2")
     forbidden = _Endpoint("127.0.0.1", allowed.port)
     lookups: list[str] = []
-    real_getaddrinfo = socket.getaddrinfo
-
-    def rebinding(host: str, port: int, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
-        if host != "idp.test":
-            return real_getaddrinfo(host, port, *args, **kwargs)  # type: ignore[arg-type]
-        lookups.append(host)
-        return _answer("127.0.0.2" if len(lookups) == 1 else "127.0.0.1", port)
-
-    # Every lookup, ours and any the HTTP stack would make itself, goes to the rebinding DNS.
-    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-    policy = AddressPolicy.from_strings(["127.0.0.2/32"])
     # Resolved before every request (the default reuses a checked address for 30 s; see the next test).
-    policy = AddressPolicy(policy.allowed_networks, resolve=rebinding, resolved_for=0)
-    token_client = TokenClient(
-        session=requests.Session(), clock=time.time, connect_timeout=1.0, read_timeout=2.0, addresses=policy
-    )
-    url = f"http://idp.test:{allowed.port}/token"
-    spec_ = validate_spec(
-        {"name": "x", "grant_type": "client_credentials", "client_id": "c", "client_secret": "s", "token_url": url},
-        insecure_hosts=["idp.test"],
-        addresses=policy,
-    )
+    token_client, spec_ = _rebinding_client(monkeypatch, allowed.port, lookups, resolved_for=0)
     try:
         token = token_client.client_credentials(spec_)
         assert token.access_token == "at-pinned"
@@ -234,24 +242,8 @@ def test_a_checked_address_is_reused_for_a_while_and_never_an_unchecked_one(monk
     allowed = _Endpoint("127.0.0.2")
     forbidden = _Endpoint("127.0.0.1", allowed.port)
     lookups: list[str] = []
-    real_getaddrinfo = socket.getaddrinfo
-
-    def rebinding(host: str, port: int, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
-        if host != "idp.test":
-            return real_getaddrinfo(host, port, *args, **kwargs)  # type: ignore[arg-type]
-        lookups.append(host)
-        return _answer("127.0.0.2" if len(lookups) == 1 else "127.0.0.1", port)
-
-    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-    policy = AddressPolicy(AddressPolicy.from_strings(["127.0.0.2/32"]).allowed_networks, resolve=rebinding)
-    token_client = TokenClient(
-        session=requests.Session(), clock=time.time, connect_timeout=1.0, read_timeout=2.0, addresses=policy
-    )
-    url = f"http://idp.test:{allowed.port}/token"
-    spec_ = validate_spec(
-        {"name": "x", "grant_type": "client_credentials", "client_id": "c", "client_secret": "s", "token_url": url},
-        insecure_hosts=["idp.test"],
-        addresses=policy,
+    token_client, spec_ = _rebinding_client(
+        monkeypatch, allowed.port, lookups, resolved_for=AddressPolicy().resolved_for
     )
     try:
         for _ in range(3):
