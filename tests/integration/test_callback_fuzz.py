@@ -108,6 +108,9 @@ def test_any_route_and_method(client: FlaskClient, redis_client, method: str, pa
     """Any path with any method: an unknown path is a 404 page, a known one with a method it does not take a 405,
     a known route answers as it promises without credentials (see ROUTE_STATUS); never a 500, nothing stored."""
     for prefix in ("/", "/oauth/", "/oauth/callback/", "/healthz/"):
+        if (prefix + path).startswith("//"):
+            # Werkzeug's test client reads "//x" as a host, not a path (and fails on a host like "\x80").
+            continue
         response = client.open(prefix + path, method=method, query_string=query)
         promised = promised_status(client.application, method, prefix + path)
         assert response.status_code == promised, (method, prefix + path, response.status_code)
