@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import email.utils
+import functools
 import heapq
 import itertools
 import os
@@ -311,15 +312,25 @@ class GuardedAdapter(HTTPAdapter):
         if select_proxy(request.url or "", proxies):
             # The proxy resolves and connects; the check above is all that can be done here.
             return super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
-        host_params, typed_kwargs = self.build_connection_pool_key_attributes(request, verify, cert)
+        # A CA bundle path: requests would stat it on every request to tell a file from a folder.
+        bundle = verify if isinstance(verify, str) else None
+        host_params, typed_kwargs = self.build_connection_pool_key_attributes(request, True if bundle else verify, cert)
         # urllib3 takes server_hostname as a pool argument; requests' TypedDict does not list it.
         pool_kwargs: dict[str, Any] = dict(typed_kwargs)
+        if bundle:
+            pool_kwargs[_ca_argument(bundle)] = bundle
         host_params["host"] = str(address)
         if host_params["scheme"] == "https":
             # SNI and the certificate check use the name; the socket goes to the checked address.
             pool_kwargs["server_hostname"] = host
         request.headers["Host"] = parts.netloc.rpartition("@")[2]
         return self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
+
+
+@functools.lru_cache(maxsize=8)
+def _ca_argument(bundle: str) -> str:
+    """urllib3's argument for a CA bundle path: a folder of certificates or one file (looked at once)."""
+    return "ca_cert_dir" if os.path.isdir(bundle) else "ca_certs"
 
 
 def iter_body(response: requests.Response, chunk_size: int = 65536) -> Iterator[bytes]:
