@@ -31,7 +31,7 @@ from workers.engine.journal import Fingerprints, describe_lost, lost_attempt
 from workers.engine.outcomes import Change, history_entry, request_failed, token_obtained
 from workers.engine.overlap import run_overlapping
 from workers.engine.runtime import Runtime
-from workers.engine.spec import spec_from_stored
+from workers.engine.spec import STANDALONE_GRANTS, spec_from_stored
 from workers.errors import NotFoundError, ProviderError, StateError, StoredDataError, TokenkeeperError
 from workers.ops.metrics import RefreshMetrics
 from workers.store import WRITE_DELETED, WRITE_FAILED, WRITE_LOST_LOCK, IntegrationRecord, Lock, Status
@@ -287,8 +287,8 @@ class Refresher:
         spec = spec_from_stored(record.public, secrets)
         now = rt.clock()
         try:
-            if spec.grant_type == "client_credentials":
-                response = rt.client.client_credentials(spec)
+            if spec.grant_type in STANDALONE_GRANTS:
+                response = rt.client.obtain(spec)
             else:
                 refresh_token = secrets.get("refresh_token")
                 if not refresh_token:

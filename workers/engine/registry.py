@@ -22,6 +22,7 @@ from workers.engine.runtime import Runtime
 from workers.engine.spec import (
     FIELD_GRANTS,
     GRANT_TYPES,
+    STANDALONE_GRANTS,
     IntegrationSpec,
     check_url,
     merge_changes,
@@ -204,8 +205,8 @@ class Registry:
         rt = self.rt
         secrets = spec.secrets()
         response = (
-            rt.client.client_credentials(spec)
-            if spec.grant_type == "client_credentials"
+            rt.client.obtain(spec)
+            if spec.grant_type in STANDALONE_GRANTS
             else rt.client.refresh(spec, spec.refresh_token or "")
         )
         if response.refresh_token:

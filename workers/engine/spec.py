@@ -15,25 +15,33 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from workers.errors import SpecError
 from workers.oauth.addresses import AddressPolicy, is_loopback
+from workers.oauth.assertions import KEY_ALGS, MAX_LIFETIME, UnusableKey, alg_problem, parse_key
 from workers.oauth.providers import expand_preset, max_refresh_rate
 
 if TYPE_CHECKING:
     from workers.crypto.secretbox import SecretBox
     from workers.store import IntegrationRecord
 
-GRANT_TYPES = ("client_credentials", "authorization_code", "refresh_token")
-AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+GRANT_TYPES = ("client_credentials", "authorization_code", "refresh_token", "jwt_bearer")
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt", "none")
+# Grants whose every token is had afresh from what the spec holds: no refresh token to keep.
+STANDALONE_GRANTS = ("client_credentials", "jwt_bearer")
+# Client authentication that proves itself without a client secret.
+SECRETLESS_AUTH = ("private_key_jwt", "none")
+# RFC 7518 §3.2: an HS256 key at least as long as the hash.
+MIN_JWT_SECRET = 32
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 # fullmatch, not match: ``$`` also matches before a final newline, and "svc\n" is no name.
 _NAME = re.compile(NAME_PATTERN)
 
 # Which grant types each optional or conditional field belongs to.
 FIELD_GRANTS: dict[str, tuple[str, ...]] = {
-    "token_url": ("client_credentials", "authorization_code"),
+    "token_url": ("client_credentials", "authorization_code", "jwt_bearer"),
+    "assertion_claims": ("jwt_bearer",),
     "auth_url": ("authorization_code",),
     "refresh_url": ("refresh_token",),
     "refresh_token": ("refresh_token",),
@@ -44,8 +52,13 @@ REQUIRED_BY_GRANT: dict[str, tuple[str, ...]] = {
     "client_credentials": ("token_url",),
     "authorization_code": ("token_url", "auth_url"),
     "refresh_token": ("refresh_url", "refresh_token"),
+    "jwt_bearer": ("token_url", "private_key"),
 }
-SECRET_FIELDS = ("client_secret", "refresh_token")
+SECRET_FIELDS = ("client_secret", "refresh_token", "private_key")
+# Newer optional fields, left out of the stored spec when empty (specs stored before them stay as they were).
+_OMITTED_WHEN_EMPTY = frozenset({"assertion_claims", "resource"})
+# Claims of a JWT bearer assertion that are ours to set for every request.
+FRESH_CLAIMS = frozenset({"iat", "exp", "nbf", "jti"})
 URL_FIELDS = ("token_url", "auth_url", "refresh_url", "issuer", "revocation_url")
 
 
@@ -54,7 +67,7 @@ class IntegrationSpec:
     name: str
     grant_type: str
     client_id: str
-    client_secret: str = field(repr=False)
+    client_secret: str = field(default="", repr=False)
     token_url: str | None = None
     auth_url: str | None = None
     refresh_url: str | None = None
@@ -68,6 +81,16 @@ class IntegrationSpec:
     provider_params: Mapping[str, str] = field(default_factory=dict)
     issuer: str | None = None
     revocation_url: str | None = None
+    # Keys that sign: the JWT bearer grant's assertions and private_key_jwt client assertions.
+    private_key: str | None = field(default=None, repr=False)
+    key_id: str | None = None
+    signing_alg: str | None = None
+    assertion_claims: Mapping[str, Any] = field(default_factory=dict)
+    # The aud of client assertions, where the server wants other than its token endpoint (e.g. its issuer).
+    assertion_audience: str | None = None
+    # RFC 8693 / RFC 8707: who the token is for, sent with every token request of any grant.
+    audience: str | None = None
+    resource: tuple[str, ...] = ()
 
     @property
     def endpoint(self) -> str:
@@ -82,10 +105,13 @@ class IntegrationSpec:
         for name in SECRET_FIELDS:
             data.pop(name)
         data["scopes"] = list(self.scopes)
+        data["resource"] = list(self.resource)
         return {
             key: value
             for key, value in data.items()
-            if value is not None and self.grant_type in FIELD_GRANTS.get(key, GRANT_TYPES)
+            if value is not None
+            and (value or key not in _OMITTED_WHEN_EMPTY)
+            and self.grant_type in FIELD_GRANTS.get(key, GRANT_TYPES)
         }
 
     def rate_fields(self) -> dict[str, str]:
@@ -157,6 +183,40 @@ class _Url(fields.String):
         return text
 
 
+class _Resources(fields.Field[tuple[str, ...]]):
+    """RFC 8707 §2: one absolute URI, or several, each without a fragment."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> tuple[str, ...]:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not items or not all(isinstance(item, str) for item in items):
+            raise ValidationError("must be an absolute URI or a list of them")
+        for item in items:
+            parts = urlsplit(item)
+            if not parts.scheme or not (parts.netloc or parts.path) or "#" in item or item != item.strip():
+                raise ValidationError(f"{item[:100]!r} is not an absolute URI without a #fragment (RFC 8707 §2)")
+        return tuple(items)
+
+
+def _valid_claims(value: Mapping[str, Any]) -> None:
+    """What a JWT bearer assertion may be told: its standard claims, a lifetime, and a provider's own claims."""
+    problems: list[str] = []
+    for key, claim in value.items():
+        if key in FRESH_CLAIMS:
+            problems.append(f"{key} is set afresh for every request")
+        elif key == "lifetime":
+            if isinstance(claim, bool) or not isinstance(claim, int) or not 1 <= claim <= MAX_LIFETIME:
+                problems.append(f"lifetime must be a whole number of seconds from 1 to {MAX_LIFETIME}")
+        elif claim is None:
+            if key not in ("iss", "sub", "aud"):
+                problems.append(f"{key}: null only leaves out one of iss, sub, aud")
+        elif not isinstance(claim, str | int | float | bool) and not (
+            isinstance(claim, list) and all(isinstance(item, str) for item in claim)
+        ):
+            problems.append(f"{key} must be a string, a number, true/false or a list of strings")
+    if problems:
+        raise ValidationError("; ".join(problems))
+
+
 def _valid_name(value: str) -> None:
     if not _NAME.fullmatch(value):
         raise ValidationError("must start with a letter and contain only letters, digits, _ and - (at most 64)")
@@ -214,7 +274,7 @@ class SpecSchema(Schema):
     name = fields.String(required=True, validate=_valid_name)
     grant_type = fields.String(required=True, validate=validate.OneOf(GRANT_TYPES))
     client_id = fields.String(required=True, validate=validate.Length(min=1))
-    client_secret = fields.String(required=True, validate=validate.Length(min=1))
+    client_secret = fields.String(validate=validate.Length(min=1))
     token_url = _Url()
     auth_url = _Url()
     refresh_url = _Url()
@@ -228,6 +288,13 @@ class SpecSchema(Schema):
     provider_params = _string_map()
     issuer = _Url()
     revocation_url = _Url()
+    private_key = fields.String(validate=validate.Length(min=1))
+    key_id = fields.String(validate=validate.Length(min=1, max=256))
+    signing_alg = fields.String(validate=validate.OneOf(KEY_ALGS))
+    assertion_claims = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True), validate=_valid_claims)
+    assertion_audience = fields.String(validate=validate.Length(min=1))
+    audience = fields.String(validate=validate.Length(min=1))
+    resource = _Resources()
 
     @validates_schema(skip_on_field_errors=False, pass_original=True)
     def _fits_grant_type(self, data: dict[str, Any], original: dict[str, Any], **kwargs: Any) -> None:
@@ -243,8 +310,61 @@ class SpecSchema(Schema):
         for name in REQUIRED_BY_GRANT[grant]:
             if name not in original:
                 errors[name] = [f"required for grant_type {grant}"]
+        for name, problem in _credential_problems(data, original, grant).items():
+            errors.setdefault(name, []).append(problem)
         if errors:
             raise ValidationError(errors)
+
+    @post_load
+    def _default_auth_method(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        data.setdefault("auth_method", default_auth_method(data))
+        return data
+
+
+def default_auth_method(data: Mapping[str, Any]) -> str:
+    """HTTP Basic with a client secret; a JWT bearer grant without one authenticates by its assertion alone."""
+    if data.get("grant_type") == "jwt_bearer" and not data.get("client_secret"):
+        return "none"
+    return "client_secret_basic"
+
+
+def _credential_problems(data: Mapping[str, Any], original: Mapping[str, Any], grant: str) -> dict[str, str]:
+    """What is missing or does not fit in how the client authenticates and what it signs with."""
+    problems: dict[str, str] = {}
+    given = "auth_method" in original
+    method = data.get("auth_method") or ("" if given else default_auth_method(original))
+    if method and method not in SECRETLESS_AUTH and "client_secret" not in original:
+        problems["client_secret"] = (
+            f"required with auth_method {method}"
+            if given
+            else f"required (or an auth_method that needs none: {', '.join(SECRETLESS_AUTH)})"
+        )
+    secret = data.get("client_secret")
+    if method == "client_secret_jwt" and secret and len(secret.encode()) < MIN_JWT_SECRET:
+        problems["client_secret"] = (
+            f"client_secret_jwt signs with HS256, which needs a secret of at least {MIN_JWT_SECRET} bytes "
+            "(RFC 7518 §3.2)"
+        )
+    signs = grant == "jwt_bearer" or method == "private_key_jwt"
+    if method == "private_key_jwt" and "private_key" not in original:
+        problems["private_key"] = "required with auth_method private_key_jwt"
+    if not signs:
+        for name in ("private_key", "key_id", "signing_alg"):
+            if name in original:
+                problems[name] = "only used by grant_type jwt_bearer or auth_method private_key_jwt"
+    if "assertion_audience" in original and method not in ("client_secret_jwt", "private_key_jwt"):
+        problems["assertion_audience"] = "only used by auth_method client_secret_jwt or private_key_jwt"
+    pem = data.get("private_key")
+    if signs and pem:
+        try:
+            key = parse_key(pem)
+        except UnusableKey as exc:
+            problems["private_key"] = str(exc)
+        else:
+            problem = alg_problem(key, data.get("signing_alg"))
+            if problem:
+                problems["signing_alg" if data.get("signing_alg") else "private_key"] = problem
+    return problems
 
 
 # Building a schema (marshmallow deep-copies every field) costs more than validating a spec with it:

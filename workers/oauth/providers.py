@@ -68,6 +68,10 @@ class Preset:
     # Refreshes per second this provider takes from one client, where it is known to limit them:
     # replaces TOKENKEEPER_MAX_REFRESH_RATE for its integrations.
     max_refresh_rate: float | None = None
+    # JWT bearer grant: claims every assertion of this provider carries (a null leaves a default out),
+    # and whether the scopes travel as the assertion's ``scope`` claim instead of a parameter (Google).
+    assertion_claims: Mapping[str, Any] = field(default_factory=dict)
+    scope_in_assertion: bool = False
 
     @classmethod
     def from_data(cls, name: str, raw: Mapping[str, Any]) -> Preset:
@@ -106,9 +110,15 @@ def max_refresh_rate(provider: str | None) -> float | None:
     return preset.max_refresh_rate if preset is not None else None
 
 
+def scope_in_assertion(provider: str | None) -> bool:
+    """Whether the named provider wants the scopes inside a JWT bearer assertion, not as a parameter."""
+    preset = presets().get(provider) if provider else None
+    return preset.scope_in_assertion if preset is not None else False
+
+
 def expand_preset(data: Mapping[str, Any]) -> dict[str, Any]:
     """The spec with its provider's preset filled in; a spec without ``provider`` comes back as is."""
-    spec = dict(data)
+    spec = from_service_account_file(data)
     name = spec.get("provider")
     if name is None:
         if spec.get("provider_params"):
@@ -138,8 +148,54 @@ def expand_preset(data: Mapping[str, Any]) -> dict[str, Any]:
         if key in urls:
             spec.setdefault(key, urls[key])
     spec.setdefault("auth_method", preset.auth_method)
+    if grant == "jwt_bearer" and preset.assertion_claims:
+        claims = {key: _filled(value, values) for key, value in preset.assertion_claims.items()}
+        spec["assertion_claims"] = {**claims, **_mapping(spec.get("assertion_claims"))}
     if preset.extra_token_params:
         spec["extra_token_params"] = {**preset.extra_token_params, **_mapping(spec.get("extra_token_params"))}
+    return spec
+
+
+# The preset a Google service-account key file brings, unless the spec names a provider or token_url itself.
+SERVICE_ACCOUNT_PRESET = "google-service-account"
+
+
+def from_service_account_file(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A Google service-account key file given as ``private_key``, taken as it is.
+
+    Its key signs, its ``client_email`` is the client (the assertion's issuer), its
+    ``private_key_id`` the key id; the grant is the JWT bearer grant at Google's token
+    endpoint. Whatever the spec says itself wins. Nothing of the file is quoted in an error.
+    """
+    spec = dict(data)
+    text = spec.get("private_key")
+    if not isinstance(text, str) or not text.lstrip().startswith("{"):
+        return spec
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = None
+    required = ("private_key", "client_email")
+    if (
+        not isinstance(document, dict)
+        or document.get("type") != "service_account"
+        or not all(isinstance(document.get(key), str) and document[key] for key in required)
+    ):
+        raise SpecError(
+            {
+                "private_key": [
+                    "is JSON but not a service-account key file (one with type service_account, "
+                    "private_key and client_email); give a PEM private key or the key file as Google issued it"
+                ]
+            }
+        )
+    spec["private_key"] = document["private_key"]
+    spec.setdefault("grant_type", "jwt_bearer")
+    spec.setdefault("client_id", document["client_email"])
+    if isinstance(document.get("private_key_id"), str) and document["private_key_id"]:
+        spec.setdefault("key_id", document["private_key_id"])
+    if "provider" not in spec and "token_url" not in spec and spec["grant_type"] == "jwt_bearer":
+        spec["provider"] = SERVICE_ACCOUNT_PRESET
     return spec
 
 
@@ -161,6 +217,10 @@ def _param_values(preset: Preset, given: Any) -> dict[str, str]:
     if errors:
         raise SpecError(errors)
     return values
+
+
+def _filled(value: Any, values: Mapping[str, str]) -> Any:
+    return PLACEHOLDER.sub(lambda match: values[match.group(1)], value) if isinstance(value, str) else value
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

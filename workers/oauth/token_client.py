@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, quote_plus, urlsplit
@@ -34,7 +34,18 @@ from workers.errors import (
     scrub,
 )
 from workers.oauth.addresses import AddressPolicy
-from workers.oauth.providers import NO_ERROR_CODES, ErrorCodes, error_codes
+from workers.oauth.assertions import (
+    CLIENT_ASSERTION_TYPE,
+    DEFAULT_LIFETIME,
+    JWT_BEARER_GRANT,
+    Signer,
+    UnusableKey,
+    client_assertion,
+    grant_assertion,
+    key_signer,
+    secret_signer,
+)
+from workers.oauth.providers import NO_ERROR_CODES, ErrorCodes, error_codes, scope_in_assertion
 from workers.oauth.transport import (
     TRANSIENT_STATUSES,
     DeadlinePassed,
@@ -91,6 +102,22 @@ class ClientSpec(Protocol):
     def endpoint(self) -> str: ...
     @property
     def provider(self) -> str | None: ...
+    @property
+    def token_url(self) -> str | None: ...
+    @property
+    def private_key(self) -> str | None: ...
+    @property
+    def key_id(self) -> str | None: ...
+    @property
+    def signing_alg(self) -> str | None: ...
+    @property
+    def assertion_claims(self) -> Mapping[str, Any]: ...
+    @property
+    def assertion_audience(self) -> str | None: ...
+    @property
+    def audience(self) -> str | None: ...
+    @property
+    def resource(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -119,6 +146,10 @@ class TokenClient:
         # Whatever session is passed in, its requests go through the address policy.
         guard(self.session, self.addresses)
 
+    def obtain(self, spec: ClientSpec) -> TokenResponse:
+        """A token by a grant that needs nothing kept from an earlier answer (client credentials, JWT bearer)."""
+        return self.jwt_bearer(spec) if spec.grant_type == "jwt_bearer" else self.client_credentials(spec)
+
     def client_credentials(self, spec: ClientSpec) -> TokenResponse:
         params = {"grant_type": "client_credentials"}
         if spec.scopes:
@@ -131,6 +162,26 @@ class TokenClient:
             params["scope"] = " ".join(spec.scopes)
         return self.request(spec, params, secrets=(refresh_token,))
 
+    def jwt_bearer(self, spec: ClientSpec) -> TokenResponse:
+        """RFC 7523 §2.1: a newly signed assertion is the grant; there is no refresh token to keep."""
+        claims: dict[str, Any] = {"iss": spec.client_id, "sub": spec.client_id, "aud": spec.endpoint}
+        lifetime = DEFAULT_LIFETIME
+        for key, value in spec.assertion_claims.items():
+            if key == "lifetime":
+                lifetime = int(value)
+            elif value is None:
+                claims.pop(key, None)  # a default left out (Google's sub names a user to act for, if any)
+            else:
+                claims[key] = value
+        params = {"grant_type": JWT_BEARER_GRANT}
+        if spec.scopes:
+            if scope_in_assertion(spec.provider):
+                claims["scope"] = " ".join(spec.scopes)
+            else:
+                params["scope"] = " ".join(spec.scopes)
+        assertion = grant_assertion(self._signer(spec), claims, self.clock(), lifetime)
+        return self.request(spec, {**params, "assertion": assertion}, secrets=(assertion,))
+
     def exchange_code(self, spec: ClientSpec, code: str, redirect_uri: str, code_verifier: str | None) -> TokenResponse:
         params = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
         if code_verifier:
@@ -140,11 +191,14 @@ class TokenClient:
     def request(
         self, spec: ClientSpec, params: Mapping[str, str], secrets: tuple[str | None, ...] = ()
     ) -> TokenResponse:
-        known_secrets = (spec.client_secret, spec.refresh_token, *secrets)
         sent_at = self.clock()
-        status, response_headers, body = self._post(
-            spec, spec.endpoint, {**spec.extra_token_params, **params}, "token endpoint"
-        )
+        form: dict[str, str | Sequence[str]] = {**spec.extra_token_params, **params}
+        if spec.audience:
+            form["audience"] = spec.audience
+        if spec.resource:
+            form["resource"] = list(spec.resource)
+        status, response_headers, body, assertion = self._post(spec, spec.endpoint, form, "token endpoint")
+        known_secrets = (spec.client_secret, spec.refresh_token, assertion, *secrets)
         return parse_token_response(
             status,
             response_headers,
@@ -158,7 +212,7 @@ class TokenClient:
     def revoke(self, spec: ClientSpec, token: str, hint: str) -> None:
         """Revoke ``token`` at the spec's revocation endpoint (RFC 7009 §2.1); raises ProviderError."""
         assert spec.revocation_url is not None  # the caller checks
-        status, headers, body = self._post(
+        status, headers, body, assertion = self._post(
             spec,
             spec.revocation_url,
             {"token": token, "token_type_hint": hint},
@@ -168,9 +222,8 @@ class TokenClient:
             return  # also for a token the server no longer knows (§2.2)
         payload = _decode_body(headers.get("Content-Type", ""), body) or {}
         if "error" in payload:
-            raise _oauth_error(
-                status, headers, payload, (spec.client_secret, token), self.clock(), error_codes(spec.provider)
-            )
+            known = (spec.client_secret, token, assertion)
+            raise _oauth_error(status, headers, payload, known, self.clock(), error_codes(spec.provider))
         raise classify(status, None)(
             "revocation_failed",
             f"HTTP {status} from the revocation endpoint",
@@ -206,19 +259,45 @@ class TokenClient:
             raise PermanentProviderError("invalid_metadata", f"{what} is not a JSON object")
         return document
 
-    def _post(
-        self, spec: ClientSpec, url: str, params: Mapping[str, str], what: str
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        data = dict(params)
-        headers = {"Accept": "application/json"}
-        if spec.auth_method == "client_secret_post":
+    def _signer(self, spec: ClientSpec) -> Signer:
+        try:
+            return key_signer(spec.private_key or "", spec.signing_alg, spec.key_id)
+        except UnusableKey as exc:
+            # Checked when the spec was stored: only a key that no longer loads gets here; a person must act.
+            raise PermanentProviderError("invalid_private_key", f"the private key cannot sign: {exc}") from None
+
+    def _authenticate(self, spec: ClientSpec, data: dict[str, Any], headers: dict[str, str]) -> str | None:
+        """Add the client's credentials (RFC 6749 §2.3, RFC 7523 §2.2); returns the client assertion made, if any."""
+        method = spec.auth_method
+        if method == "client_secret_post":
             data["client_id"] = spec.client_id
             data["client_secret"] = spec.client_secret
+        elif method in ("client_secret_jwt", "private_key_jwt"):
+            signer = secret_signer(spec.client_secret) if method == "client_secret_jwt" else self._signer(spec)
+            # The token endpoint is the audience RFC 7523 §3 names, for revocation requests too.
+            audience = spec.assertion_audience or spec.endpoint
+            assertion = client_assertion(signer, spec.client_id, audience, self.clock())
+            data.update(
+                client_id=spec.client_id, client_assertion_type=CLIENT_ASSERTION_TYPE, client_assertion=assertion
+            )
+            return assertion
+        elif method == "none":
+            # A public client names itself; a JWT bearer grant's assertion already does.
+            if spec.grant_type != "jwt_bearer":
+                data["client_id"] = spec.client_id
         else:
             headers["Authorization"] = basic_authorization(spec.client_id, spec.client_secret)
+        return None
+
+    def _post(
+        self, spec: ClientSpec, url: str, params: Mapping[str, str | Sequence[str]], what: str
+    ) -> tuple[int, Mapping[str, str], bytes, str | None]:
+        data: dict[str, Any] = dict(params)
+        headers = {"Accept": "application/json"}
+        assertion = self._authenticate(spec, data, headers)
         try:
             with post_form(self.session, url, data, headers, (self.connect_timeout, self.read_timeout)) as response:
-                return response.status_code, response.headers, self._read_capped(response)
+                return response.status_code, response.headers, self._read_capped(response), assertion
         except ForbiddenAddressError as exc:
             raise PermanentProviderError("forbidden_address", f"the {what}: {exc}") from None
         except DeadlinePassed as exc:

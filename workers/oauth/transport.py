@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -365,7 +365,11 @@ USER_AGENT = "tokenkeeper"
 
 
 def post_form(
-    session: requests.Session, url: str, form: Mapping[str, str], headers: Mapping[str, str], timeout: Any
+    session: requests.Session,
+    url: str,
+    form: Mapping[str, str | Sequence[str]],
+    headers: Mapping[str, str],
+    timeout: Any,
 ) -> requests.Response:
     """POST ``form`` (URL-encoded) to ``url`` through ``session``'s adapter; the response is streamed.
 
@@ -380,7 +384,8 @@ def post_form(
     prepared.prepare_method("POST")
     prepared.prepare_url(url, None)
     prepared.prepare_headers({"User-Agent": USER_AGENT, **headers, "Content-Type": "application/x-www-form-urlencoded"})
-    prepared.prepare_body(urlencode(form), None)
+    # doseq: a parameter given several times (RFC 8707's resource) is sent once per value.
+    prepared.prepare_body(urlencode(form, doseq=True), None)
     if session.trust_env:
         settings = session.merge_environment_settings(url, {}, True, None, None)
         proxies, verify, cert = settings["proxies"], settings["verify"], settings["cert"]

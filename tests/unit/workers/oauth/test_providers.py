@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.keys import rsa_pem
 from workers.engine.spec import AUTH_METHODS, GRANT_TYPES, validate_spec
 from workers.errors import SpecError
 from workers.oauth.providers import PLACEHOLDER, URL_KEYS, presets
@@ -60,7 +61,8 @@ def test_each_preset_is_complete_and_consistent(name: str) -> None:
             assert url.startswith("https://"), (key, url)
             assert set(PLACEHOLDER.findall(url)) <= set(preset.params), (key, url)
     for key in preset.params:
-        assert any(f"{{{key}}}" in (getattr(preset, k) or "") for k in URL_KEYS), f"parameter {key} is unused"
+        used_in = [getattr(preset, k) or "" for k in URL_KEYS] + [str(v) for v in preset.assertion_claims.values()]
+        assert any(f"{{{key}}}" in text for text in used_in), f"parameter {key} is unused"
 
 
 @pytest.mark.parametrize("name", sorted(presets()))
@@ -78,6 +80,8 @@ def test_a_spec_with_only_provider_id_secret_and_scopes_validates(name: str) -> 
         }
         if grant == "refresh_token":
             data["refresh_token"] = "rt"
+        if grant == "jwt_bearer":
+            data["private_key"] = rsa_pem()
         if _example_params(dict(preset.params)):
             data["provider_params"] = _example_params(dict(preset.params))
         spec = validate_spec(data)
@@ -158,7 +162,7 @@ def test_bad_provider_input_names_the_field(data: dict[str, object], field: str,
 
 def test_docs_list_every_provider() -> None:
     """docs/providers.md's providers table has a row for each preset."""
-    rows = set(re.findall(r"^\| `([a-z0-9]+)` \|", PROVIDERS_PAGE.read_text(), re.MULTILINE))
+    rows = set(re.findall(r"^\| `([a-z0-9-]+)` \|", PROVIDERS_PAGE.read_text(), re.MULTILINE))
     assert set(presets()) <= rows
 
 

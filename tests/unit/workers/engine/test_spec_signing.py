@@ -1,0 +1,159 @@
+"""Spec rules for what signs: the JWT bearer grant, client authentication methods, audience and resource."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.support.keys import ec_pem, ed25519_pem, encrypted_pem, rsa_pem
+from workers.engine.spec import merge_changes, validate_spec
+from workers.errors import SpecError
+
+JWT = {
+    "name": "sa",
+    "grant_type": "jwt_bearer",
+    "client_id": "robot@example.test",
+    "token_url": "https://idp.example/token",
+}
+
+
+def rejected(data: Any) -> dict[str, list[str]]:
+    with pytest.raises(SpecError) as caught:
+        validate_spec(data)
+    return caught.value.errors
+
+
+def service_account_file(**overrides: Any) -> str:
+    document = {
+        "type": "service_account",
+        "project_id": "p",
+        "private_key_id": "kid-123",
+        "private_key": rsa_pem(),
+        "client_email": "robot@p.iam.gserviceaccount.com",
+        "client_id": "1234567890",
+        "token_uri": "https://oauth2.googleapis.com/token",
+        **overrides,
+    }
+    return json.dumps(document)
+
+
+def test_a_jwt_bearer_spec_needs_a_key_and_no_secret() -> None:
+    """The grant signs with its key; without a client secret the client is not otherwise authenticated."""
+    spec = validate_spec({**JWT, "private_key": ec_pem(), "assertion_claims": {"sub": "user@x", "lifetime": 120}})
+    assert spec.auth_method == "none"
+    assert spec.client_secret == ""
+    assert spec.assertion_claims == {"sub": "user@x", "lifetime": 120}
+    assert "private_key" not in spec.public_fields() and spec.secrets()["private_key"] == ec_pem()
+    assert rejected(JWT) == {"private_key": ["required for grant_type jwt_bearer"]}
+
+
+def test_a_jwt_bearer_spec_with_a_client_secret_also_authenticates_with_it() -> None:
+    spec = validate_spec({**JWT, "private_key": rsa_pem(), "client_secret": "s"})
+    assert spec.auth_method == "client_secret_basic"
+
+
+@pytest.mark.parametrize(
+    ("fields", "errors"),
+    [
+        ({"private_key": "-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----"}, {"private_key"}),
+        ({"private_key": encrypted_pem()}, {"private_key"}),
+        ({"private_key": rsa_pem(1024)}, {"private_key"}),
+        ({"private_key": ec_pem(), "signing_alg": "RS256"}, {"signing_alg"}),
+        ({"private_key": ed25519_pem(), "signing_alg": "ES256"}, {"signing_alg"}),
+        ({"private_key": rsa_pem(), "signing_alg": "HS256"}, {"signing_alg"}),
+        ({"private_key": rsa_pem(), "assertion_claims": {"exp": 1}}, {"assertion_claims"}),
+        ({"private_key": rsa_pem(), "assertion_claims": {"lifetime": 7200}}, {"assertion_claims"}),
+        ({"private_key": rsa_pem(), "assertion_claims": {"lifetime": True}}, {"assertion_claims"}),
+        ({"private_key": rsa_pem(), "assertion_claims": {"scope": None}}, {"assertion_claims"}),
+        ({"private_key": rsa_pem(), "assertion_claims": {"x": {"nested": 1}}}, {"assertion_claims"}),
+        ({"private_key": "{not json"}, {"private_key"}),
+        ({"private_key": json.dumps({"type": "authorized_user"})}, {"private_key"}),
+    ],
+)
+def test_a_key_or_claim_that_cannot_be_used_is_named_and_nothing_is_quoted(
+    fields: dict[str, Any], errors: set[str]
+) -> None:
+    """Each unusable key, algorithm or claim is refused naming its field, and no message quotes key material."""
+    found = rejected({**JWT, **fields})
+    assert set(found) == errors
+    assert "PRIVATE KEY" not in json.dumps(found)
+
+
+@pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post", "client_secret_jwt"])
+def test_methods_that_use_the_secret_require_it(method: str) -> None:
+    data = {**JWT, "grant_type": "client_credentials", "auth_method": method}
+    assert rejected(data)["client_secret"] == [f"required with auth_method {method}"]
+
+
+def test_client_secret_jwt_needs_a_secret_long_enough_for_hs256() -> None:
+    data = {**JWT, "grant_type": "client_credentials", "auth_method": "client_secret_jwt", "client_secret": "short"}
+    assert "at least 32 bytes" in rejected(data)["client_secret"][0]
+    assert validate_spec({**data, "client_secret": "x" * 32}).auth_method == "client_secret_jwt"
+
+
+def test_private_key_jwt_needs_a_key_and_no_secret() -> None:
+    data = {**JWT, "grant_type": "client_credentials", "auth_method": "private_key_jwt"}
+    assert rejected(data) == {"private_key": ["required with auth_method private_key_jwt"]}
+    spec = validate_spec({**data, "private_key": rsa_pem(), "key_id": "k1", "signing_alg": "PS256"})
+    assert (spec.signing_alg, spec.key_id, spec.client_secret) == ("PS256", "k1", "")
+
+
+def test_a_public_client_needs_no_secret() -> None:
+    data = {**JWT, "grant_type": "authorization_code", "auth_url": "https://idp.example/auth", "auth_method": "none"}
+    assert validate_spec(data).auth_method == "none"
+
+
+def test_without_a_secret_or_a_secretless_method_the_secret_is_asked_for() -> None:
+    data = {**JWT, "grant_type": "client_credentials"}
+    assert "required (or an auth_method that needs none" in rejected(data)["client_secret"][0]
+
+
+def test_keys_are_refused_where_nothing_signs() -> None:
+    """A key on a spec that never signs would be kept for nothing: refused, naming the fields."""
+    data = {**JWT, "grant_type": "client_credentials", "client_secret": "s"}
+    assert set(rejected({**data, "private_key": rsa_pem(), "key_id": "k"})) == {"private_key", "key_id"}
+    assert set(rejected({**data, "assertion_audience": "https://idp.example"})) == {"assertion_audience"}
+
+
+def test_audience_and_resource_fit_any_grant() -> None:
+    data = {**JWT, "grant_type": "client_credentials", "client_secret": "s"}
+    spec = validate_spec({**data, "audience": "api://crm", "resource": ["https://api.example/", "urn:example:x"]})
+    assert spec.audience == "api://crm" and spec.resource == ("https://api.example/", "urn:example:x")
+    assert validate_spec({**data, "resource": "https://api.example/"}).resource == ("https://api.example/",)
+    assert "resource" in rejected({**data, "resource": "https://api.example/#frag"})
+    assert "resource" in rejected({**data, "resource": "relative/path"})
+    assert "resource" in rejected({**data, "resource": []})
+
+
+def test_a_google_service_account_file_is_taken_as_it_is() -> None:
+    """The key file as Google issues it: its email is the client, its key signs, its key id is the kid."""
+    spec = validate_spec({"name": "gsa", "private_key": service_account_file(), "scopes": ["https://x/auth/drive"]})
+    assert spec.grant_type == "jwt_bearer"
+    assert spec.provider == "google-service-account"
+    assert spec.client_id == "robot@p.iam.gserviceaccount.com"
+    assert spec.key_id == "kid-123"
+    assert spec.private_key == rsa_pem()
+    assert spec.token_url == "https://oauth2.googleapis.com/token"
+    assert spec.auth_method == "none"
+    assert spec.assertion_claims == {"sub": None}
+    delegated = validate_spec(
+        {"name": "gsa", "private_key": service_account_file(), "assertion_claims": {"sub": "admin@corp.example"}}
+    )
+    assert delegated.assertion_claims == {"sub": "admin@corp.example"}
+
+
+def test_a_service_account_file_without_its_key_is_refused_without_quoting_it() -> None:
+    found = rejected({"name": "gsa", "private_key": service_account_file(private_key="")})
+    assert list(found) == ["private_key"] and "service-account key file" in found["private_key"][0]
+    assert "robot@" not in json.dumps(found)
+
+
+def test_a_stored_jwt_spec_survives_an_update() -> None:
+    """The merged spec of an update keeps its key and claims; public fields keep neither secret nor empty maps."""
+    spec = validate_spec({**JWT, "private_key": rsa_pem(), "assertion_claims": {"sub": "u"}})
+    public = spec.public_fields()
+    assert public["assertion_claims"] == {"sub": "u"} and "resource" not in public
+    again = validate_spec(merge_changes(spec, {"scopes": "a b"}))
+    assert again.private_key == rsa_pem() and again.scopes == ("a", "b")
