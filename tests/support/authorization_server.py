@@ -1,6 +1,9 @@
 """A real OAuth 2.0 authorization server for tests, built from Authlib's server components.
 
-Login form for several users (a test picks who signs in and consents; ``/logout`` ends the
+Client authentication by secret (Basic, POST), by signed client assertion (``private_key_jwt``,
+``client_secret_jwt``, RFC 7523 §2.2, each ``jti`` accepted once) or none (public clients);
+client credentials and the JWT bearer grant (RFC 7523 §2.1) besides the code flow; revocation
+(RFC 7009). Login form for several users (a test picks who signs in and consents; ``/logout`` ends the
 provider session), consent page with Allow / Deny, authorization code grant with PKCE and,
 when the scope has ``openid``, an OpenID Connect id_token (RS256) whose ``sub`` is the user's;
 refresh-token grant with rotation and reuse detection, and short-lived tokens; served by
@@ -16,18 +19,27 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749 import InvalidClientError, InvalidGrantError, grants
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion, JWTBearerGrant
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask, redirect, request, session
-from joserfc.jwk import RSAKey
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 from markupsafe import escape
 from werkzeug.serving import make_server
 
 USERNAME, PASSWORD = "alice", "wonderland"
+SECRET_METHODS = ("client_secret_basic", "client_secret_post")
+ASSERTION_METHODS = ("private_key_jwt", "client_secret_jwt")
+ALL_METHODS = [*SECRET_METHODS, *ASSERTION_METHODS, "none"]
+# joserfc, under Authlib, takes only HS256, RS256 and ES256 unless told: this server is told all tokenkeeper signs.
+ALGORITHMS = ["RS256", "PS256", "ES256", "EdDSA", "HS256"]
 # Who can sign in, and the OpenID subject each one gets.
 USERS = {"alice": "wonderland", "bob": "builder"}
 SUBJECTS = {"alice": "sub-alice-1001", "bob": "sub-bob-2002"}
@@ -39,6 +51,10 @@ class Client:
     client_secret: str
     redirect_uris: list[str]
     scope: str = "openid profile email"
+    # How this client must authenticate: a secret either way, or exactly the method named.
+    auth_method: str = "client_secret_basic"
+    public_key: str | None = None  # PEM: verifies private_key_jwt client assertions and JWT bearer grants
+    grant_types: tuple[str, ...] = ("authorization_code", "refresh_token")
 
     def get_client_id(self) -> str:
         return self.client_id
@@ -57,13 +73,26 @@ class Client:
         return secrets.compare_digest(client_secret, self.client_secret)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        return method in ("client_secret_basic", "client_secret_post")
+        if self.auth_method in SECRET_METHODS:
+            return method in SECRET_METHODS
+        return method == self.auth_method
 
     def check_response_type(self, response_type: str) -> bool:
         return response_type == "code"
 
     def check_grant_type(self, grant_type: str) -> bool:
-        return grant_type in ("authorization_code", "refresh_token")
+        return grant_type in self.grant_types
+
+    def verification_key(self) -> Any:
+        if self.auth_method == "client_secret_jwt":
+            return OctKey.import_key(self.client_secret)
+        assert self.public_key is not None
+        for kind in (RSAKey, ECKey, OKPKey):
+            try:
+                return kind.import_key(self.public_key)
+            except Exception:  # noqa: BLE001, S112 -- not this kind of key: try the next
+                continue
+        raise ValueError("unusable public key")
 
 
 @dataclass
@@ -100,7 +129,7 @@ class Code:
 @dataclass
 class Token:
     client_id: str
-    user: str
+    user: str | None
     scope: str
     access_token: str
     refresh_token: str | None
@@ -122,7 +151,7 @@ class Token:
     def is_revoked(self) -> bool:
         return self.revoked
 
-    def get_user(self) -> str:
+    def get_user(self) -> str | None:
         return self.user
 
     def get_client(self) -> None:
@@ -137,6 +166,14 @@ class State:
     reused: list[str] = field(default_factory=list)
     refreshes: int = 0
     exchanges: int = 0
+    # Per grant type (and client), how many tokens were issued; claims of each JWT bearer assertion;
+    # each client assertion's jti, and the replays refused.
+    issued: dict[str, int] = field(default_factory=dict)
+    assertions: list[dict[str, Any]] = field(default_factory=list)
+    form_keys: list[set[str]] = field(default_factory=list)
+    seen_jti: set[str] = field(default_factory=set)
+    replayed_jti: list[str] = field(default_factory=list)
+    revoked: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -147,12 +184,22 @@ class AuthorizationServerApp:
         app = Flask(__name__)
         app.secret_key = secrets.token_hex(16)
         app.config.update(
-            OAUTH2_TOKEN_EXPIRES_IN={"authorization_code": lifetime, "refresh_token": lifetime},
+            OAUTH2_TOKEN_EXPIRES_IN={
+                "authorization_code": lifetime,
+                "refresh_token": lifetime,
+                "client_credentials": lifetime,
+                JWTBearerGrant.GRANT_TYPE: lifetime,
+            },
             OAUTH2_REFRESH_TOKEN_GENERATOR=issue_refresh_tokens,
         )
         server = AuthorizationServer(app, query_client=self.state.clients.get, save_token=self._save_token)
         server.register_grant(self._code_grant(), [CodeChallenge(required=require_pkce), self._openid()])
         server.register_grant(self._refresh_grant())
+        server.register_grant(self._client_credentials_grant())
+        server.register_grant(self._jwt_bearer_grant())
+        for method in ASSERTION_METHODS:
+            server.register_client_auth_method(method, self._client_assertion(method))
+        server.register_endpoint(self._revocation())
         self._routes(app, server)
         self.httpd = make_server("127.0.0.1", 0, app, threaded=True)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -168,12 +215,25 @@ class AuthorizationServerApp:
     def stop(self) -> None:
         self.httpd.shutdown()
 
+    @property
+    def token_url(self) -> str:
+        return f"{self.base_url}/token"
+
     def register_client(
-        self, redirect_uri: str, client_id: str = "tk-client", client_secret: str = "tk-secret"
+        self,
+        redirect_uri: str = "http://127.0.0.1/unused",
+        client_id: str = "tk-client",
+        client_secret: str = "tk-secret",
+        **options: Any,
     ) -> Client:
-        client = Client(client_id, client_secret, [redirect_uri])
+        client = Client(client_id, client_secret, [redirect_uri], **options)
         self.state.clients[client_id] = client
         return client
+
+    def live_tokens(self, client_id: str) -> list[Token]:
+        with self.state.lock:
+            now = time.time()
+            return [t for t in self.state.tokens if t.client_id == client_id and not t.revoked and t.expires_at > now]
 
     def is_valid(self, access_token: str) -> bool:
         with self.state.lock:
@@ -184,6 +244,9 @@ class AuthorizationServerApp:
 
     def _save_token(self, token: dict[str, Any], req: Any) -> None:
         with self.state.lock:
+            key = f"{req.payload.grant_type}:{req.client.client_id}"
+            self.state.issued[key] = self.state.issued.get(key, 0) + 1
+            self.state.form_keys.append(set(req.form))
             self.state.tokens.append(
                 Token(
                     client_id=req.client.client_id,
@@ -199,7 +262,7 @@ class AuthorizationServerApp:
         state = self.state
 
         class CodeGrant(grants.AuthorizationCodeGrant):
-            TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ["client_secret_basic", "client_secret_post"]
+            TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ALL_METHODS
 
             def save_authorization_code(self, code: str, req: Any) -> None:
                 state.codes[code] = Code(
@@ -258,7 +321,7 @@ class AuthorizationServerApp:
         state = self.state
 
         class RefreshGrant(grants.RefreshTokenGrant):
-            TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ["client_secret_basic", "client_secret_post"]
+            TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ALL_METHODS
             INCLUDE_NEW_REFRESH_TOKEN = True
 
             def authenticate_refresh_token(self, refresh_token: str) -> Token | None:
@@ -280,6 +343,113 @@ class AuthorizationServerApp:
                     state.refreshes += 1
 
         return RefreshGrant
+
+    def _client_credentials_grant(self) -> type:
+        class ClientCredentials(grants.ClientCredentialsGrant):
+            TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ALL_METHODS
+
+        return ClientCredentials
+
+    def _jwt_bearer_grant(self) -> type:
+        state = self.state
+        token_url = lambda: self.token_url  # noqa: E731 -- the port is known only once the server is bound
+
+        class Bearer(JWTBearerGrant):
+            TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ALL_METHODS
+
+            def resolve_issuer_client(self, issuer: str) -> Client | None:
+                return state.clients.get(issuer)
+
+            def resolve_client_public_key(self, client: Client) -> Any:
+                return client.verification_key()
+
+            def get_audiences(self) -> list[str]:
+                return [token_url()]
+
+            def authenticate_user(self, subject: str) -> str | None:
+                return subject
+
+            def has_granted_permission(self, client: Client, user: str) -> bool:
+                return True
+
+            def process_assertion_claims(self, assertion: str) -> Any:
+                # Authlib's own steps, with the algorithms this server accepts.
+                _, claims = self.extract_assertion(assertion)
+                client = self.resolve_issuer_client(claims.get("iss")) if isinstance(claims.get("iss"), str) else None
+                if client is None:
+                    raise InvalidGrantError(description="The client does not exist on this server.")
+                try:
+                    token = jwt.decode(assertion, self.resolve_client_public_key(client), algorithms=ALGORITHMS)
+                except (JoseError, ValueError) as exc:
+                    raise InvalidGrantError(description=str(exc)) from None
+                self.verify_claims(token.claims)
+                with state.lock:
+                    state.assertions.append(dict(token.claims))
+                return token.claims
+
+        return Bearer
+
+    def _client_assertion(self, method: str) -> JWTBearerClientAssertion:
+        state = self.state
+        token_url = lambda: self.token_url  # noqa: E731 -- the port is known only once the server is bound
+
+        class Assertion(JWTBearerClientAssertion):
+            CLIENT_AUTH_METHOD = method
+
+            def __call__(self, query_client: Any, request: Any) -> Any:
+                # Both methods read the same form fields: each takes only its own clients (else the other
+                # one's check would spend the jti first).
+                assertion = request.form.get("client_assertion")
+                if assertion:
+                    _, claims = self.extract_assertion(assertion)
+                    client = query_client(claims.get("sub")) if isinstance(claims.get("sub"), str) else None
+                    if client is not None and client.auth_method != method:
+                        return None
+                return super().__call__(query_client, request)
+
+            def process_assertion_claims(self, assertion: str, resolve_key: Any) -> Any:
+                try:
+                    token = jwt.decode(assertion, resolve_key, algorithms=ALGORITHMS)
+                except (JoseError, ValueError) as exc:
+                    raise InvalidClientError(description=str(exc)) from None
+                self.verify_claims(token.claims)
+                return token.claims
+
+            def get_audiences(self) -> list[str]:
+                return [token_url()]
+
+            def validate_jti(self, claims: Any, jti: str) -> bool:
+                with state.lock:
+                    if jti in state.seen_jti:
+                        state.replayed_jti.append(jti)
+                        return False
+                    state.seen_jti.add(jti)
+                    return True
+
+            def resolve_client_public_key(self, client: Client) -> Any:
+                return client.verification_key()
+
+        return Assertion()
+
+    def _revocation(self) -> type:
+        state = self.state
+
+        class Revocation(RevocationEndpoint):
+            CLIENT_AUTH_METHODS: ClassVar[list[str]] = ALL_METHODS
+
+            def query_token(self, token_string: str, token_type_hint: str | None) -> Token | None:
+                with state.lock:
+                    for token in state.tokens:
+                        if token_string in (token.access_token, token.refresh_token):
+                            return token
+                return None
+
+            def revoke_token(self, token: Token, request: Any) -> None:
+                with state.lock:
+                    token.revoked = True
+                    state.revoked.append((token.client_id, request.form.get("token_type_hint", "")))
+
+        return Revocation
 
     def _routes(self, app: Flask, server: AuthorizationServer) -> None:
         @app.route("/authorize", methods=["GET", "POST"])
@@ -316,6 +486,10 @@ class AuthorizationServerApp:
         @app.post("/token")
         def token() -> Any:
             return server.create_token_response()
+
+        @app.post("/revoke")
+        def revoke() -> Any:
+            return server.create_endpoint_response("revocation")
 
 
 def _page(body: str) -> str:

@@ -282,8 +282,8 @@ class TokenClient:
             )
             return assertion
         elif method == "none":
-            # A public client names itself; a JWT bearer grant's assertion already does.
-            if spec.grant_type != "jwt_bearer":
+            # A public client names itself, but for the JWT bearer grant's own assertion, which already does.
+            if data.get("grant_type") != JWT_BEARER_GRANT:
                 data["client_id"] = spec.client_id
         else:
             headers["Authorization"] = basic_authorization(spec.client_id, spec.client_secret)
