@@ -72,9 +72,17 @@ def _parser() -> argparse.ArgumentParser:
 
     pin_help = "seal secrets to this public key, not the one derived from the secret key or TOKENKEEPER_PUBLIC_KEY"
     sub = command("create", _create, "create an integration from a JSON spec (FILE or - for stdin)")
-    sub.add_argument("file")
+    sub.add_argument("file", nargs="?")
     sub.add_argument("--timeout", type=float, default=60.0)
     sub.add_argument("--public-key", help=pin_help)
+    sub.add_argument(
+        "--service-account",
+        metavar="KEY_FILE",
+        help="instead of FILE: a Google service-account integration from its key file (with --name, --scopes)",
+    )
+    sub.add_argument("--name", help="with --service-account: the integration's name")
+    sub.add_argument("--scopes", help="with --service-account: the scopes, space-separated")
+    sub.add_argument("--subject", help="with --service-account: the user to act for (domain-wide delegation)")
     sub = command("update", _update, "apply JSON changes (FILE or -) to an integration")
     sub.add_argument("name")
     sub.add_argument("file")
@@ -148,7 +156,7 @@ def _print_json(data: Any, out: TextIO = sys.stdout) -> None:
 def _create(settings: Settings, options: argparse.Namespace) -> int:
     from workers.producer import call
 
-    spec = _read_specs(options.file)
+    spec = _service_account_spec(options) if options.service_account else _read_specs(_one_source(options))
     if isinstance(spec, list):
         return _create_many(settings, spec, options.public_key)
     result = call(
@@ -163,6 +171,34 @@ def _create(settings: Settings, options: argparse.Namespace) -> int:
         print(f"\nRegister this redirect URI at the provider: {settings.callback_url}", file=sys.stderr)
         print(f"Send the user to: {result['authorization_url']}", file=sys.stderr)
     return 0
+
+
+def _one_source(options: argparse.Namespace) -> str:
+    if options.file is None:
+        raise TokenkeeperError("create needs a spec FILE (or - for stdin), or --service-account KEY_FILE")
+    if options.name or options.scopes or options.subject:
+        raise TokenkeeperError("--name, --scopes and --subject go with --service-account; a spec FILE says them itself")
+    return options.file
+
+
+def _service_account_spec(options: argparse.Namespace) -> dict[str, Any]:
+    """The spec of a Google service-account integration: the key file goes as it is (sealed on its way)."""
+    if options.file is not None:
+        raise TokenkeeperError("give either a spec FILE or --service-account, not both")
+    if not options.name:
+        raise TokenkeeperError("--service-account needs --name")
+    try:
+        key_file = Path(options.service_account).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TokenkeeperError(f"cannot read {options.service_account}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise TokenkeeperError(f"{options.service_account} is not a key file (not UTF-8 text)") from None
+    spec: dict[str, Any] = {"name": options.name, "private_key": key_file}
+    if options.scopes:
+        spec["scopes"] = options.scopes
+    if options.subject:
+        spec["assertion_claims"] = {"sub": options.subject}
+    return spec
 
 
 def _read_specs(source: str) -> Any:

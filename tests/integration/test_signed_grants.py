@@ -7,11 +7,14 @@ least twice, and revoked when deleted; Authlib verifies every signature, audienc
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.integration.test_cli import cli
 from tests.support.authorization_server import AuthorizationServerApp
 from tests.support.keys import ec_pem, ed25519_pem, public_pem, rsa_pem
 from tests.support.processes import wait_until
@@ -151,3 +154,60 @@ def test_a_key_the_server_does_not_know_is_refused_and_nothing_is_stored(
         )
     assert caught.value.error == "invalid_grant"
     assert not redis_client.exists("tokenkeeper:integration:sa", "tokenkeeper:token:sa")
+
+
+def test_a_service_account_key_file_from_the_cli(
+    provider: AuthorizationServerApp,
+    start_processes: Any,
+    process_env: dict[str, str],
+    redis_client: Any,
+    tmp_path: Path,
+) -> None:
+    """`tokenkeeper create --service-account key.json`: the file as Google issues it, scopes inside the assertion."""
+    key = rsa_pem()
+    email = "robot@project.iam.gserviceaccount.com"
+    provider.register_client(
+        client_id=email, auth_method="none", public_key=public_pem(key), grant_types=(JWT_BEARER_GRANT,)
+    )
+    key_file = tmp_path / "key.json"
+    key_file.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "project",
+                "private_key_id": "0123abcd",
+                "private_key": key,
+                "client_email": email,
+                "client_id": "1234567890",
+                "token_uri": provider.token_url,
+            }
+        )
+    )
+    start_processes("worker")
+    created = cli(
+        process_env,
+        "create",
+        "--service-account",
+        str(key_file),
+        "--name",
+        "workspace",
+        "--scopes",
+        "profile email",
+        "--subject",
+        "alice",
+    )
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["status"] == "active"
+    (claims,) = provider.state.assertions
+    assert (claims["iss"], claims["sub"], claims["aud"], claims["scope"]) == (
+        email,
+        "alice",
+        provider.token_url,
+        "profile email",
+    )
+    assert provider.is_valid(redis_client.hget("tokenkeeper:token:workspace", "access_token"))
+    shown = cli(process_env, "show", "workspace")
+    assert "PRIVATE KEY" not in shown.stdout and json.loads(shown.stdout)["spec"]["key_id"] == "0123abcd"
+
+    missing = cli(process_env, "create", "--service-account", str(tmp_path / "nope.json"), "--name", "x")
+    assert missing.returncode != 0 and "cannot read" in missing.stderr and len(missing.stderr.splitlines()) == 1

@@ -164,8 +164,9 @@ def from_service_account_file(data: Mapping[str, Any]) -> dict[str, Any]:
     """A Google service-account key file given as ``private_key``, taken as it is.
 
     Its key signs, its ``client_email`` is the client (the assertion's issuer), its
-    ``private_key_id`` the key id; the grant is the JWT bearer grant at Google's token
-    endpoint. Whatever the spec says itself wins. Nothing of the file is quoted in an error.
+    ``private_key_id`` the key id, its ``token_uri`` the token endpoint; the grant is the
+    JWT bearer grant with the ``google-service-account`` preset. Whatever the spec says
+    itself wins. Nothing of the file is quoted in an error.
     """
     spec = dict(data)
     text = spec.get("private_key")
@@ -194,8 +195,11 @@ def from_service_account_file(data: Mapping[str, Any]) -> dict[str, Any]:
     spec.setdefault("client_id", document["client_email"])
     if isinstance(document.get("private_key_id"), str) and document["private_key_id"]:
         spec.setdefault("key_id", document["private_key_id"])
-    if "provider" not in spec and "token_url" not in spec and spec["grant_type"] == "jwt_bearer":
-        spec["provider"] = SERVICE_ACCOUNT_PRESET
+    if spec["grant_type"] == "jwt_bearer":
+        spec.setdefault("provider", SERVICE_ACCOUNT_PRESET)
+        if isinstance(document.get("token_uri"), str) and document["token_uri"]:
+            # Checked like any token_url; the preset's is Google's own, the same for every key Google issues.
+            spec.setdefault("token_url", document["token_uri"])
     return spec
 
 
