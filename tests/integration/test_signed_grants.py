@@ -17,6 +17,7 @@ import pytest
 from tests.integration.test_cli import cli
 from tests.support.authorization_server import AuthorizationServerApp
 from tests.support.keys import ec_pem, ed25519_pem, public_pem, rsa_pem
+from tests.support.observe import EventLog, all_redis_text, disk_text, spellings
 from tests.support.processes import wait_until
 from workers.engine.registry import Registry
 from workers.errors import ProviderError
@@ -211,3 +212,78 @@ def test_a_service_account_key_file_from_the_cli(
 
     missing = cli(process_env, "create", "--service-account", str(tmp_path / "nope.json"), "--name", "x")
     assert missing.returncode != 0 and "cannot read" in missing.stderr and len(missing.stderr.splitlines()) == 1
+
+
+def test_planted_keys_and_assertions_are_found_nowhere(
+    provider: AuthorizationServerApp,
+    start_processes: Any,
+    celery_client: Any,
+    redis_url: str,
+    redis_client: Any,
+    redis_data_dir: Path,
+) -> None:
+    """Private keys, an HS256 client secret and every assertion signed: not in logs, events, results, Redis
+    values or Redis's files (the keys are stored sealed only)."""
+    grant_key, client_key = rsa_pem(), ec_pem()
+    provider.register_client(
+        client_id="robot", auth_method="none", public_key=public_pem(grant_key), grant_types=(JWT_BEARER_GRANT,)
+    )
+    provider.register_client(
+        client_id="signer",
+        auth_method="private_key_jwt",
+        public_key=public_pem(client_key),
+        grant_types=("client_credentials",),
+        scope="read",
+    )
+    provider.register_client(
+        client_id="sharer",
+        client_secret=LONG_SECRET,
+        auth_method="client_secret_jwt",
+        grant_types=("client_credentials",),
+        scope="read",
+    )
+    worker = start_processes("worker")  # logs at INFO
+    beat = start_processes("beat")
+    shown: list[str] = []
+    with EventLog(celery_client) as events:
+        for spec in (
+            _spec(provider, "sa", grant_type="jwt_bearer", client_id="robot", private_key=grant_key),
+            _spec(
+                provider,
+                "pk",
+                grant_type="client_credentials",
+                client_id="signer",
+                auth_method="private_key_jwt",
+                private_key=client_key,
+                scopes="read",
+            ),
+            _spec(
+                provider,
+                "cs",
+                grant_type="client_credentials",
+                client_id="sharer",
+                client_secret=LONG_SECRET,
+                auth_method="client_secret_jwt",
+                scopes="read",
+            ),
+        ):
+            shown.append(repr(call(celery_client, "tokenkeeper.create_integration", spec, timeout=20)))
+        shown.append(repr(call(celery_client, "tokenkeeper.refresh_integration", "pk", timeout=20)))
+        wait_until(lambda: len(provider.state.raw_assertions) >= 9, 30, "scheduled refreshes", 0.2)
+    # A key's PEM body lines, each long enough to be unmistakable.
+    key_lines = [line for pem in (grant_key, client_key) for line in pem.splitlines() if len(line) > 40]
+    never_anywhere = [LONG_SECRET, *key_lines, *provider.state.raw_assertions]
+    places = {
+        "worker log": worker.output(),
+        "beat log": beat.output(),
+        "task events": repr(events.events),
+        "results": "\n".join(shown),
+        "redis": all_redis_text(redis_url),
+    }
+    assert "refresh sa: refreshed" in places["worker log"]  # the log was on, and said what happened
+    for secret in never_anywhere:
+        for place, text in places.items():
+            assert secret not in text, f"a planted secret is in the {place}"
+    on_disk = disk_text(redis_data_dir, redis_client)
+    for secret in never_anywhere:
+        assert not any(form in on_disk for form in spellings(secret)), "a planted secret is in Redis's files"

@@ -1,18 +1,21 @@
 """A real OAuth 2.0 authorization server for tests, built from Authlib's server components.
 
 Client authentication by secret (Basic, POST), by signed client assertion (``private_key_jwt``,
-``client_secret_jwt``, RFC 7523 §2.2, each ``jti`` accepted once) or none (public clients);
-client credentials and the JWT bearer grant (RFC 7523 §2.1) besides the code flow; revocation
-(RFC 7009). Login form for several users (a test picks who signs in and consents; ``/logout`` ends the
-provider session), consent page with Allow / Deny, authorization code grant with PKCE and,
-when the scope has ``openid``, an OpenID Connect id_token (RS256) whose ``sub`` is the user's;
-refresh-token grant with rotation and reuse detection, and short-lived tokens; served by
-werkzeug on 127.0.0.1 in a thread.
+``client_secret_jwt``, RFC 7523 §2.2, each ``jti`` accepted once), by mutual TLS
+(``tls_client_auth``, RFC 8705 §2.1: served over TLS that requires a client certificate, whose
+subject must be the one registered) or none (public clients). Client credentials and the JWT
+bearer grant (RFC 7523 §2.1) besides the code flow; revocation (RFC 7009). Login form for
+several users (a test picks who signs in and consents; ``/logout`` ends the provider session),
+consent page with Allow / Deny, authorization code grant with PKCE and, when the scope has
+``openid``, an OpenID Connect id_token (RS256) whose ``sub`` is the user's; refresh-token grant
+with rotation and reuse detection, and short-lived tokens; served by werkzeug on 127.0.0.1 in
+a thread.
 """
 
 from __future__ import annotations
 
 import secrets
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +28,7 @@ from authlib.oauth2.rfc7523 import JWTBearerClientAssertion, JWTBearerGrant
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask, redirect, request, session
@@ -37,7 +41,7 @@ from werkzeug.serving import make_server
 USERNAME, PASSWORD = "alice", "wonderland"
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 ASSERTION_METHODS = ("private_key_jwt", "client_secret_jwt")
-ALL_METHODS = [*SECRET_METHODS, *ASSERTION_METHODS, "none"]
+ALL_METHODS = [*SECRET_METHODS, *ASSERTION_METHODS, "tls_client_auth", "none"]
 # joserfc, under Authlib, takes only HS256, RS256 and ES256 unless told: this server is told all tokenkeeper signs.
 ALGORITHMS = ["RS256", "PS256", "ES256", "EdDSA", "HS256"]
 # Who can sign in, and the OpenID subject each one gets.
@@ -55,6 +59,7 @@ class Client:
     auth_method: str = "client_secret_basic"
     public_key: str | None = None  # PEM: verifies private_key_jwt client assertions and JWT bearer grants
     grant_types: tuple[str, ...] = ("authorization_code", "refresh_token")
+    tls_subject: str | None = None  # tls_client_auth: the subject (RFC 4514) its certificate must have
 
     def get_client_id(self) -> str:
         return self.client_id
@@ -174,11 +179,21 @@ class State:
     seen_jti: set[str] = field(default_factory=set)
     replayed_jti: list[str] = field(default_factory=list)
     revoked: list[tuple[str, str]] = field(default_factory=list)
+    # tls_client_auth: (client_id the body named, subject of the certificate the connection presented).
+    certificates: list[tuple[str, str]] = field(default_factory=list)
+    # Every assertion and client assertion received, as sent.
+    raw_assertions: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class AuthorizationServerApp:
-    def __init__(self, lifetime: int = 4, issue_refresh_tokens: bool = True, require_pkce: bool = False) -> None:
+    def __init__(
+        self,
+        lifetime: int = 4,
+        issue_refresh_tokens: bool = True,
+        require_pkce: bool = False,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.state = State()
         self.lifetime = lifetime
         app = Flask(__name__)
@@ -199,14 +214,16 @@ class AuthorizationServerApp:
         server.register_grant(self._jwt_bearer_grant())
         for method in ASSERTION_METHODS:
             server.register_client_auth_method(method, self._client_assertion(method))
+        server.register_client_auth_method("tls_client_auth", self._tls_client_auth)
         server.register_endpoint(self._revocation())
         self._routes(app, server)
-        self.httpd = make_server("127.0.0.1", 0, app, threaded=True)
+        self.httpd = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=tls)
+        self.scheme = "https" if tls else "http"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_port}"
+        return f"{self.scheme}://127.0.0.1:{self.httpd.server_port}"
 
     def start(self) -> AuthorizationServerApp:
         self.thread.start()
@@ -247,6 +264,7 @@ class AuthorizationServerApp:
             key = f"{req.payload.grant_type}:{req.client.client_id}"
             self.state.issued[key] = self.state.issued.get(key, 0) + 1
             self.state.form_keys.append(set(req.form))
+            self.state.raw_assertions += [req.form[k] for k in ("assertion", "client_assertion") if req.form.get(k)]
             self.state.tokens.append(
                 Token(
                     client_id=req.client.client_id,
@@ -343,6 +361,17 @@ class AuthorizationServerApp:
                     state.refreshes += 1
 
         return RefreshGrant
+
+    def _tls_client_auth(self, query_client: Any, req: Any) -> Client | None:
+        """RFC 8705 §2.1.2: the TLS layer checked the chain; the subject must be the client's registered one."""
+        pem = request.environ.get("SSL_CLIENT_CERT")
+        client = query_client(req.form.get("client_id"))
+        if not pem or client is None or client.auth_method != "tls_client_auth":
+            return None
+        subject = x509.load_pem_x509_certificate(pem.encode()).subject.rfc4514_string()
+        with self.state.lock:
+            self.state.certificates.append((client.client_id, subject))
+        return client if subject == client.tls_subject else None
 
     def _client_credentials_grant(self) -> type:
         class ClientCredentials(grants.ClientCredentialsGrant):

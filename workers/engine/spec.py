@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_lo
 from workers.errors import SpecError
 from workers.oauth.addresses import AddressPolicy, is_loopback
 from workers.oauth.assertions import KEY_ALGS, MAX_LIFETIME, UnusableKey, alg_problem, parse_key
+from workers.oauth.client_tls import certificate_problems
 from workers.oauth.providers import expand_preset, max_refresh_rate
 
 if TYPE_CHECKING:
@@ -27,11 +29,18 @@ if TYPE_CHECKING:
     from workers.store import IntegrationRecord
 
 GRANT_TYPES = ("client_credentials", "authorization_code", "refresh_token", "jwt_bearer")
-AUTH_METHODS = ("client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt", "none")
+AUTH_METHODS = (
+    "client_secret_basic",
+    "client_secret_post",
+    "client_secret_jwt",
+    "private_key_jwt",
+    "tls_client_auth",
+    "none",
+)
 # Grants whose every token is had afresh from what the spec holds: no refresh token to keep.
 STANDALONE_GRANTS = ("client_credentials", "jwt_bearer")
 # Client authentication that proves itself without a client secret.
-SECRETLESS_AUTH = ("private_key_jwt", "none")
+SECRETLESS_AUTH = ("private_key_jwt", "tls_client_auth", "none")
 # RFC 7518 §3.2: an HS256 key at least as long as the hash.
 MIN_JWT_SECRET = 32
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
@@ -54,7 +63,7 @@ REQUIRED_BY_GRANT: dict[str, tuple[str, ...]] = {
     "refresh_token": ("refresh_url", "refresh_token"),
     "jwt_bearer": ("token_url", "private_key"),
 }
-SECRET_FIELDS = ("client_secret", "refresh_token", "private_key")
+SECRET_FIELDS = ("client_secret", "refresh_token", "private_key", "client_key")
 # Newer optional fields, left out of the stored spec when empty (specs stored before them stay as they were).
 _OMITTED_WHEN_EMPTY = frozenset({"assertion_claims", "resource"})
 # Claims of a JWT bearer assertion that are ours to set for every request.
@@ -91,6 +100,9 @@ class IntegrationSpec:
     # RFC 8693 / RFC 8707: who the token is for, sent with every token request of any grant.
     audience: str | None = None
     resource: tuple[str, ...] = ()
+    # tls_client_auth (RFC 8705 §2): the certificate presented on the TLS connection, and its key.
+    client_certificate: str | None = None
+    client_key: str | None = field(default=None, repr=False)
 
     @property
     def endpoint(self) -> str:
@@ -295,6 +307,8 @@ class SpecSchema(Schema):
     assertion_audience = fields.String(validate=validate.Length(min=1))
     audience = fields.String(validate=validate.Length(min=1))
     resource = _Resources()
+    client_certificate = fields.String(validate=validate.Length(min=1))
+    client_key = fields.String(validate=validate.Length(min=1))
 
     @validates_schema(skip_on_field_errors=False, pass_original=True)
     def _fits_grant_type(self, data: dict[str, Any], original: dict[str, Any], **kwargs: Any) -> None:
@@ -328,6 +342,28 @@ def default_auth_method(data: Mapping[str, Any]) -> str:
     return "client_secret_basic"
 
 
+def _certificate_problems(data: Mapping[str, Any], original: Mapping[str, Any], method: str) -> dict[str, str]:
+    pair = ("client_certificate", "client_key")
+    if method != "tls_client_auth":
+        return {name: "only used by auth_method tls_client_auth" for name in pair if name in original}
+    missing = {name: "required with auth_method tls_client_auth" for name in pair if name not in original}
+    if missing:
+        return missing
+    problems: dict[str, str] = {}
+    plain = [
+        name for name in ("token_url", "refresh_url", "revocation_url") if str(data.get(name, "")).startswith("http:")
+    ]
+    for name in plain:
+        problems[name] = (
+            "must be https:// with auth_method tls_client_auth (the certificate goes on the TLS connection)"
+        )
+    certificate, key = data.get("client_certificate"), data.get("client_key")
+    if certificate and key:
+        # The wall clock: a certificate is valid or expired by the time of day, whatever clock refreshes run by.
+        problems.update(certificate_problems(certificate, key, time.time()))
+    return problems
+
+
 def _credential_problems(data: Mapping[str, Any], original: Mapping[str, Any], grant: str) -> dict[str, str]:
     """What is missing or does not fit in how the client authenticates and what it signs with."""
     problems: dict[str, str] = {}
@@ -354,6 +390,7 @@ def _credential_problems(data: Mapping[str, Any], original: Mapping[str, Any], g
                 problems[name] = "only used by grant_type jwt_bearer or auth_method private_key_jwt"
     if "assertion_audience" in original and method not in ("client_secret_jwt", "private_key_jwt"):
         problems["assertion_audience"] = "only used by auth_method client_secret_jwt or private_key_jwt"
+    problems.update(_certificate_problems(data, original, method))
     pem = data.get("private_key")
     if signs and pem:
         try:

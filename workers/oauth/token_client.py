@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -45,6 +46,7 @@ from workers.oauth.assertions import (
     key_signer,
     secret_signer,
 )
+from workers.oauth.client_tls import client_context
 from workers.oauth.providers import NO_ERROR_CODES, ErrorCodes, error_codes, scope_in_assertion
 from workers.oauth.transport import (
     TRANSIENT_STATUSES,
@@ -118,6 +120,10 @@ class ClientSpec(Protocol):
     def audience(self) -> str | None: ...
     @property
     def resource(self) -> tuple[str, ...]: ...
+    @property
+    def client_certificate(self) -> str | None: ...
+    @property
+    def client_key(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -266,6 +272,18 @@ class TokenClient:
             # Checked when the spec was stored: only a key that no longer loads gets here; a person must act.
             raise PermanentProviderError("invalid_private_key", f"the private key cannot sign: {exc}") from None
 
+    @staticmethod
+    def _client_tls(spec: ClientSpec) -> ssl.SSLContext | None:
+        if spec.auth_method != "tls_client_auth":
+            return None
+        try:
+            return client_context(spec.client_certificate or "", spec.client_key or "")
+        except (ssl.SSLError, OSError) as exc:
+            # Checked when the spec was stored: a pair TLS still cannot use needs a person.
+            raise PermanentProviderError(
+                "invalid_client_certificate", f"the client certificate cannot be used: {type(exc).__name__}"
+            ) from None
+
     def _authenticate(self, spec: ClientSpec, data: dict[str, Any], headers: dict[str, str]) -> str | None:
         """Add the client's credentials (RFC 6749 §2.3, RFC 7523 §2.2); returns the client assertion made, if any."""
         method = spec.auth_method
@@ -281,6 +299,9 @@ class TokenClient:
                 client_id=spec.client_id, client_assertion_type=CLIENT_ASSERTION_TYPE, client_assertion=assertion
             )
             return assertion
+        elif method == "tls_client_auth":
+            # RFC 8705 §2.1: the certificate on the connection authenticates; the body names the client.
+            data["client_id"] = spec.client_id
         elif method == "none":
             # A public client names itself, but for the JWT bearer grant's own assertion, which already does.
             if data.get("grant_type") != JWT_BEARER_GRANT:
@@ -295,8 +316,10 @@ class TokenClient:
         data: dict[str, Any] = dict(params)
         headers = {"Accept": "application/json"}
         assertion = self._authenticate(spec, data, headers)
+        tls = self._client_tls(spec)
+        timeout = (self.connect_timeout, self.read_timeout)
         try:
-            with post_form(self.session, url, data, headers, (self.connect_timeout, self.read_timeout)) as response:
+            with post_form(self.session, url, data, headers, timeout, client_tls=tls) as response:
                 return response.status_code, response.headers, self._read_capped(response), assertion
         except ForbiddenAddressError as exc:
             raise PermanentProviderError("forbidden_address", f"the {what}: {exc}") from None

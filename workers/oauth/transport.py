@@ -29,6 +29,7 @@ import heapq
 import itertools
 import os
 import socket
+import ssl
 import threading
 import time
 import urllib.request
@@ -39,7 +40,7 @@ from urllib.parse import urlencode, urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
-from requests.utils import select_proxy
+from requests.utils import prepend_scheme_if_needed, select_proxy
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
@@ -192,6 +193,10 @@ def deadline_budget(timeout: Any) -> float:
 
 # The deadline of the request being sent on this thread (between the adapter and the pool).
 _current: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar("tokenkeeper_deadline", default=None)
+# The client certificate (tls_client_auth) the request being sent presents, set by post_form.
+_client_tls: contextvars.ContextVar[ssl.SSLContext | None] = contextvars.ContextVar(
+    "tokenkeeper_client_tls", default=None
+)
 
 
 class _WatchedConnection(HTTPConnection):
@@ -309,7 +314,11 @@ class GuardedAdapter(HTTPAdapter):
             raise DeadlinePassed(
                 deadline.describe() if deadline else "DNS resolution timed out", request=request
             ) from None
-        if select_proxy(request.url or "", proxies):
+        client_tls = _client_tls.get()
+        if client_tls is not None and parts.scheme != "https":
+            raise requests.exceptions.InvalidSchema("a client certificate goes only over https")
+        proxy = select_proxy(request.url or "", proxies)
+        if proxy and client_tls is None:
             # The proxy resolves and connects; the check above is all that can be done here.
             return super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
         # A CA bundle path: requests would stat it on every request to tell a file from a folder.
@@ -319,6 +328,12 @@ class GuardedAdapter(HTTPAdapter):
         pool_kwargs: dict[str, Any] = dict(typed_kwargs)
         if bundle:
             pool_kwargs[_ca_argument(bundle)] = bundle
+        if client_tls is not None:
+            # Part of the pool's key: a connection that presented one certificate carries no other's request.
+            pool_kwargs["ssl_context"] = client_tls
+        if proxy:
+            manager = self.proxy_manager_for(prepend_scheme_if_needed(proxy, "http"))  # type: ignore[no-untyped-call]  # unannotated in requests
+            return manager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
         host_params["host"] = str(address)
         if host_params["scheme"] == "https":
             # SNI and the certificate check use the name; the socket goes to the checked address.
@@ -370,6 +385,7 @@ def post_form(
     form: Mapping[str, str | Sequence[str]],
     headers: Mapping[str, str],
     timeout: Any,
+    client_tls: ssl.SSLContext | None = None,
 ) -> requests.Response:
     """POST ``form`` (URL-encoded) to ``url`` through ``session``'s adapter; the response is streamed.
 
@@ -393,7 +409,11 @@ def post_form(
         proxies, verify, cert = session.proxies, session.verify, session.cert
     verify = True if verify is None else verify
     adapter = session.get_adapter(url)
-    return adapter.send(prepared, stream=True, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
+    token = _client_tls.set(client_tls)
+    try:
+        return adapter.send(prepared, stream=True, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
+    finally:
+        _client_tls.reset(token)
 
 
 def guard(session: requests.Session, policy: AddressPolicy) -> requests.Session:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import Any
 
 import pytest
 
 from tests.support.keys import ec_pem, ed25519_pem, encrypted_pem, rsa_pem
+from tests.support.pki import CertificateAuthority
 from workers.engine.spec import merge_changes, validate_spec
 from workers.errors import SpecError
+from workers.oauth.addresses import AddressPolicy
 
 JWT = {
     "name": "sa",
@@ -17,6 +20,9 @@ JWT = {
     "client_id": "robot@example.test",
     "token_url": "https://idp.example/token",
 }
+
+
+CA = CertificateAuthority()
 
 
 def rejected(data: Any) -> dict[str, list[str]]:
@@ -50,6 +56,7 @@ def test_a_jwt_bearer_spec_needs_a_key_and_no_secret() -> None:
 
 
 def test_a_jwt_bearer_spec_with_a_client_secret_also_authenticates_with_it() -> None:
+    """Given a secret, a JWT bearer client authenticates with it too (Basic by default)."""
     spec = validate_spec({**JWT, "private_key": rsa_pem(), "client_secret": "s"})
     assert spec.auth_method == "client_secret_basic"
 
@@ -83,17 +90,20 @@ def test_a_key_or_claim_that_cannot_be_used_is_named_and_nothing_is_quoted(
 
 @pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post", "client_secret_jwt"])
 def test_methods_that_use_the_secret_require_it(method: str) -> None:
+    """Basic, POST and client_secret_jwt all need the client secret, and say so naming the method."""
     data = {**JWT, "grant_type": "client_credentials", "auth_method": method}
     assert rejected(data)["client_secret"] == [f"required with auth_method {method}"]
 
 
 def test_client_secret_jwt_needs_a_secret_long_enough_for_hs256() -> None:
+    """An HS256 key shorter than the hash is refused (RFC 7518 §3.2); 32 bytes pass."""
     data = {**JWT, "grant_type": "client_credentials", "auth_method": "client_secret_jwt", "client_secret": "short"}
     assert "at least 32 bytes" in rejected(data)["client_secret"][0]
     assert validate_spec({**data, "client_secret": "x" * 32}).auth_method == "client_secret_jwt"
 
 
 def test_private_key_jwt_needs_a_key_and_no_secret() -> None:
+    """private_key_jwt signs with its key: the key is required, the secret is not."""
     data = {**JWT, "grant_type": "client_credentials", "auth_method": "private_key_jwt"}
     assert rejected(data) == {"private_key": ["required with auth_method private_key_jwt"]}
     spec = validate_spec({**data, "private_key": rsa_pem(), "key_id": "k1", "signing_alg": "PS256"})
@@ -101,11 +111,13 @@ def test_private_key_jwt_needs_a_key_and_no_secret() -> None:
 
 
 def test_a_public_client_needs_no_secret() -> None:
+    """auth_method none: a public client (with PKCE) has no secret to give."""
     data = {**JWT, "grant_type": "authorization_code", "auth_url": "https://idp.example/auth", "auth_method": "none"}
     assert validate_spec(data).auth_method == "none"
 
 
 def test_without_a_secret_or_a_secretless_method_the_secret_is_asked_for() -> None:
+    """The default method needs a secret; the message names the methods that need none."""
     data = {**JWT, "grant_type": "client_credentials"}
     assert "required (or an auth_method that needs none" in rejected(data)["client_secret"][0]
 
@@ -118,6 +130,7 @@ def test_keys_are_refused_where_nothing_signs() -> None:
 
 
 def test_audience_and_resource_fit_any_grant() -> None:
+    """RFC 8693 audience and RFC 8707 resource (one URI or several, absolute, no fragment) go with any grant."""
     data = {**JWT, "grant_type": "client_credentials", "client_secret": "s"}
     spec = validate_spec({**data, "audience": "api://crm", "resource": ["https://api.example/", "urn:example:x"]})
     assert spec.audience == "api://crm" and spec.resource == ("https://api.example/", "urn:example:x")
@@ -145,6 +158,7 @@ def test_a_google_service_account_file_is_taken_as_it_is() -> None:
 
 
 def test_a_service_account_file_without_its_key_is_refused_without_quoting_it() -> None:
+    """JSON that is no usable key file is refused naming private_key, quoting none of it."""
     found = rejected({"name": "gsa", "private_key": service_account_file(private_key="")})
     assert list(found) == ["private_key"] and "service-account key file" in found["private_key"][0]
     assert "robot@" not in json.dumps(found)
@@ -157,3 +171,57 @@ def test_a_stored_jwt_spec_survives_an_update() -> None:
     assert public["assertion_claims"] == {"sub": "u"} and "resource" not in public
     again = validate_spec(merge_changes(spec, {"scopes": "a b"}))
     assert again.private_key == rsa_pem() and again.scopes == ("a", "b")
+
+
+MTLS = {
+    "name": "bank",
+    "grant_type": "client_credentials",
+    "client_id": "bank-client",
+    "auth_method": "tls_client_auth",
+    "token_url": "https://bank.example/token",
+}
+
+
+def test_tls_client_auth_takes_a_certificate_and_its_key_and_no_secret() -> None:
+    """RFC 8705: the certificate is a public field, its key a sealed secret; no client secret is needed."""
+    issued = CA.issue("bank-client", client=True)
+    spec = validate_spec({**MTLS, "client_certificate": issued.certificate, "client_key": issued.key})
+    assert spec.client_secret == "" and spec.client_certificate == issued.certificate
+    assert spec.public_fields()["client_certificate"] == issued.certificate  # a certificate is public
+    assert "client_key" not in spec.public_fields() and spec.secrets()["client_key"] == issued.key
+
+
+def test_an_unusable_certificate_or_key_is_named_and_nothing_is_quoted() -> None:
+    """Missing, mismatched, expired, not yet valid, or sent over plain http: each refused naming its field."""
+    issued, other = CA.issue("a", client=True), CA.issue("b", client=True)
+    assert set(rejected(MTLS)) == {"client_certificate", "client_key"}
+    mismatched = rejected({**MTLS, "client_certificate": issued.certificate, "client_key": other.key})
+    assert list(mismatched) == ["client_key"] and "does not belong" in mismatched["client_key"][0]
+    expired = CA.issue("old", client=True, starts_in=-datetime.timedelta(days=2), valid_for=datetime.timedelta(days=1))
+    found = rejected({**MTLS, "client_certificate": expired.certificate, "client_key": expired.key})
+    assert list(found) == ["client_certificate"] and "expired on" in found["client_certificate"][0]
+    with pytest.raises(SpecError) as caught:
+        validate_spec(
+            {
+                **MTLS,
+                "token_url": "http://127.0.0.1:9/token",
+                "client_certificate": issued.certificate,
+                "client_key": issued.key,
+            },
+            addresses=AddressPolicy(allow_private=True),  # loopback allowed, as for local try-outs
+        )
+    plain = caught.value.errors
+    assert list(plain) == ["token_url"] and "https://" in plain["token_url"][0]
+    assert "PRIVATE KEY" not in json.dumps([mismatched, found, plain])
+
+
+def test_a_certificate_is_refused_where_tls_client_auth_is_not_used() -> None:
+    """A certificate no request would present is refused rather than kept for nothing."""
+    issued = CA.issue("a", client=True)
+    data = {
+        **MTLS,
+        "auth_method": "client_secret_basic",
+        "client_secret": "s",
+        "client_certificate": issued.certificate,
+    }
+    assert rejected(data) == {"client_certificate": ["only used by auth_method tls_client_auth"]}
