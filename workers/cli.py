@@ -170,6 +170,13 @@ def _create(settings: Settings, options: argparse.Namespace) -> int:
     if result.get("authorization_url"):
         print(f"\nRegister this redirect URI at the provider: {settings.callback_url}", file=sys.stderr)
         print(f"Send the user to: {result['authorization_url']}", file=sys.stderr)
+    if result.get("user_code"):
+        print(
+            f"\nOn any device, open {result['verification_uri']} and enter the code {result['user_code']}",
+            file=sys.stderr,
+        )
+        if result.get("verification_uri_complete"):
+            print(f"(or open {result['verification_uri_complete']})", file=sys.stderr)
     return 0
 
 
@@ -337,21 +344,23 @@ def _show(settings: Settings, options: argparse.Namespace) -> int:
     if record is None:
         raise TokenkeeperError(f"no integration named {options.name!r}")
     token = store.token(options.name)
-    _print_json(
-        {
-            "name": record.name,
-            "grant_type": record.grant_type,
-            "status": record.status,
-            "reason": record.reason,
-            "spec": dict(record.public),
-            "expires_at": token.get("expires_at", ""),
-            "scope": token.get("scope", ""),
-            "account": dict(record.account),
-            "refreshed_at": record.refreshed_at,
-            "next_refresh_at": record.refresh_at,
-            "history": store.history(options.name),
-        }
-    )
+    shown: dict[str, Any] = {
+        "name": record.name,
+        "grant_type": record.grant_type,
+        "status": record.status,
+        "reason": record.reason,
+        "spec": dict(record.public),
+        "expires_at": token.get("expires_at", ""),
+        "scope": token.get("scope", ""),
+        "account": dict(record.account),
+        "refreshed_at": record.refreshed_at,
+        "next_refresh_at": record.refresh_at,
+        "history": store.history(options.name),
+    }
+    if record.device:
+        # A device grant waiting for its person: the code to enter and where (RFC 8628 §3.3).
+        shown["device"] = dict(record.device)
+    _print_json(shown)
     return 0
 
 

@@ -184,3 +184,25 @@ def test_keep_alive_off_means_no_refresh_for_a_token_that_never_expires(
     Registry(_with(environ, TOKENKEEPER_KEEPALIVE_INTERVAL="0")).create(rt_spec(forever, "forever"))
     assert redis_client.zscore("tokenkeeper:schedule", "forever") is None
     assert redis_client.hget("tokenkeeper:token:forever", "status") == "active"
+
+
+def test_discovery_picks_the_client_authentication_the_server_takes(
+    runtime: Runtime, token_server: TokenServer
+) -> None:
+    """A server that takes only client_secret_post: a spec that names no auth_method gets it, and it works."""
+    issuer = f"{token_server.base}/post-only"
+    token_server.documents["/.well-known/oauth-authorization-server/post-only"] = {
+        **_metadata(token_server, issuer),
+        "token_endpoint_auth_methods_supported": ["client_secret_post"],
+    }
+    spec = {
+        "name": "post",
+        "grant_type": "client_credentials",
+        "client_id": "client-id",
+        "client_secret": "client-secret",
+        "issuer": issuer,
+    }
+    assert Registry(runtime).create(spec)["status"] == "active"
+    record = runtime.store.load("post")
+    assert record is not None and record.public["auth_method"] == "client_secret_post"
+    assert token_server.auth_headers[-1] is None and token_server.bodies[-1]["client_secret"] == "client-secret"

@@ -3,8 +3,10 @@
 Client authentication by secret (Basic, POST), by signed client assertion (``private_key_jwt``,
 ``client_secret_jwt``, RFC 7523 §2.2, each ``jti`` accepted once), by mutual TLS
 (``tls_client_auth``, RFC 8705 §2.1: served over TLS that requires a client certificate, whose
-subject must be the one registered) or none (public clients). Client credentials and the JWT
-bearer grant (RFC 7523 §2.1) besides the code flow; revocation (RFC 7009). Login form for
+subject must be the one registered) or none (public clients). Client credentials, the JWT
+bearer grant (RFC 7523 §2.1) and the device authorization grant (RFC 8628: a test approves or
+denies a user code, or has the server ask for slower polling) besides the code flow; revocation
+(RFC 7009). Login form for
 several users (a test picks who signs in and consents; ``/logout`` ends the provider session),
 consent page with Allow / Deny, authorization code grant with PKCE and, when the scope has
 ``openid``, an OpenID Connect id_token (RS256) whose ``sub`` is the user's; refresh-token grant
@@ -26,6 +28,7 @@ from authlib.oauth2.rfc6749 import InvalidClientError, InvalidGrantError, grants
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion, JWTBearerGrant
 from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc8628 import DeviceAuthorizationEndpoint, DeviceCodeGrant
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
 from cryptography import x509
@@ -164,6 +167,26 @@ class Token:
 
 
 @dataclass
+class DeviceCredential:
+    client_id: str
+    scope: str
+    user_code: str
+    expires_at: float
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_user_code(self) -> str:
+        return self.user_code
+
+    def is_expired(self) -> bool:
+        return time.time() > self.expires_at
+
+
+@dataclass
 class State:
     clients: dict[str, Client] = field(default_factory=dict)
     codes: dict[str, Code] = field(default_factory=dict)
@@ -183,6 +206,11 @@ class State:
     certificates: list[tuple[str, str]] = field(default_factory=list)
     # Every assertion and client assertion received, as sent.
     raw_assertions: list[str] = field(default_factory=list)
+    # Device grant: device code -> credential; user code -> (user, approved); polls seen; slow_down answers to give.
+    devices: dict[str, DeviceCredential] = field(default_factory=dict)
+    device_grants: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    device_polls: list[float] = field(default_factory=list)
+    slow_downs: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -193,6 +221,8 @@ class AuthorizationServerApp:
         issue_refresh_tokens: bool = True,
         require_pkce: bool = False,
         tls: ssl.SSLContext | None = None,
+        device_interval: int = 1,
+        device_lifetime: int = 60,
     ) -> None:
         self.state = State()
         self.lifetime = lifetime
@@ -204,6 +234,7 @@ class AuthorizationServerApp:
                 "refresh_token": lifetime,
                 "client_credentials": lifetime,
                 JWTBearerGrant.GRANT_TYPE: lifetime,
+                DeviceCodeGrant.GRANT_TYPE: lifetime,
             },
             OAUTH2_REFRESH_TOKEN_GENERATOR=issue_refresh_tokens,
         )
@@ -214,6 +245,8 @@ class AuthorizationServerApp:
         server.register_grant(self._jwt_bearer_grant())
         for method in ASSERTION_METHODS:
             server.register_client_auth_method(method, self._client_assertion(method))
+        server.register_grant(self._device_grant())
+        server.register_endpoint(self._device_endpoint(device_interval, device_lifetime))
         server.register_client_auth_method("tls_client_auth", self._tls_client_auth)
         server.register_endpoint(self._revocation())
         self._routes(app, server)
@@ -246,6 +279,11 @@ class AuthorizationServerApp:
         client = Client(client_id, client_secret, [redirect_uri], **options)
         self.state.clients[client_id] = client
         return client
+
+    def answer_device(self, user_code: str, approve: bool, user: str = USERNAME) -> None:
+        """What the person does on the verification page: approve or deny the code shown to them."""
+        with self.state.lock:
+            self.state.device_grants[user_code] = (user, approve)
 
     def live_tokens(self, client_id: str) -> list[Token]:
         with self.state.lock:
@@ -361,6 +399,50 @@ class AuthorizationServerApp:
                     state.refreshes += 1
 
         return RefreshGrant
+
+    def _device_endpoint(self, interval: int, lifetime: int) -> DeviceAuthorizationEndpoint:
+        state = self.state
+        page = lambda: f"{self.base_url}/device"  # noqa: E731 -- the port is known only once the server is bound
+
+        class Endpoint(DeviceAuthorizationEndpoint):
+            CLIENT_AUTH_METHODS: ClassVar[list[str]] = ALL_METHODS
+            INTERVAL = interval
+            EXPIRES_IN = lifetime
+
+            def get_verification_uri(self) -> str:
+                return page()
+
+            def save_device_credential(self, client_id: str, scope: str, data: dict[str, Any]) -> None:
+                with state.lock:
+                    state.devices[data["device_code"]] = DeviceCredential(
+                        client_id, scope or "", data["user_code"], time.time() + data["expires_in"]
+                    )
+
+        return Endpoint
+
+    def _device_grant(self) -> type:
+        state = self.state
+
+        class Device(DeviceCodeGrant):
+            TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ALL_METHODS
+
+            def query_device_credential(self, device_code: str) -> DeviceCredential | None:
+                with state.lock:
+                    state.device_polls.append(time.time())
+                    return state.devices.get(device_code)
+
+            def query_user_grant(self, user_code: str) -> tuple[str, bool] | None:
+                with state.lock:
+                    return state.device_grants.get(user_code)
+
+            def should_slow_down(self, credential: DeviceCredential) -> bool:
+                with state.lock:
+                    if state.slow_downs > 0:
+                        state.slow_downs -= 1
+                        return True
+                return False
+
+        return Device
 
     def _tls_client_auth(self, query_client: Any, req: Any) -> Client | None:
         """RFC 8705 §2.1.2: the TLS layer checked the chain; the subject must be the client's registered one."""
@@ -515,6 +597,10 @@ class AuthorizationServerApp:
         @app.post("/token")
         def token() -> Any:
             return server.create_token_response()
+
+        @app.post("/device_authorization")
+        def device_authorization() -> Any:
+            return server.create_endpoint_response("device_authorization")
 
         @app.post("/revoke")
         def revoke() -> Any:

@@ -26,12 +26,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from workers.engine.device import still_waiting
 from workers.engine.guarded import Answer, write_answers
 from workers.engine.journal import Fingerprints, describe_lost, lost_attempt
 from workers.engine.outcomes import Change, history_entry, request_failed, token_obtained
 from workers.engine.overlap import run_overlapping
 from workers.engine.runtime import Runtime
-from workers.engine.spec import STANDALONE_GRANTS, spec_from_stored
+from workers.engine.spec import STANDALONE_GRANTS, IntegrationSpec, spec_from_stored
 from workers.errors import NotFoundError, ProviderError, StateError, StoredDataError, TokenkeeperError
 from workers.ops.metrics import RefreshMetrics
 from workers.store import WRITE_DELETED, WRITE_FAILED, WRITE_LOST_LOCK, IntegrationRecord, Lock, Status
@@ -51,7 +52,9 @@ UNEXPECTED_ERROR = "internal_error"
 @dataclass(frozen=True)
 class RefreshResult:
     name: str
-    outcome: str  # refreshed | retrying | needs_reauth | busy | skipped | superseded | deferred
+    # refreshed | retrying | needs_reauth | busy | skipped | superseded | deferred; a device grant's poll:
+    # waiting (the person has not finished) | authorized (the first token)
+    outcome: str
     status: str
     expires_at: str = ""
     detail: str = ""
@@ -94,6 +97,8 @@ class _Answer:
     change: Change
     failed: ProviderError | None = None
     timing: _Timing | None = None
+    # Where it is neither "refreshed" nor the status the failure led to: a device poll ("waiting", "authorized").
+    outcome: str | None = None
 
 
 class Refresher:
@@ -207,6 +212,8 @@ class Refresher:
             return RefreshResult(name, "busy", record.status, detail="another refresh is under way")
         if planned_at is not None and _superseded(record, planned_at):
             return RefreshResult(name, "superseded", record.status)
+        if record.status == Status.PENDING and record.device and planned_at is not None:
+            return _Job(lock, record, planned_at, taken_at)  # a device grant's poll (RFC 8628 §3.4)
         if record.status in (Status.NEEDS_REAUTH, Status.PENDING):
             if planned_at is not None:
                 return RefreshResult(name, "skipped", record.status, detail=record.reason)
@@ -228,7 +235,7 @@ class Refresher:
         if result.duration is None:
             log.debug("refresh %s: %s (%s)", result.name, result.outcome, result.detail or "no request made")
             return
-        level = logging.INFO if result.outcome == "refreshed" else logging.WARNING
+        level = logging.INFO if result.outcome in ("refreshed", "authorized", "waiting") else logging.WARNING
         if not log.isEnabledFor(level):
             return  # at scale workers log warnings only: the line is not even built
         late = "" if result.lateness is None else f", {result.lateness:.3f}s late"
@@ -285,6 +292,8 @@ class Refresher:
         rt, record = self.rt, job.record
         secrets = rt.box.open(record.sealed_secrets)
         spec = spec_from_stored(record.public, secrets)
+        if record.device:
+            return self._poll_device(job, spec, secrets)
         now = rt.clock()
         try:
             if spec.grant_type in STANDALONE_GRANTS:
@@ -337,6 +346,39 @@ class Refresher:
             # How late against the plan the request went out (negative: early): the scheduler's accuracy.
             change.fields["lateness"] = round(now - job.planned_at, 3)
         return _Answer(job, change, timing=_Timing(now, done, job.planned_at))
+
+    def _poll_device(self, job: _Job, spec: IntegrationSpec, secrets: Mapping[str, str]) -> _Answer:
+        """Ask whether the person has finished (RFC 8628 §3.4); the next poll, the end, or the first token."""
+        rt, device = self.rt, job.record.device
+        now = rt.clock()
+        device_code = secrets.get("device_code")
+        if not device_code or now >= float(device["expires_at"]):
+            change = still_waiting(None, device, now)
+            return _Answer(job, change, failed=ProviderError("expired_token", change.fields["reason"]))
+        try:
+            response = rt.client.poll_device(spec, device_code)
+        except ProviderError as error:
+            change = still_waiting(error, device, rt.clock())
+            timing = _Timing(now, rt.clock(), job.planned_at)
+            if "status" in change.fields:
+                return _Answer(job, change, failed=error, timing=timing)
+            return _Answer(job, change, failed=error, timing=timing, outcome="waiting")
+        kept = {key: value for key, value in secrets.items() if key != "device_code"}
+        if response.refresh_token:
+            kept["refresh_token"] = response.refresh_token
+        change = token_obtained(
+            response,
+            sealed_secrets=rt.box.seal(kept),
+            requested_scopes=spec.scopes,
+            policy=rt.policy,
+            now=rt.clock(),
+            reason="authorized on the device",
+            holds_refresh_token=bool(response.refresh_token),
+        )
+        change.fields["device"] = ""
+        if response.refresh_token:
+            change.fields["refresh_fp"] = self.fingerprints.of(response.refresh_token)
+        return _Answer(job, change, timing=_Timing(now, rt.clock(), job.planned_at), outcome="authorized")
 
     def _unexpected(self, job: _Job, exc: Exception, *, sealed_secrets: str | None = None) -> _Answer:
         """``sealed_secrets``: what the provider's answer already replaced (a rotated refresh token), kept."""
@@ -421,11 +463,11 @@ class Refresher:
         change, failed, timing = answer.change, answer.failed, answer.timing
         lost = lost_attempt(answer.job.record.attempt, answer.job.record.lost_attempt)
         try:
-            if lost:
+            if lost and "reason" in change.fields:
                 _explain_lost(change, lost, failed)
         except Exception as exc:  # noqa: BLE001 -- an unreadable journal must not keep the answer from being stored
             log.error("refresh %s: the attempt journal cannot be read (%s)", answer.job.record.name, type(exc).__name__)
-        outcome = change.fields["status"] if failed is not None else "refreshed"
+        outcome = answer.outcome or (change.fields["status"] if failed is not None else "refreshed")
         duration = None if timing is None else max(0.0, timing.done - timing.started)
         lateness = None if timing is None or timing.planned_at is None else timing.started - timing.planned_at
         entry = Answer(
@@ -446,13 +488,13 @@ class Refresher:
             return RefreshResult(
                 record.name, "superseded", record.status, detail=why, duration=duration, lateness=lateness
             )
-        failed = answer.failed is not None
+        obtained = outcome in ("refreshed", "authorized")
         return RefreshResult(
             record.name,
             outcome,
-            change.fields["status"],
-            expires_at="" if failed else change.token["expires_at"],
-            detail=change.fields["reason"] if failed else "",
+            change.fields.get("status", record.status),
+            expires_at=change.token["expires_at"] if obtained else "",
+            detail="" if obtained else change.fields.get("reason", record.reason),
             written=True,
             duration=duration,
             lateness=lateness,

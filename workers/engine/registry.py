@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
+from workers.engine.device import device_started
 from workers.engine.guarded import write_answer
 from workers.engine.links import authorization_link
 from workers.engine.outcomes import Change, history_entry, token_obtained
@@ -30,7 +31,7 @@ from workers.engine.spec import (
     validate_spec,
 )
 from workers.errors import ConflictError, NotFoundError, ProviderError, StateError, TokenkeeperError
-from workers.oauth.discovery import discover
+from workers.oauth.discovery import choose_auth_method, discover
 from workers.oauth.providers import expand_preset
 from workers.store import KEEP_SCHEDULE, WRITE_DELETED, IntegrationRecord, Lock, NewIntegration, Status
 
@@ -61,13 +62,25 @@ def failure(spec: Any, error: Exception) -> dict[str, str]:
     return {"name": name if isinstance(name, str) else "", "error": message}
 
 
-def summary(name: str, status: str, expires_at: str = "", authorization_url: str = "") -> dict[str, str]:
+def summary(
+    name: str,
+    status: str,
+    expires_at: str = "",
+    authorization_url: str = "",
+    device: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
     result = {"name": name, "status": status}
     if expires_at:
         result["expires_at"] = expires_at
     if authorization_url:
         result["authorization_url"] = authorization_url
+    if device:
+        # RFC 8628: what the person is to do (the device code itself stays with the secrets).
+        result.update({key: str(device[key]) for key in DEVICE_SUMMARY if device.get(key)})
     return result
+
+
+DEVICE_SUMMARY = ("user_code", "verification_uri", "verification_uri_complete")
 
 
 class Registry:
@@ -93,7 +106,7 @@ class Registry:
             return spec
         wanted = {
             name: ("refresh_url" if name == "token_url" and grant == "refresh_token" else name)
-            for name in ("auth_url", "token_url", "revocation_url")
+            for name in ("auth_url", "token_url", "revocation_url", "device_authorization_url")
         }
         wanted = {
             source: target
@@ -108,9 +121,14 @@ class Registry:
             insecure_hosts=self.rt.settings.insecure_http_hosts,
             addresses=self.rt.client.addresses,
         )
-        for source, value in discover(self.rt.client, issuer).items():
+        discovered = discover(self.rt.client, issuer)
+        for source, value in discovered.items():
             if source in wanted:
                 spec[wanted[source]] = value
+        if "auth_method" not in spec and "auth_methods" in discovered:
+            chosen = choose_auth_method(discovered["auth_methods"], spec)
+            if chosen is not None:
+                spec["auth_method"] = chosen
         return spec
 
     def create(self, data: Any) -> dict[str, str]:
@@ -196,9 +214,20 @@ class Registry:
             history = history_entry(now, Status.PENDING, "created")
             new = NewIntegration(spec.name, fields, token, history, None)
             return new, summary(spec.name, Status.PENDING, authorization_url=self.authorization_url(spec.name))
+        if spec.grant_type == "device_code":
+            change, device = self._device_started(spec, reason="created")
+            new = NewIntegration(spec.name, {**base, **change.fields}, change.token, change.history, change.due)
+            return new, summary(spec.name, Status.PENDING, device=device)
         change = self._first_token(spec, reason="created")
         new = NewIntegration(spec.name, {**base, **change.fields}, change.token, change.history, change.due)
         return new, summary(spec.name, change.fields["status"], expires_at=change.token["expires_at"])
+
+    def _device_started(self, spec: IntegrationSpec, reason: str) -> tuple[Change, dict[str, Any]]:
+        """Ask for a device code (RFC 8628 §3.1); raises the provider's error. The device code is sealed."""
+        rt = self.rt
+        authorization = rt.client.device_authorization(spec)
+        secrets = {**spec.secrets(), "device_code": authorization.device_code}
+        return device_started(authorization, sealed_secrets=rt.box.seal(secrets), now=rt.clock(), reason=reason)
 
     def _first_token(self, spec: IntegrationSpec, reason: str) -> Change:
         """Request a token with ``spec``'s own credentials; raises the provider's error."""
@@ -242,6 +271,15 @@ class Registry:
                 if version < 0:
                     raise self._refused(name, version)
                 return summary(name, record.status, authorization_url=self.authorization_url(name))
+            if spec.grant_type == "device_code":
+                # An update starts over: a new code for the person (after a denial or an expiry, say).
+                change, device = self._device_started(spec, reason="updated")
+                version = rt.store.write(
+                    lock, record.version, {**base, **change.fields}, change.token, change.history, change.due
+                )
+                if version < 0:
+                    raise self._refused(name, version)
+                return summary(name, Status.PENDING, device=device)
             change = self._first_token(spec, reason="updated")
             # The stored refresh token was just spent: the answer is the only live one, so it is written
             # as a refresh writes it (rides out a Redis restart, on disk and replicas before we answer).

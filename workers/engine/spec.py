@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from workers.crypto.secretbox import SecretBox
     from workers.store import IntegrationRecord
 
-GRANT_TYPES = ("client_credentials", "authorization_code", "refresh_token", "jwt_bearer")
+GRANT_TYPES = ("client_credentials", "authorization_code", "refresh_token", "jwt_bearer", "device_code")
 AUTH_METHODS = (
     "client_secret_basic",
     "client_secret_post",
@@ -49,7 +49,8 @@ _NAME = re.compile(NAME_PATTERN)
 
 # Which grant types each optional or conditional field belongs to.
 FIELD_GRANTS: dict[str, tuple[str, ...]] = {
-    "token_url": ("client_credentials", "authorization_code", "jwt_bearer"),
+    "token_url": ("client_credentials", "authorization_code", "jwt_bearer", "device_code"),
+    "device_authorization_url": ("device_code",),
     "assertion_claims": ("jwt_bearer",),
     "auth_url": ("authorization_code",),
     "refresh_url": ("refresh_token",),
@@ -62,13 +63,14 @@ REQUIRED_BY_GRANT: dict[str, tuple[str, ...]] = {
     "authorization_code": ("token_url", "auth_url"),
     "refresh_token": ("refresh_url", "refresh_token"),
     "jwt_bearer": ("token_url", "private_key"),
+    "device_code": ("token_url", "device_authorization_url"),
 }
 SECRET_FIELDS = ("client_secret", "refresh_token", "private_key", "client_key")
 # Newer optional fields, left out of the stored spec when empty (specs stored before them stay as they were).
 _OMITTED_WHEN_EMPTY = frozenset({"assertion_claims", "resource"})
 # Claims of a JWT bearer assertion that are ours to set for every request.
 FRESH_CLAIMS = frozenset({"iat", "exp", "nbf", "jti"})
-URL_FIELDS = ("token_url", "auth_url", "refresh_url", "issuer", "revocation_url")
+URL_FIELDS = ("token_url", "auth_url", "refresh_url", "issuer", "revocation_url", "device_authorization_url")
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,8 @@ class IntegrationSpec:
     # tls_client_auth (RFC 8705 §2): the certificate presented on the TLS connection, and its key.
     client_certificate: str | None = None
     client_key: str | None = field(default=None, repr=False)
+    # RFC 8628 §3.1: where a device_code integration asks for its user code.
+    device_authorization_url: str | None = None
 
     @property
     def endpoint(self) -> str:
@@ -309,6 +313,7 @@ class SpecSchema(Schema):
     resource = _Resources()
     client_certificate = fields.String(validate=validate.Length(min=1))
     client_key = fields.String(validate=validate.Length(min=1))
+    device_authorization_url = _Url()
 
     @validates_schema(skip_on_field_errors=False, pass_original=True)
     def _fits_grant_type(self, data: dict[str, Any], original: dict[str, Any], **kwargs: Any) -> None:
@@ -336,8 +341,9 @@ class SpecSchema(Schema):
 
 
 def default_auth_method(data: Mapping[str, Any]) -> str:
-    """HTTP Basic with a client secret; a JWT bearer grant without one authenticates by its assertion alone."""
-    if data.get("grant_type") == "jwt_bearer" and not data.get("client_secret"):
+    """HTTP Basic with a client secret. Without one, a JWT bearer grant authenticates by its assertion alone,
+    and a device (a CLI, a TV) is usually a public client."""
+    if data.get("grant_type") in ("jwt_bearer", "device_code") and not data.get("client_secret"):
         return "none"
     return "client_secret_basic"
 
@@ -470,9 +476,13 @@ def merge_changes(current: IntegrationSpec, changes: Any) -> dict[str, Any]:
     return merged
 
 
+# Sealed beside the spec's secrets but no part of the spec: a grant's own state (RFC 8628's device code).
+GRANT_STATE_SECRETS = frozenset({"device_code"})
+
+
 def spec_from_stored(public: Mapping[str, Any], secrets: Mapping[str, str]) -> IntegrationSpec:
     """Rebuild a spec that was validated before it was stored."""
-    data: dict[str, Any] = {**public, **secrets}
+    data: dict[str, Any] = {**public, **{k: v for k, v in secrets.items() if k not in GRANT_STATE_SECRETS}}
     data["scopes"] = tuple(data.get("scopes", ()))
     return IntegrationSpec(**data)
 

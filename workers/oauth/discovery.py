@@ -18,6 +18,7 @@ ENDPOINTS = {
     "auth_url": "authorization_endpoint",
     "token_url": "token_endpoint",
     "revocation_url": "revocation_endpoint",
+    "device_authorization_url": "device_authorization_endpoint",
 }
 
 
@@ -30,8 +31,9 @@ def metadata_urls(issuer: str) -> list[str]:
     return [rfc8414, openid] if rfc8414 != openid else [rfc8414]
 
 
-def discover(client: TokenClient, issuer: str) -> dict[str, str]:
-    """The issuer's endpoints as spec fields; raises SpecError naming ``issuer`` when none can be had."""
+def discover(client: TokenClient, issuer: str) -> dict[str, Any]:
+    """The issuer's endpoints as spec fields, and the client authentication methods its token endpoint takes
+    (``auth_methods``, when it says); raises SpecError naming ``issuer`` when none can be had."""
     problems: list[str] = []
     for url in metadata_urls(issuer):
         try:
@@ -43,11 +45,37 @@ def discover(client: TokenClient, issuer: str) -> dict[str, str]:
     raise SpecError({"issuer": ["no usable metadata: " + "; ".join(problems)]})
 
 
-def endpoints_from(metadata: Mapping[str, Any], issuer: str) -> dict[str, str]:
+def endpoints_from(metadata: Mapping[str, Any], issuer: str) -> dict[str, Any]:
     claimed = metadata.get("issuer")
     if claimed != issuer:
         raise SpecError({"issuer": [f"the metadata names issuer {claimed!r}, not {issuer!r}; refused"]})
     found = {field: value for field, key in ENDPOINTS.items() if isinstance(value := metadata.get(key), str) and value}
     if "token_url" not in found:
         raise SpecError({"issuer": ["the metadata has no token_endpoint"]})
-    return found
+    methods = metadata.get("token_endpoint_auth_methods_supported")
+    result: dict[str, Any] = dict(found)
+    if isinstance(methods, list):
+        result["auth_methods"] = tuple(method for method in methods if isinstance(method, str))
+    return result
+
+
+# The order methods are preferred in, where a spec holds what several need: a key or a certificate proves
+# more than a shared secret, and HTTP Basic is what RFC 8414 §2 presumes when a server names none.
+PREFERENCE = (
+    ("private_key_jwt", "private_key"),
+    ("tls_client_auth", "client_certificate"),
+    ("client_secret_basic", "client_secret"),
+    ("client_secret_post", "client_secret"),
+    ("client_secret_jwt", "client_secret"),
+)
+
+
+def choose_auth_method(supported: tuple[str, ...], spec: Mapping[str, Any]) -> str | None:
+    """The method a spec without ``auth_method`` uses at a server taking ``supported`` (RFC 8414 §2); None:
+    nothing it holds fits, and validation says what is missing."""
+    for method, needs in PREFERENCE:
+        if method in supported and spec.get(needs):
+            return method
+    if "none" in supported and not spec.get("client_secret"):
+        return "none"
+    return None

@@ -24,7 +24,7 @@ PRESETS_FILE = Path(__file__).with_name("data") / "providers.json"
 # ``$`` alone would let a final newline through.
 PARAM_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
-URL_KEYS = ("auth_url", "token_url", "revocation_url", "issuer")
+URL_KEYS = ("auth_url", "token_url", "revocation_url", "issuer", "device_authorization_url")
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class Preset:
     auth_url: str | None = None
     revocation_url: str | None = None
     issuer: str | None = None
+    device_authorization_url: str | None = None
     params: Mapping[str, str | None] = field(default_factory=dict)
     extra_auth_params: Mapping[str, str] = field(default_factory=dict)
     extra_token_params: Mapping[str, str] = field(default_factory=dict)
@@ -147,6 +148,8 @@ def expand_preset(data: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("revocation_url", "issuer"):
         if key in urls:
             spec.setdefault(key, urls[key])
+    if grant == "device_code" and "device_authorization_url" in urls:
+        spec.setdefault("device_authorization_url", urls["device_authorization_url"])
     spec.setdefault("auth_method", preset.auth_method)
     if grant == "jwt_bearer" and preset.assertion_claims:
         claims = {key: _filled(value, values) for key, value in preset.assertion_claims.items()}

@@ -73,6 +73,14 @@ PERMANENT_ERRORS = frozenset(
 # Codes some providers send from the token endpoint for passing trouble.
 TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error", "slow_down"})
 
+# RFC 8628 §3.4.
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+# RFC 8628 §3.2: the interval when the server names none; and what a device code may live, at most.
+DEFAULT_DEVICE_INTERVAL = 5.0
+MAX_DEVICE_LIFETIME = 86400.0
+# A user code is read out to a person: one short line of printable text.
+MAX_USER_CODE = 64
+
 # No token is trusted for longer than a year, whatever its expires_in or exp says.
 MAX_LIFETIME = 365 * 86400.0
 
@@ -121,6 +129,8 @@ class ClientSpec(Protocol):
     @property
     def resource(self) -> tuple[str, ...]: ...
     @property
+    def device_authorization_url(self) -> str | None: ...
+    @property
     def client_certificate(self) -> str | None: ...
     @property
     def client_key(self) -> str | None: ...
@@ -137,6 +147,18 @@ class TokenResponse:
     scope: str | None = None
     # OpenID Connect: says which account consented (read by the Authorization Code flow).
     id_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class DeviceAuthorization:
+    """RFC 8628 §3.2: what the user is to do, and what the device polls with."""
+
+    device_code: str = field(repr=False)
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str | None
+    expires_at: float
+    interval: float
 
 
 @dataclass(frozen=True)
@@ -187,6 +209,29 @@ class TokenClient:
                 params["scope"] = " ".join(spec.scopes)
         assertion = grant_assertion(self._signer(spec), claims, self.clock(), lifetime)
         return self.request(spec, {**params, "assertion": assertion}, secrets=(assertion,))
+
+    def device_authorization(self, spec: ClientSpec) -> DeviceAuthorization:
+        """RFC 8628 §3.1: a device code, and the user code and page to show a person."""
+        assert spec.device_authorization_url is not None  # required by validation
+        params: dict[str, str | Sequence[str]] = {}
+        if spec.scopes:
+            params["scope"] = " ".join(spec.scopes)
+        sent_at = self.clock()
+        status, headers, body, assertion = self._post(
+            spec, spec.device_authorization_url, params, "device authorization endpoint"
+        )
+        payload = _decode_body(headers.get("Content-Type", ""), body)
+        if payload is not None and payload.get("error"):
+            known = (spec.client_secret, assertion)
+            raise _oauth_error(status, headers, payload, known, self.clock(), error_codes(spec.provider))
+        if not 200 <= status < 300 or payload is None:
+            raise classify(status, None)(f"http_{status}", _describe_body(body), status=status)
+        return device_authorization_from(payload, sent_at)
+
+    def poll_device(self, spec: ClientSpec, device_code: str) -> TokenResponse:
+        """RFC 8628 §3.4: whether the person has finished; raises ProviderError (authorization_pending…) until then."""
+        params = {"grant_type": DEVICE_CODE_GRANT, "device_code": device_code}
+        return self.request(spec, params, secrets=(device_code,))
 
     def exchange_code(self, spec: ClientSpec, code: str, redirect_uri: str, code_verifier: str | None) -> TokenResponse:
         params = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
@@ -409,6 +454,44 @@ def parse_token_response(
         scope=_scope(scope),
         id_token=id_token if isinstance(id_token, str) and id_token else None,
     )
+
+
+def device_authorization_from(payload: Mapping[str, Any], sent_at: float) -> DeviceAuthorization:
+    """The server's answer, checked: what is shown to a person must be a plain code and an http(s) page."""
+    device_code, user_code = payload.get("device_code"), payload.get("user_code")
+    # Google names it verification_url, as drafts of RFC 8628 did.
+    page = payload.get("verification_uri") or payload.get("verification_url")
+    complete = payload.get("verification_uri_complete")
+    if not isinstance(device_code, str) or not device_code:
+        raise TransientProviderError("malformed_response", "the device authorization answer has no device_code")
+    if (
+        not isinstance(user_code, str)
+        or not 0 < len(user_code) <= MAX_USER_CODE
+        or not user_code.isprintable()
+        or user_code != user_code.strip()
+    ):
+        raise TransientProviderError("malformed_response", "the device authorization answer has no usable user_code")
+    if not _web_page(page):
+        raise TransientProviderError(
+            "malformed_response", "the device authorization answer has no http(s) verification_uri"
+        )
+    lifetime = _number(payload.get("expires_in"))
+    interval = _number(payload.get("interval"))
+    return DeviceAuthorization(
+        device_code=device_code,
+        user_code=user_code,
+        verification_uri=str(page),
+        verification_uri_complete=complete if _web_page(complete) else None,
+        expires_at=sent_at + (min(lifetime, MAX_DEVICE_LIFETIME) if lifetime and lifetime > 0 else 1800.0),
+        interval=min(max(interval, 1.0), 600.0) if interval is not None and interval > 0 else DEFAULT_DEVICE_INTERVAL,
+    )
+
+
+def _web_page(value: Any) -> bool:
+    if not isinstance(value, str) or len(value) > 2048 or not value.isprintable():
+        return False
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def classify(status: int, code: str | None, codes: ErrorCodes = NO_ERROR_CODES) -> type[ProviderError]:

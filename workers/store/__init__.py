@@ -109,6 +109,9 @@ class IntegrationRecord:
     lost_attempt: Mapping[str, Any] = field(default_factory=dict)
     # Keyed fingerprint of the stored refresh token ("" when not known yet).
     refresh_fp: str = ""
+    # A device_code integration waiting for its person (RFC 8628): user_code, verification_uri(_complete),
+    # expires_at, interval. Empty once authorized.
+    device: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_hash(cls, name: str, raw: Mapping[str, str]) -> IntegrationRecord:
@@ -132,6 +135,7 @@ class IntegrationRecord:
             attempt=json.loads(raw["attempt"]) if raw.get("attempt") else {},
             lost_attempt=json.loads(raw["lost_attempt"]) if raw.get("lost_attempt") else {},
             refresh_fp=raw.get("refresh_fp", ""),
+            device=json.loads(raw["device"]) if raw.get("device") else {},
         )
 
 

@@ -10,6 +10,7 @@ import pytest
 from tests.support.keys import rsa_pem
 from workers.engine.spec import AUTH_METHODS, GRANT_TYPES, validate_spec
 from workers.errors import SpecError
+from workers.oauth.discovery import choose_auth_method
 from workers.oauth.providers import PLACEHOLDER, URL_KEYS, presets
 
 PROVIDERS_PAGE = Path(__file__).resolve().parents[4] / "docs" / "providers.md"
@@ -184,3 +185,21 @@ def test_changing_the_tenant_moves_the_urls_with_it() -> None:
     assert moved.token_url == "https://login.microsoftonline.com/b.example/oauth2/v2.0/token"
     assert moved.auth_url is not None and "/b.example/" in moved.auth_url
     assert moved.scopes == ("User.Read", "offline_access") and moved.client_secret == "s"
+
+
+@pytest.mark.parametrize(
+    ("supported", "spec", "chosen"),
+    [
+        (("client_secret_basic", "private_key_jwt"), {"client_secret": "s", "private_key": "k"}, "private_key_jwt"),
+        (("client_secret_post",), {"client_secret": "s"}, "client_secret_post"),
+        (("client_secret_basic", "client_secret_post"), {"client_secret": "s"}, "client_secret_basic"),
+        (("tls_client_auth", "none"), {"client_certificate": "c"}, "tls_client_auth"),
+        (("none",), {}, "none"),
+        (("private_key_jwt",), {"client_secret": "s"}, None),
+    ],
+)
+def test_discovery_chooses_the_strongest_method_the_spec_can_use(
+    supported: tuple[str, ...], spec: dict[str, str], chosen: str | None
+) -> None:
+    """Key over certificate over secret; Basic before POST; None when the spec holds nothing the server takes."""
+    assert choose_auth_method(supported, spec) == chosen
