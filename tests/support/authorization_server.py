@@ -5,8 +5,10 @@ Client authentication by secret (Basic, POST), by signed client assertion (``pri
 (``tls_client_auth``, RFC 8705 §2.1: served over TLS that requires a client certificate, whose
 subject must be the one registered) or none (public clients). Client credentials, the JWT
 bearer grant (RFC 7523 §2.1) and the device authorization grant (RFC 8628: a test approves or
-denies a user code, or has the server ask for slower polling) besides the code flow; revocation
-(RFC 7009). Login form for
+denies a user code, or has the server ask for slower polling) and token exchange (RFC 8693, on
+Authlib's grant base, which has no exchange grant of its own: the subject token must be a live
+access token of this server, the new one is for the ``audience`` asked) besides the code flow;
+revocation (RFC 7009). Login form for
 several users (a test picks who signs in and consents; ``/logout`` ends the provider session),
 consent page with Allow / Deny, authorization code grant with PKCE and, when the scope has
 ``openid``, an OpenID Connect id_token (RS256) whose ``sub`` is the user's; refresh-token grant
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import InvalidClientError, InvalidGrantError, grants
+from authlib.oauth2.rfc6749 import InvalidClientError, InvalidGrantError, InvalidRequestError, grants
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion, JWTBearerGrant
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -44,6 +46,8 @@ from werkzeug.serving import make_server
 USERNAME, PASSWORD = "alice", "wonderland"
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 ASSERTION_METHODS = ("private_key_jwt", "client_secret_jwt")
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 ALL_METHODS = [*SECRET_METHODS, *ASSERTION_METHODS, "tls_client_auth", "none"]
 # joserfc, under Authlib, takes only HS256, RS256 and ES256 unless told: this server is told all tokenkeeper signs.
 ALGORITHMS = ["RS256", "PS256", "ES256", "EdDSA", "HS256"]
@@ -211,6 +215,8 @@ class State:
     device_grants: dict[str, tuple[str, bool]] = field(default_factory=dict)
     device_polls: list[float] = field(default_factory=list)
     slow_downs: int = 0
+    # Token exchange: (client, subject token, audience, resource list) of each exchange.
+    exchanged: list[tuple[str, str, str, list[str]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -223,6 +229,7 @@ class AuthorizationServerApp:
         tls: ssl.SSLContext | None = None,
         device_interval: int = 1,
         device_lifetime: int = 60,
+        lifetimes: dict[str, int] | None = None,
     ) -> None:
         self.state = State()
         self.lifetime = lifetime
@@ -235,6 +242,8 @@ class AuthorizationServerApp:
                 "client_credentials": lifetime,
                 JWTBearerGrant.GRANT_TYPE: lifetime,
                 DeviceCodeGrant.GRANT_TYPE: lifetime,
+                TOKEN_EXCHANGE: lifetime,
+                **(lifetimes or {}),  # per grant type, where a test needs some tokens to outlive others
             },
             OAUTH2_REFRESH_TOKEN_GENERATOR=issue_refresh_tokens,
         )
@@ -246,6 +255,7 @@ class AuthorizationServerApp:
         for method in ASSERTION_METHODS:
             server.register_client_auth_method(method, self._client_assertion(method))
         server.register_grant(self._device_grant())
+        server.register_grant(self._exchange_grant())
         server.register_endpoint(self._device_endpoint(device_interval, device_lifetime))
         server.register_client_auth_method("tls_client_auth", self._tls_client_auth)
         server.register_endpoint(self._revocation())
@@ -443,6 +453,43 @@ class AuthorizationServerApp:
                 return False
 
         return Device
+
+    def _exchange_grant(self) -> type:
+        state = self.state
+        is_valid = self.is_valid
+
+        class Exchange(grants.BaseGrant, grants.TokenEndpointMixin):  # type: ignore[misc]
+            GRANT_TYPE = TOKEN_EXCHANGE
+            TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ALL_METHODS
+
+            def validate_token_request(self) -> None:
+                form = self.request.form
+                client = self.authenticate_token_endpoint_client()
+                if not client.check_grant_type(self.GRANT_TYPE):
+                    raise InvalidClientError(description="not allowed to exchange tokens")
+                if form.get("subject_token_type") != ACCESS_TOKEN_TYPE or not form.get("subject_token"):
+                    raise InvalidRequestError("subject_token and an access-token subject_token_type are required")
+                if not is_valid(form["subject_token"]):
+                    raise InvalidGrantError(description="the subject token is not a live token of this server")
+                self.request.client = client
+
+            def create_token_response(self) -> Any:
+                form = self.request.form
+                with state.lock:
+                    state.exchanged.append(
+                        (
+                            self.request.client.client_id,
+                            form["subject_token"],
+                            form.get("audience", ""),
+                            request.form.getlist("resource"),  # Flask's request: every value given
+                        )
+                    )
+                token = self.generate_token(scope=self.request.payload.scope, include_refresh_token=False)
+                token["issued_token_type"] = ACCESS_TOKEN_TYPE
+                self.save_token(token)
+                return 200, token, self.TOKEN_RESPONSE_HEADER
+
+        return Exchange
 
     def _tls_client_auth(self, query_client: Any, req: Any) -> Client | None:
         """RFC 8705 §2.1.2: the TLS layer checked the chain; the subject must be the client's registered one."""

@@ -88,7 +88,24 @@ def write_answers(rt: Runtime, answers: Sequence[Answer], *, release: bool = Fal
         if version == WRITE_DELETED:
             # Fenced by a deletion: what we got is stored nowhere, so nobody else would revoke it.
             revoke_unkept(rt, answer.record, answer.change)
+    follow_new_tokens(rt, answers, versions)
     return versions
+
+
+def follow_new_tokens(rt: Runtime, answers: Sequence[Answer], versions: Sequence[int]) -> None:
+    """Integrations exchanging a token just stored are due now (RFC 8693 subject_integration)."""
+    names = [
+        name
+        for answer, version in zip(answers, versions, strict=True)
+        if version >= 0 and answer.change.token.get("access_token")
+        for name in answer.record.dependents
+    ]
+    if not names:
+        return
+    try:
+        rt.store.follow(names, rt.clock())
+    except Exception as exc:  # noqa: BLE001 -- they keep their own plan and exchange at it
+        log.warning("making %d exchanging integrations due failed: %s", len(names), type(exc).__name__)
 
 
 def revoke_unkept(rt: Runtime, record: IntegrationRecord, change: Change) -> list[str]:

@@ -27,6 +27,7 @@ from functools import partial
 from typing import Any
 
 from workers.engine.device import still_waiting
+from workers.engine.exchange import obtain
 from workers.engine.guarded import Answer, write_answers
 from workers.engine.journal import Fingerprints, describe_lost, lost_attempt
 from workers.engine.outcomes import Change, history_entry, request_failed, token_obtained
@@ -297,7 +298,7 @@ class Refresher:
         now = rt.clock()
         try:
             if spec.grant_type in STANDALONE_GRANTS:
-                response = rt.client.obtain(spec)
+                response = obtain(rt, spec)
             else:
                 refresh_token = secrets.get("refresh_token")
                 if not refresh_token:

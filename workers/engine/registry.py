@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from workers.engine.device import device_started
+from workers.engine.exchange import obtain
 from workers.engine.guarded import write_answer
 from workers.engine.links import authorization_link
 from workers.engine.outcomes import Change, history_entry, token_obtained
@@ -30,7 +31,7 @@ from workers.engine.spec import (
     stored_spec,
     validate_spec,
 )
-from workers.errors import ConflictError, NotFoundError, ProviderError, StateError, TokenkeeperError
+from workers.errors import ConflictError, NotFoundError, ProviderError, SpecError, StateError, TokenkeeperError
 from workers.oauth.discovery import choose_auth_method, discover
 from workers.oauth.providers import expand_preset
 from workers.store import KEEP_SCHEDULE, WRITE_DELETED, IntegrationRecord, Lock, NewIntegration, Status
@@ -92,9 +93,27 @@ class Registry:
         return authorization_link(self.rt.settings, name, now=self.rt.clock())
 
     def validate(self, data: Any) -> IntegrationSpec:
-        return validate_spec(
+        spec = validate_spec(
             self.resolve(data), insecure_hosts=self.rt.settings.insecure_http_hosts, addresses=self.rt.client.addresses
         )
+        if spec.subject_integration:
+            self._check_subject_chain(spec)
+        return spec
+
+    def _check_subject_chain(self, spec: IntegrationSpec) -> None:
+        """The integration to exchange exists, and following subjects from it never comes back to ``spec``."""
+        chain, current = [spec.name], spec.subject_integration
+        while current:
+            if current in chain:
+                loop = " -> ".join([*chain, current])
+                raise SpecError({"subject_integration": [f"would exchange its own token in a loop: {loop}"]})
+            record = self.rt.store.load(current)
+            if record is None:
+                if current == spec.subject_integration:
+                    raise SpecError({"subject_integration": [f"no integration named {current!r}"]})
+                return
+            chain.append(current)
+            current = record.public.get("subject_integration")
 
     def resolve(self, data: Any) -> Any:
         """The spec with its provider preset and, for an ``issuer`` alone, discovered endpoints filled in."""
@@ -184,6 +203,9 @@ class Registry:
                     continue
                 for (index, new, result), ok in zip(ready, created, strict=True):
                     outcomes[index] = result if ok else _taken(new.name)
+                    subject = specs[index].subject_integration
+                    if ok and subject:
+                        self._follow_subject(new.name, subject)
         finally:
             store.unreserve_many([specs[index].name for index in reserved])
         # None: the thread asking the provider died under it (see run_overlapping).
@@ -234,7 +256,7 @@ class Registry:
         rt = self.rt
         secrets = spec.secrets()
         response = (
-            rt.client.obtain(spec)
+            obtain(rt, spec)
             if spec.grant_type in STANDALONE_GRANTS
             else rt.client.refresh(spec, spec.refresh_token or "")
         )
@@ -261,6 +283,11 @@ class Registry:
             record = self._load(name)
             current = stored_spec(record, rt.box)
             spec = self.validate(merge_changes(current, changes))
+            if spec.subject_integration != current.subject_integration:
+                if current.subject_integration:
+                    rt.store.depend(current.subject_integration, name, on=False)
+                if spec.subject_integration:
+                    self._follow_subject(name, spec.subject_integration)
             now = rt.clock()
             base = {"spec": spec.public_fields(), **spec.rate_fields()}
             if spec.grant_type == "authorization_code":
@@ -303,13 +330,21 @@ class Registry:
         try:
             record = self._load(name)
             result: dict[str, Any] = {"name": name, "deleted": True}
-            result.update(self._revoke(stored_spec(record, self.rt.box), store.token(name)))
+            spec = stored_spec(record, self.rt.box)
+            result.update(self._revoke(spec, store.token(name)))
+            if spec.subject_integration:
+                store.depend(spec.subject_integration, name, on=False)
             if not store.delete(name):
                 raise NotFoundError(f"no integration named {name!r}")
             return result
         finally:
             if lock is not None:
                 store.release(lock)
+
+    def _follow_subject(self, name: str, subject: str) -> None:
+        # Not fatal: without the link the exchange still happens at its own plan, only not at once.
+        if not self.rt.store.depend(subject, name):
+            log.warning("%s exchanges %s's token, which no longer exists", name, subject)
 
     def _revoke(self, spec: IntegrationSpec, token: Mapping[str, str]) -> dict[str, Any]:
         if not spec.revocation_url:

@@ -28,7 +28,14 @@ if TYPE_CHECKING:
     from workers.crypto.secretbox import SecretBox
     from workers.store import IntegrationRecord
 
-GRANT_TYPES = ("client_credentials", "authorization_code", "refresh_token", "jwt_bearer", "device_code")
+GRANT_TYPES = (
+    "client_credentials",
+    "authorization_code",
+    "refresh_token",
+    "jwt_bearer",
+    "device_code",
+    "token_exchange",
+)
 AUTH_METHODS = (
     "client_secret_basic",
     "client_secret_post",
@@ -38,7 +45,7 @@ AUTH_METHODS = (
     "none",
 )
 # Grants whose every token is had afresh from what the spec holds: no refresh token to keep.
-STANDALONE_GRANTS = ("client_credentials", "jwt_bearer")
+STANDALONE_GRANTS = ("client_credentials", "jwt_bearer", "token_exchange")
 # Client authentication that proves itself without a client secret.
 SECRETLESS_AUTH = ("private_key_jwt", "tls_client_auth", "none")
 # RFC 7518 §3.2: an HS256 key at least as long as the hash.
@@ -49,7 +56,11 @@ _NAME = re.compile(NAME_PATTERN)
 
 # Which grant types each optional or conditional field belongs to.
 FIELD_GRANTS: dict[str, tuple[str, ...]] = {
-    "token_url": ("client_credentials", "authorization_code", "jwt_bearer", "device_code"),
+    "token_url": ("client_credentials", "authorization_code", "jwt_bearer", "device_code", "token_exchange"),
+    "subject_token": ("token_exchange",),
+    "subject_integration": ("token_exchange",),
+    "subject_token_type": ("token_exchange",),
+    "requested_token_type": ("token_exchange",),
     "device_authorization_url": ("device_code",),
     "assertion_claims": ("jwt_bearer",),
     "auth_url": ("authorization_code",),
@@ -64,8 +75,9 @@ REQUIRED_BY_GRANT: dict[str, tuple[str, ...]] = {
     "refresh_token": ("refresh_url", "refresh_token"),
     "jwt_bearer": ("token_url", "private_key"),
     "device_code": ("token_url", "device_authorization_url"),
+    "token_exchange": ("token_url",),
 }
-SECRET_FIELDS = ("client_secret", "refresh_token", "private_key", "client_key")
+SECRET_FIELDS = ("client_secret", "refresh_token", "private_key", "client_key", "subject_token")
 # Newer optional fields, left out of the stored spec when empty (specs stored before them stay as they were).
 _OMITTED_WHEN_EMPTY = frozenset({"assertion_claims", "resource"})
 # Claims of a JWT bearer assertion that are ours to set for every request.
@@ -107,6 +119,11 @@ class IntegrationSpec:
     client_key: str | None = field(default=None, repr=False)
     # RFC 8628 §3.1: where a device_code integration asks for its user code.
     device_authorization_url: str | None = None
+    # RFC 8693: the token to exchange (a secret), or the integration whose access token is exchanged.
+    subject_token: str | None = field(default=None, repr=False)
+    subject_integration: str | None = None
+    subject_token_type: str | None = None
+    requested_token_type: str | None = None
 
     @property
     def endpoint(self) -> str:
@@ -233,6 +250,12 @@ def _valid_claims(value: Mapping[str, Any]) -> None:
         raise ValidationError("; ".join(problems))
 
 
+def _token_type_uri(value: str) -> None:
+    # RFC 8693 §3: token types are URIs (urn:ietf:params:oauth:token-type:…, or a provider's own).
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:\S{1,500}", value):
+        raise ValidationError("must be a token type URI such as urn:ietf:params:oauth:token-type:access_token")
+
+
 def _valid_name(value: str) -> None:
     if not _NAME.fullmatch(value):
         raise ValidationError("must start with a letter and contain only letters, digits, _ and - (at most 64)")
@@ -314,6 +337,10 @@ class SpecSchema(Schema):
     client_certificate = fields.String(validate=validate.Length(min=1))
     client_key = fields.String(validate=validate.Length(min=1))
     device_authorization_url = _Url()
+    subject_token = fields.String(validate=validate.Length(min=1))
+    subject_integration = fields.String(validate=_valid_name)
+    subject_token_type = fields.String(validate=_token_type_uri)
+    requested_token_type = fields.String(validate=_token_type_uri)
 
     @validates_schema(skip_on_field_errors=False, pass_original=True)
     def _fits_grant_type(self, data: dict[str, Any], original: dict[str, Any], **kwargs: Any) -> None:
@@ -329,6 +356,12 @@ class SpecSchema(Schema):
         for name in REQUIRED_BY_GRANT[grant]:
             if name not in original:
                 errors[name] = [f"required for grant_type {grant}"]
+        if grant == "token_exchange":
+            given = [name for name in ("subject_token", "subject_integration") if name in original]
+            if len(given) != 1:
+                errors["subject_token"] = ["give either subject_token or subject_integration (exactly one)"]
+            elif data.get("subject_integration") and data.get("subject_integration") == data.get("name"):
+                errors["subject_integration"] = ["cannot be the integration itself"]
         for name, problem in _credential_problems(data, original, grant).items():
             errors.setdefault(name, []).append(problem)
         if errors:

@@ -73,6 +73,9 @@ PERMANENT_ERRORS = frozenset(
 # Codes some providers send from the token endpoint for passing trouble.
 TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error", "slow_down"})
 
+# RFC 8693 §2.1 and §3.
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 -- a grant URN
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 -- a URN naming a kind of token
 # RFC 8628 §3.4.
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 # RFC 8628 §3.2: the interval when the server names none; and what a device code may live, at most.
@@ -130,6 +133,10 @@ class ClientSpec(Protocol):
     def resource(self) -> tuple[str, ...]: ...
     @property
     def device_authorization_url(self) -> str | None: ...
+    @property
+    def subject_token_type(self) -> str | None: ...
+    @property
+    def requested_token_type(self) -> str | None: ...
     @property
     def client_certificate(self) -> str | None: ...
     @property
@@ -227,6 +234,19 @@ class TokenClient:
         if not 200 <= status < 300 or payload is None:
             raise classify(status, None)(f"http_{status}", _describe_body(body), status=status)
         return device_authorization_from(payload, sent_at)
+
+    def token_exchange(self, spec: ClientSpec, subject_token: str) -> TokenResponse:
+        """RFC 8693 §2.1: ``subject_token`` exchanged for a token for the spec's audience / resource."""
+        params = {
+            "grant_type": TOKEN_EXCHANGE_GRANT,
+            "subject_token": subject_token,
+            "subject_token_type": spec.subject_token_type or ACCESS_TOKEN_TYPE,
+        }
+        if spec.requested_token_type:
+            params["requested_token_type"] = spec.requested_token_type
+        if spec.scopes:
+            params["scope"] = " ".join(spec.scopes)
+        return self.request(spec, params, secrets=(subject_token,))
 
     def poll_device(self, spec: ClientSpec, device_code: str) -> TokenResponse:
         """RFC 8628 §3.4: whether the person has finished; raises ProviderError (authorization_pending…) until then."""

@@ -112,6 +112,8 @@ class IntegrationRecord:
     # A device_code integration waiting for its person (RFC 8628): user_code, verification_uri(_complete),
     # expires_at, interval. Empty once authorized.
     device: Mapping[str, Any] = field(default_factory=dict)
+    # Integrations that exchange this one's access token (RFC 8693 subject_integration): due at its every new token.
+    dependents: tuple[str, ...] = ()
 
     @classmethod
     def from_hash(cls, name: str, raw: Mapping[str, str]) -> IntegrationRecord:
@@ -136,6 +138,7 @@ class IntegrationRecord:
             lost_attempt=json.loads(raw["lost_attempt"]) if raw.get("lost_attempt") else {},
             refresh_fp=raw.get("refresh_fp", ""),
             device=json.loads(raw["device"]) if raw.get("device") else {},
+            dependents=tuple(json.loads(raw["dependents"])) if raw.get("dependents") else (),
         )
 
 
@@ -201,6 +204,8 @@ class Store:
         self._note = client.register_script(_lua("note"))
         self._journal = client.register_script(_lua("journal"))
         self._fence = client.register_script(_lua("fence"))
+        self._dependents = client.register_script(_lua("dependents"))
+        self._follow = client.register_script(_lua("follow"))
         self._aof_supported: bool | None = None
 
     # -- reads -----------------------------------------------------------
@@ -559,6 +564,18 @@ class Store:
 
     def link_spent(self, link_id: str) -> bool:
         return bool(self.redis.exists(self.keys.link_spent(link_id)))
+
+    def depend(self, subject: str, name: str, *, on: bool = True) -> bool:
+        """Record (or with ``on`` false, forget) that ``name`` exchanges ``subject``'s token; False: no ``subject``."""
+        keys = [self.keys.integration(subject)]
+        return bool(self._dependents(keys=keys, args=["add" if on else "remove", name]))
+
+    def follow(self, names: Sequence[str], now: float) -> int:
+        """Make ``names`` (active or retrying ones) due now: the token they exchange was just replaced."""
+        if not names:
+            return 0
+        keys = [self.keys.schedule, *(self.keys.integration(name) for name in names)]
+        return int(self._follow(keys=keys, args=[repr(now), *names]))
 
     def note(self, name: str, entry: Mapping[str, Any]) -> bool:
         """Add an entry to ``name``'s history without changing its status (what only operators may read)."""

@@ -225,3 +225,29 @@ def test_a_certificate_is_refused_where_tls_client_auth_is_not_used() -> None:
         "client_certificate": issued.certificate,
     }
     assert rejected(data) == {"client_certificate": ["only used by auth_method tls_client_auth"]}
+
+
+EXCHANGE = {
+    "name": "downstream",
+    "grant_type": "token_exchange",
+    "client_id": "gateway",
+    "client_secret": "s",
+    "token_url": "https://idp.example/token",
+}
+
+
+def test_a_token_exchange_takes_exactly_one_subject() -> None:
+    """RFC 8693: a stored subject token (a sealed secret) or another integration, never both, never neither."""
+    stored = validate_spec({**EXCHANGE, "subject_token": "t-1", "audience": "https://api.example"})
+    assert stored.secrets()["subject_token"] == "t-1" and "subject_token" not in stored.public_fields()
+    follows = validate_spec({**EXCHANGE, "subject_integration": "okta_user"})
+    assert follows.public_fields()["subject_integration"] == "okta_user"
+    for data in (EXCHANGE, {**EXCHANGE, "subject_token": "t", "subject_integration": "okta_user"}):
+        assert "exactly one" in rejected(data)["subject_token"][0]
+    assert rejected({**EXCHANGE, "subject_integration": "downstream"}) == {
+        "subject_integration": ["cannot be the integration itself"]
+    }
+    assert (
+        "token type URI"
+        in rejected({**EXCHANGE, "subject_token": "t", "subject_token_type": "jwt"})["subject_token_type"][0]
+    )
