@@ -210,3 +210,15 @@ def test_pages_carry_security_headers_and_no_secrets(runtime, client, token_serv
         assert b"client-secret" not in response.data and b"Traceback" not in response.data
     assert client.get(authorize_path(client, "ghost")).status_code == 404
     assert client.get("/nope").status_code == 404
+
+
+def test_an_authorized_integration_can_be_updated_and_keeps_its_refresh_token(
+    runtime, client, token_server, start_processes
+) -> None:
+    """The refresh token the consent gave is grant state: an update of the spec keeps it, and refreshing goes on."""
+    start_processes("worker")
+    Registry(runtime).create(ac_spec(token_server))
+    assert client.get(f"/oauth/callback?state={begin(client)['state']}&code=c1").status_code == 200
+    assert Registry(runtime).update("drive", {"scopes": "read write"})["status"] == "active"
+    assert Refresher(runtime).refresh("drive").outcome == "refreshed"
+    assert token_server.bodies[-1]["grant_type"] == "refresh_token"

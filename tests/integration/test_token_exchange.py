@@ -13,8 +13,9 @@ import pytest
 
 from tests.support.authorization_server import TOKEN_EXCHANGE, AuthorizationServerApp
 from tests.support.processes import wait_until
+from workers.engine.refresher import Refresher
 from workers.engine.registry import Registry
-from workers.errors import SpecError
+from workers.errors import ProviderError, SpecError
 from workers.producer import call
 
 pytestmark = pytest.mark.e2e
@@ -29,7 +30,7 @@ def provider() -> Iterator[AuthorizationServerApp]:
     server.stop()
 
 
-def _subject(provider: AuthorizationServerApp) -> dict[str, Any]:
+def _subject(provider: AuthorizationServerApp, exchangeable_by: tuple[str, ...] = ()) -> dict[str, Any]:
     return {
         "name": "okta_user",
         "grant_type": "client_credentials",
@@ -37,6 +38,7 @@ def _subject(provider: AuthorizationServerApp) -> dict[str, Any]:
         "client_secret": "tk-secret",
         "token_url": provider.token_url,
         "scopes": "read",
+        "exchangeable_by": list(exchangeable_by),
     }
 
 
@@ -60,7 +62,7 @@ def test_an_exchange_follows_its_subject_integration(
     """Each refresh of the subject is followed by an exchange of its new token, for the audience and resources."""
     start_processes("worker")
     start_processes("beat")
-    call(celery_client, "tokenkeeper.create_integration", _subject(provider), timeout=20)
+    call(celery_client, "tokenkeeper.create_integration", _subject(provider, ("downstream",)), timeout=20)
     created = call(
         celery_client,
         "tokenkeeper.create_integration",
@@ -121,10 +123,10 @@ def test_a_missing_or_looping_subject_is_refused_and_nothing_is_stored(
     registry = Registry(runtime)
     with pytest.raises(SpecError) as caught:
         registry.create(_exchange(provider, "x", subject_integration="nobody"))
-    assert "no integration named 'nobody'" in caught.value.errors["subject_integration"][0]
-    registry.create(_subject(provider))
-    registry.create(_exchange(provider, "a", subject_integration="okta_user"))
-    registry.create(_exchange(provider, "b", subject_integration="a"))
+    assert "no integration named 'nobody' lets 'x'" in caught.value.errors["subject_integration"][0]
+    registry.create(_subject(provider, ("a", "c")))
+    registry.create({**_exchange(provider, "a", subject_integration="okta_user"), "exchangeable_by": ["b"]})
+    registry.create({**_exchange(provider, "b", subject_integration="a"), "exchangeable_by": ["a"]})
     with pytest.raises(SpecError) as caught:
         registry.update("a", {"subject_integration": "b"})
     assert "a -> b -> a" in caught.value.errors["subject_integration"][0]
@@ -132,3 +134,77 @@ def test_a_missing_or_looping_subject_is_refused_and_nothing_is_stored(
         registry.create(_exchange(provider, "c", subject_integration="okta_user", subject_token="t"))
     assert "exactly one" in caught.value.errors["subject_token"][0]
     assert not redis_client.exists("tokenkeeper:integration:x", "tokenkeeper:integration:c")
+
+
+def test_an_integration_not_named_by_the_subject_cannot_exchange_its_token(
+    provider: AuthorizationServerApp, runtime: Any, token_server: Any, redis_client: Any
+) -> None:
+    """A producer naming someone else's integration as its subject, with its own token endpoint: refused at
+    creation with the same words as for a name that does not exist, and the endpoint never sees the token."""
+    registry = Registry(runtime)
+    registry.create(_subject(provider, exchangeable_by=("downstream",)))
+    thief = {**_exchange(provider, "thief", subject_integration="okta_user"), "token_url": token_server.url}
+    with pytest.raises(SpecError) as caught:
+        registry.create(thief)
+    assert caught.value.errors["subject_integration"] == [
+        "no integration named 'okta_user' lets 'thief' exchange its token (see its exchangeable_by)"
+    ]
+    assert token_server.bodies == [] and not redis_client.exists("tokenkeeper:integration:thief")
+    # Allowed once, then withdrawn: the next exchange is refused before anything is sent.
+    registry.update("okta_user", {"exchangeable_by": ["downstream", "thief"]})
+    registry.create({**thief, "token_url": provider.token_url})
+    sent = len(provider.state.exchanged)
+    registry.update("okta_user", {"exchangeable_by": ["downstream"]})
+    assert Refresher(runtime).refresh("thief").status == "needs_reauth"
+    assert len(provider.state.exchanged) == sent
+    assert "lets 'thief'" in redis_client.hget("tokenkeeper:integration:thief", "reason")
+
+
+def test_a_refused_update_leaves_every_link_as_it_was(
+    provider: AuthorizationServerApp, runtime: Any, redis_client: Any
+) -> None:
+    """An update to a new subject that the provider refuses changes neither subject's list of dependents."""
+    registry = Registry(runtime)
+    registry.create(_subject(provider, exchangeable_by=("a",)))
+    registry.create({**_subject(provider, exchangeable_by=("a",)), "name": "other_user"})
+    registry.create(_exchange(provider, "a", subject_integration="okta_user"))
+    with pytest.raises(ProviderError):
+        registry.update("a", {"subject_integration": "other_user", "client_secret": "wrong"})
+    assert redis_client.hget("tokenkeeper:integration:okta_user", "dependents") == '["a"]'
+    assert redis_client.hget("tokenkeeper:integration:other_user", "dependents") is None
+
+
+def test_an_exchange_under_way_when_its_subject_changes_is_due_again_once_written(
+    provider: AuthorizationServerApp, runtime: Any, redis_client: Any
+) -> None:
+    """The subject gets a new token while the exchange holds the old one: its write does not push the follow-up
+    to its own plan (it is due at once), and a loop of follows is held to the minimum interval."""
+    from workers.engine.guarded import Answer, write_answers
+    from workers.engine.outcomes import Change
+
+    registry = Registry(runtime)
+    registry.create(_subject(provider, exchangeable_by=("downstream",)))
+    registry.create(_exchange(provider, "downstream", subject_integration="okta_user"))
+    store, now = runtime.store, runtime.clock()
+    lock, record = store.acquire_and_load("downstream", 30, now)
+    assert lock is not None and record is not None
+    # Meanwhile the subject is refreshed: the dependent is marked due (its last refresh was just now, so the
+    # minimum interval decides when).
+    assert store.follow(["downstream"], now + 0.5, 0.0) == 1
+    plan = now + 3600.0
+    change = Change(fields={"refresh_at": plan}, token={"status": "active"}, history={}, due=plan)
+    write_answers(runtime, [Answer(lock, record, change, started=now)], release=True)
+    due = redis_client.zscore("tokenkeeper:schedule", "downstream")
+    assert (
+        due == pytest.approx(now + 0.5)
+        and float(redis_client.hget("tokenkeeper:integration:downstream", "refresh_at")) == due
+    )
+    # A write that began after the follow keeps its own plan.
+    lock, record = store.acquire_and_load("downstream", 30, now + 1)
+    assert lock is not None and record is not None
+    write_answers(runtime, [Answer(lock, record, change, started=now + 1)], release=True)
+    assert redis_client.zscore("tokenkeeper:schedule", "downstream") == pytest.approx(plan)
+    # Followed right after its own refresh: not sooner than the minimum interval allows.
+    redis_client.hset("tokenkeeper:integration:downstream", "refreshed_at", repr(now + 2))
+    store.follow(["downstream"], now + 2, 30.0)
+    assert redis_client.zscore("tokenkeeper:schedule", "downstream") == pytest.approx(now + 32)

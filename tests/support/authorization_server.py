@@ -320,7 +320,8 @@ class AuthorizationServerApp:
                     scope=token.get("scope", ""),
                     access_token=token["access_token"],
                     refresh_token=token.get("refresh_token"),
-                    expires_at=time.time() + token["expires_in"],
+                    # No expires_in (a lifetime of 0 asked for): the token does not expire.
+                    expires_at=time.time() + token["expires_in"] if "expires_in" in token else float("inf"),
                 )
             )
 

@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from workers.engine.guarded import write_answer
 from workers.engine.links import LinkSigner
-from workers.engine.outcomes import history_entry, token_obtained
+from workers.engine.outcomes import history_entry, token_obtained, without_refresh_token
 from workers.engine.policy import LOCK_WAIT
 from workers.engine.runtime import Runtime
 from workers.engine.spec import IntegrationSpec, spec_from_stored
@@ -104,9 +104,12 @@ def authorization_url(spec: IntegrationSpec, redirect_uri: str, state: str, code
     ours["state"] = state
     if code_challenge:
         ours.update({"code_challenge": code_challenge, "code_challenge_method": "S256"})
+    # RFC 8707 §2.1: the resources the grant is for, each its own parameter (as the token requests send them).
+    resources = [("resource", resource) for resource in spec.resource]
     parts = urlsplit(spec.auth_url)
-    kept = [(key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True) if key not in ours]
-    return urlunsplit(parts._replace(query=urlencode(kept + list(ours.items()))))
+    ours_names = set(ours) | ({"resource"} if resources else set())
+    kept = [(key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True) if key not in ours_names]
+    return urlunsplit(parts._replace(query=urlencode(kept + list(ours.items()) + resources)))
 
 
 def _state_id(state: str, binding: str) -> str:
@@ -269,18 +272,7 @@ class Authorizations:
             change = dataclasses.replace(change, fields={**change.fields, "account": account or ""})
             note = ""
             if not refresh_token:
-                if response.expires_at is None:
-                    note = "The provider issued no refresh token and no expiry: the token does not expire."
-                    change = dataclasses.replace(change, due=None, fields={**change.fields, "refresh_at": ""})
-                else:
-                    note = (
-                        "The provider issued no refresh token, so this token cannot be renewed: authorize "
-                        "again before it expires (Google, for one, needs access_type=offline and "
-                        "prompt=consent in extra_auth_params)."
-                    )
-                    change = dataclasses.replace(
-                        change, due=response.expires_at, fields={**change.fields, "refresh_at": response.expires_at}
-                    )
+                change, note = without_refresh_token(change, response)
             # The link is spent in the same step that stores the tokens: one success per link.
             spent = (self.rt.store.keys.link_spent(parked["link"]), "1", max(1.0, parked["link_expires"] - now))
             # Written as a refresh writes: the code is spent, the answer exists only here until stored.

@@ -19,6 +19,8 @@ from workers.store import Status
 
 # RFC 8628 §3.5: what slow_down adds to the interval, for this and every later poll.
 SLOW_DOWN_STEP = 5.0
+# The longest wait that failures in a row grow to between two polls.
+MAX_BACKOFF = 300.0
 
 
 def device_fields(authorization: DeviceAuthorization) -> dict[str, Any]:
@@ -70,10 +72,11 @@ def device_started(
     return change, device
 
 
-def still_waiting(error: ProviderError | None, device: Mapping[str, Any], now: float) -> Change:
+def still_waiting(error: ProviderError | None, device: Mapping[str, Any], now: float, attempts: int = 0) -> Change:
     """A poll that found the person not done (or could not tell): the next poll, nothing else changes.
 
-    ``error`` None: the device code ran out before anyone finished, found without asking.
+    ``error`` None: the device code ran out before anyone finished, found without asking. ``attempts``:
+    passing failures in a row so far; each doubles the wait (RFC 8628 §3.5), up to ``MAX_BACKOFF``.
     """
     if error is None or error.error == "expired_token":
         return _ended(now, "the device code expired before the user entered it (expired_token); update to start again")
@@ -82,14 +85,28 @@ def still_waiting(error: ProviderError | None, device: Mapping[str, Any], now: f
     if error.error not in ("authorization_pending", "slow_down") and not error.retryable:
         return _ended(now, f"{error}; update the integration to start again")
     interval = float(device["interval"]) + (SLOW_DOWN_STEP if error.error == "slow_down" else 0.0)
-    # A transient failure (the server down a moment) waits an interval like a pending answer; Retry-After if longer.
-    wait = max(interval, error.retry_after or 0.0)
+    answered = error.error in ("authorization_pending", "slow_down")
+    # A timeout or a 5xx: the server may be overloaded, so each one in a row doubles the wait; Retry-After if longer.
+    failures = 0 if answered else attempts + 1
+    wait = max(min(interval * 2**failures, MAX_BACKOFF), error.retry_after or 0.0)
     due = min(now + wait, float(device["expires_at"]))
     last_error = "" if error.error == "authorization_pending" else error.error
-    fields: dict[str, Any] = {"refresh_at": due, "last_error": last_error}
+    fields: dict[str, Any] = {
+        "refresh_at": due,
+        "last_error": last_error,
+        "attempts": failures,
+        # Unchanged as a rule (no history entry); it also ends a "retrying" an unexpected error left.
+        "status": Status.PENDING,
+        "reason": waiting_reason(device),
+    }
     if interval != float(device["interval"]):
         fields["device"] = json.dumps({**device, "interval": interval})
-    return Change(fields=fields, token={}, history={}, due=due)
+    return Change(
+        fields=fields,
+        token={"status": Status.PENDING},
+        history=history_entry(now, Status.PENDING, waiting_reason(device)),
+        due=due,
+    )
 
 
 def _ended(now: float, reason: str) -> Change:

@@ -42,6 +42,7 @@ class Answer:
     extra_fields: Mapping[str, Any] = field(default_factory=dict)
     marks: tuple[tuple[str, str, float], ...] = ()
     counters: tuple[tuple[str, str, float], ...] = ()
+    started: float | None = None  # a token exchange's: when it began (see workers.store.Write)
 
 
 def write_answer(
@@ -76,6 +77,7 @@ def write_answers(rt: Runtime, answers: Sequence[Answer], *, release: bool = Fal
             release=release,
             counters=answer.counters,
             marks=answer.marks,
+            started=answer.started,
         )
         for answer in answers
     ]
@@ -103,7 +105,7 @@ def follow_new_tokens(rt: Runtime, answers: Sequence[Answer], versions: Sequence
     if not names:
         return
     try:
-        rt.store.follow(names, rt.clock())
+        rt.store.follow(names, rt.clock(), rt.policy.min_interval)
     except Exception as exc:  # noqa: BLE001 -- they keep their own plan and exchange at it
         log.warning("making %d exchanging integrations due failed: %s", len(names), type(exc).__name__)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +69,24 @@ def token_obtained(
         history=history_entry(now, Status.ACTIVE, reason),
         due=due,
     )
+
+
+def without_refresh_token(change: Change, response: TokenResponse) -> tuple[Change, str]:
+    """A person's consent (code or device) answered with no refresh token: nothing can renew the token.
+
+    Without an expiry it lasts (never refreshed); with one, the integration is looked at when it expires,
+    which ends in needs_reauth saying why. Returns the change and a note for the person.
+    """
+    if response.expires_at is None:
+        note = "The provider issued no refresh token and no expiry: the token does not expire."
+        return dataclasses.replace(change, due=None, fields={**change.fields, "refresh_at": ""}), note
+    note = (
+        "The provider issued no refresh token, so this token cannot be renewed: authorize "
+        "again before it expires (Google, for one, needs access_type=offline and "
+        "prompt=consent in extra_auth_params)."
+    )
+    fields = {**change.fields, "refresh_at": response.expires_at}
+    return dataclasses.replace(change, due=response.expires_at, fields=fields), note
 
 
 # Failures after which the provider may have acted on a request we never heard back from.

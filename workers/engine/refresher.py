@@ -30,7 +30,13 @@ from workers.engine.device import still_waiting
 from workers.engine.exchange import obtain
 from workers.engine.guarded import Answer, write_answers
 from workers.engine.journal import Fingerprints, describe_lost, lost_attempt
-from workers.engine.outcomes import Change, history_entry, request_failed, token_obtained
+from workers.engine.outcomes import (
+    Change,
+    history_entry,
+    request_failed,
+    token_obtained,
+    without_refresh_token,
+)
 from workers.engine.overlap import run_overlapping
 from workers.engine.runtime import Runtime
 from workers.engine.spec import STANDALONE_GRANTS, IntegrationSpec, spec_from_stored
@@ -318,7 +324,11 @@ class Refresher:
                 unclear_since=record.unclear_since,
             )
             return _Answer(job, change, failed=error, timing=_Timing(now, self.rt.clock(), job.planned_at))
-        if response.refresh_token and response.refresh_token != secrets.get("refresh_token"):
+        if (
+            response.refresh_token
+            and response.refresh_token != secrets.get("refresh_token")
+            and spec.grant_type not in STANDALONE_GRANTS  # they ask afresh every time: a refresh token is not kept
+        ):
             secrets = {**secrets, "refresh_token": response.refresh_token}
             sealed = rt.box.seal(secrets)
         else:
@@ -359,9 +369,9 @@ class Refresher:
         try:
             response = rt.client.poll_device(spec, device_code)
         except ProviderError as error:
-            change = still_waiting(error, device, rt.clock())
+            change = still_waiting(error, device, rt.clock(), job.record.attempts)
             timing = _Timing(now, rt.clock(), job.planned_at)
-            if "status" in change.fields:
+            if change.fields["status"] == Status.NEEDS_REAUTH:
                 return _Answer(job, change, failed=error, timing=timing)
             return _Answer(job, change, failed=error, timing=timing, outcome="waiting")
         kept = {key: value for key, value in secrets.items() if key != "device_code"}
@@ -379,6 +389,10 @@ class Refresher:
         change.fields["device"] = ""
         if response.refresh_token:
             change.fields["refresh_fp"] = self.fingerprints.of(response.refresh_token)
+        else:
+            change, note = without_refresh_token(change, response)
+            # Nobody is on a page to read it: the reason says it (status page, show).
+            change.fields["reason"] = change.history["reason"] = f"authorized on the device; {note}"
         return _Answer(job, change, timing=_Timing(now, rt.clock(), job.planned_at), outcome="authorized")
 
     def _unexpected(self, job: _Job, exc: Exception, *, sealed_secrets: str | None = None) -> _Answer:
@@ -471,12 +485,15 @@ class Refresher:
         outcome = answer.outcome or (change.fields["status"] if failed is not None else "refreshed")
         duration = None if timing is None else max(0.0, timing.done - timing.started)
         lateness = None if timing is None or timing.planned_at is None else timing.started - timing.planned_at
+        record = answer.job.record
         entry = Answer(
             answer.job.lock,
-            answer.job.record,
+            record,
             change,
             # Counted in the same step as the write: no extra round trip per refresh.
             counters=tuple(self.metrics.increments(outcome, duration, lateness)),
+            # An exchange of a token replaced meanwhile is due again once written.
+            started=answer.job.taken_at if record.grant_type == "token_exchange" else None,
         )
         return entry, (outcome, duration, lateness)
 

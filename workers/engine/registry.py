@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from workers.engine.device import device_started
-from workers.engine.exchange import obtain
+from workers.engine.exchange import allows, obtain, refusal
 from workers.engine.guarded import write_answer
 from workers.engine.links import authorization_link
 from workers.engine.outcomes import Change, history_entry, token_obtained
@@ -108,9 +108,9 @@ class Registry:
                 loop = " -> ".join([*chain, current])
                 raise SpecError({"subject_integration": [f"would exchange its own token in a loop: {loop}"]})
             record = self.rt.store.load(current)
+            if current == spec.subject_integration and (record is None or not allows(record.public, spec.name)):
+                raise SpecError({"subject_integration": [refusal(current, spec.name)]})
             if record is None:
-                if current == spec.subject_integration:
-                    raise SpecError({"subject_integration": [f"no integration named {current!r}"]})
                 return
             chain.append(current)
             current = record.public.get("subject_integration")
@@ -141,13 +141,15 @@ class Registry:
             addresses=self.rt.client.addresses,
         )
         discovered = discover(self.rt.client, issuer)
-        for source, value in discovered.items():
-            if source in wanted:
-                spec[wanted[source]] = value
         if "auth_method" not in spec and "auth_methods" in discovered:
             chosen = choose_auth_method(discovered["auth_methods"], spec)
             if chosen is not None:
                 spec["auth_method"] = chosen
+        # RFC 8705 §5: a client presenting a certificate uses the server's mTLS aliases where it has them.
+        aliases = discovered.get("mtls_aliases", {}) if spec.get("auth_method") == "tls_client_auth" else {}
+        for source, value in {**discovered, **aliases}.items():
+            if source in wanted:
+                spec[wanted[source]] = value
         return spec
 
     def create(self, data: Any) -> dict[str, str]:
@@ -260,8 +262,9 @@ class Registry:
             if spec.grant_type in STANDALONE_GRANTS
             else rt.client.refresh(spec, spec.refresh_token or "")
         )
-        if response.refresh_token:
-            # A rotated refresh token replaces the one given; it is sealed with the rest.
+        if response.refresh_token and spec.grant_type == "refresh_token":
+            # A rotated refresh token replaces the one given; it is sealed with the rest. The grants that
+            # ask afresh every time have no use for one: it is not kept.
             secrets["refresh_token"] = response.refresh_token
         return token_obtained(
             response,
@@ -283,15 +286,12 @@ class Registry:
             record = self._load(name)
             current = stored_spec(record, rt.box)
             spec = self.validate(merge_changes(current, changes))
-            if spec.subject_integration != current.subject_integration:
-                if current.subject_integration:
-                    rt.store.depend(current.subject_integration, name, on=False)
-                if spec.subject_integration:
-                    self._follow_subject(name, spec.subject_integration)
             now = rt.clock()
             base = {"spec": spec.public_fields(), **spec.rate_fields()}
             if spec.grant_type == "authorization_code":
-                fields = {**base, "secrets": rt.box.seal(spec.secrets())}
+                # The refresh token the person's consent gave stays: the update changes the spec, not the grant.
+                kept = {"refresh_token": current.refresh_token} if current.refresh_token else {}
+                fields = {**base, "secrets": rt.box.seal({**spec.secrets(), **kept})}
                 version = rt.store.write(
                     lock, record.version, fields, {}, history_entry(now, record.status, "updated"), KEEP_SCHEDULE
                 )
@@ -313,6 +313,12 @@ class Registry:
             version = write_answer(rt, lock, record, change, extra_fields=base)
             if version < 0:
                 raise self._refused(name, version, spent=spec.grant_type == "refresh_token")
+            if spec.subject_integration != current.subject_integration:
+                # Only now that the new spec is stored: a refused update leaves every link as it was.
+                if current.subject_integration:
+                    rt.store.depend(current.subject_integration, name, on=False)
+                if spec.subject_integration:
+                    self._follow_subject(name, spec.subject_integration)
             return summary(name, change.fields["status"], expires_at=change.token["expires_at"])
         finally:
             rt.store.release(lock)

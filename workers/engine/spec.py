@@ -22,7 +22,7 @@ from workers.errors import SpecError
 from workers.oauth.addresses import AddressPolicy, is_loopback
 from workers.oauth.assertions import KEY_ALGS, MAX_LIFETIME, UnusableKey, alg_problem, parse_key
 from workers.oauth.client_tls import certificate_problems
-from workers.oauth.providers import expand_preset, max_refresh_rate
+from workers.oauth.providers import expand_preset, is_service_account_file, max_refresh_rate
 
 if TYPE_CHECKING:
     from workers.crypto.secretbox import SecretBox
@@ -79,7 +79,7 @@ REQUIRED_BY_GRANT: dict[str, tuple[str, ...]] = {
 }
 SECRET_FIELDS = ("client_secret", "refresh_token", "private_key", "client_key", "subject_token")
 # Newer optional fields, left out of the stored spec when empty (specs stored before them stay as they were).
-_OMITTED_WHEN_EMPTY = frozenset({"assertion_claims", "resource"})
+_OMITTED_WHEN_EMPTY = frozenset({"assertion_claims", "resource", "exchangeable_by"})
 # Claims of a JWT bearer assertion that are ours to set for every request.
 FRESH_CLAIMS = frozenset({"iat", "exp", "nbf", "jti"})
 URL_FIELDS = ("token_url", "auth_url", "refresh_url", "issuer", "revocation_url", "device_authorization_url")
@@ -115,7 +115,7 @@ class IntegrationSpec:
     audience: str | None = None
     resource: tuple[str, ...] = ()
     # tls_client_auth (RFC 8705 §2): the certificate presented on the TLS connection, and its key.
-    client_certificate: str | None = None
+    client_certificate: str | None = field(default=None, repr=False)
     client_key: str | None = field(default=None, repr=False)
     # RFC 8628 §3.1: where a device_code integration asks for its user code.
     device_authorization_url: str | None = None
@@ -124,6 +124,8 @@ class IntegrationSpec:
     subject_integration: str | None = None
     subject_token_type: str | None = None
     requested_token_type: str | None = None
+    # Which integrations may exchange this one's access token (RFC 8693 subject_integration): none unless named.
+    exchangeable_by: tuple[str, ...] = ()
 
     @property
     def endpoint(self) -> str:
@@ -139,6 +141,7 @@ class IntegrationSpec:
             data.pop(name)
         data["scopes"] = list(self.scopes)
         data["resource"] = list(self.resource)
+        data["exchangeable_by"] = list(self.exchangeable_by)
         return {
             key: value
             for key, value in data.items()
@@ -341,6 +344,7 @@ class SpecSchema(Schema):
     subject_integration = fields.String(validate=_valid_name)
     subject_token_type = fields.String(validate=_token_type_uri)
     requested_token_type = fields.String(validate=_token_type_uri)
+    exchangeable_by = fields.List(fields.String(validate=_valid_name), validate=validate.Length(max=100))
 
     @validates_schema(skip_on_field_errors=False, pass_original=True)
     def _fits_grant_type(self, data: dict[str, Any], original: dict[str, Any], **kwargs: Any) -> None:
@@ -370,6 +374,8 @@ class SpecSchema(Schema):
     @post_load
     def _default_auth_method(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         data.setdefault("auth_method", default_auth_method(data))
+        if "exchangeable_by" in data:
+            data["exchangeable_by"] = tuple(dict.fromkeys(data["exchangeable_by"]))
         return data
 
 
@@ -381,21 +387,33 @@ def default_auth_method(data: Mapping[str, Any]) -> str:
     return "client_secret_basic"
 
 
-def _certificate_problems(data: Mapping[str, Any], original: Mapping[str, Any], method: str) -> dict[str, str]:
+def _certificate_problems(
+    data: Mapping[str, Any], original: Mapping[str, Any], method: str, signs: bool
+) -> dict[str, str]:
     pair = ("client_certificate", "client_key")
+    if method != "tls_client_auth" and signs:
+        # A signing key's certificate: its thumbprint names the key to servers that want it so (Entra ID).
+        found_problems: dict[str, str] = {}
+        if "client_key" in original:
+            found_problems["client_key"] = "only used by auth_method tls_client_auth; a signing key goes in private_key"
+        certificate, pem = data.get("client_certificate"), data.get("private_key")
+        if certificate and pem:
+            found = certificate_problems(certificate, pem, time.time())
+            found_problems.update({"private_key" if k == "client_key" else k: text for k, text in found.items()})
+        return found_problems
     if method != "tls_client_auth":
-        return {name: "only used by auth_method tls_client_auth" for name in pair if name in original}
+        return {
+            name: "only used by auth_method tls_client_auth (or, the certificate, with a signing private_key)"
+            for name in pair
+            if name in original
+        }
     missing = {name: "required with auth_method tls_client_auth" for name in pair if name not in original}
     if missing:
         return missing
     problems: dict[str, str] = {}
-    plain = [
-        name for name in ("token_url", "refresh_url", "revocation_url") if str(data.get(name, "")).startswith("http:")
-    ]
-    for name in plain:
-        problems[name] = (
-            "must be https:// with auth_method tls_client_auth (the certificate goes on the TLS connection)"
-        )
+    for name in ("token_url", "refresh_url", "revocation_url", "device_authorization_url"):
+        if str(data.get(name, "")).lower().startswith("http:"):
+            problems[name] = "must be https:// with auth_method tls_client_auth (the certificate goes over TLS)"
     certificate, key = data.get("client_certificate"), data.get("client_key")
     if certificate and key:
         # The wall clock: a certificate is valid or expired by the time of day, whatever clock refreshes run by.
@@ -429,7 +447,7 @@ def _credential_problems(data: Mapping[str, Any], original: Mapping[str, Any], g
                 problems[name] = "only used by grant_type jwt_bearer or auth_method private_key_jwt"
     if "assertion_audience" in original and method not in ("client_secret_jwt", "private_key_jwt"):
         problems["assertion_audience"] = "only used by auth_method client_secret_jwt or private_key_jwt"
-    problems.update(_certificate_problems(data, original, method))
+    problems.update(_certificate_problems(data, original, method, signs))
     pem = data.get("private_key")
     if signs and pem:
         try:
@@ -496,7 +514,19 @@ def merge_changes(current: IntegrationSpec, changes: Any) -> dict[str, Any]:
     }
     if errors:
         raise SpecError(errors)
-    merged = {**current.public_fields(), **current.secrets()}
+    # A refresh token an authorization (or a provider) left is the grant's state, not part of the spec the
+    # update is validated as; the caller keeps what it must.
+    spec_secrets = {
+        key: value
+        for key, value in current.secrets().items()
+        if current.grant_type in FIELD_GRANTS.get(key, GRANT_TYPES)
+    }
+    merged = {**current.public_fields(), **spec_secrets}
+    if is_service_account_file(changes.get("private_key")):
+        # A new key file brings its own client, key id and endpoint (a rotated key), unless the change names them.
+        for key in ("client_id", "key_id", "token_url"):
+            if key not in changes:
+                merged.pop(key, None)
     if "provider" in changes or "provider_params" in changes:
         # The preset's URLs follow a new provider or tenant unless the change names them itself.
         for key in URL_FIELDS:
@@ -517,6 +547,8 @@ def spec_from_stored(public: Mapping[str, Any], secrets: Mapping[str, str]) -> I
     """Rebuild a spec that was validated before it was stored."""
     data: dict[str, Any] = {**public, **{k: v for k, v in secrets.items() if k not in GRANT_STATE_SECRETS}}
     data["scopes"] = tuple(data.get("scopes", ()))
+    data["resource"] = tuple(data.get("resource", ()))
+    data["exchangeable_by"] = tuple(data.get("exchangeable_by", ()))
     return IntegrationSpec(**data)
 
 

@@ -18,7 +18,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -49,13 +49,16 @@ class Signer:
     """What signs: a private key and its algorithm, or a shared secret (HS256)."""
 
     alg: str
-    key: SigningKey | bytes
+    key: SigningKey | bytes = field(repr=False)
     key_id: str | None = None
+    # x5t#S256 / x5t of the key's certificate, for servers that find the key by it (Entra ID).
+    thumbprints: Mapping[str, str] = field(default_factory=dict)
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         header: dict[str, str] = {"alg": self.alg, "typ": "JWT"}
         if self.key_id:
             header["kid"] = self.key_id
+        header.update(self.thumbprints)
         signing_input = f"{_segment(header)}.{_segment(claims)}".encode()
         return f"{signing_input.decode()}.{_b64(self._signature(signing_input))}"
 
@@ -76,13 +79,15 @@ class Signer:
         return key.sign(data)
 
 
-def key_signer(pem: str, alg: str | None = None, key_id: str | None = None) -> Signer:
+def key_signer(
+    pem: str, alg: str | None = None, key_id: str | None = None, thumbprints: Mapping[str, str] | None = None
+) -> Signer:
     """A signer for a PEM private key; ``alg`` defaults to the key's own kind. Raises UnusableKey saying why not."""
     key = parse_key(pem)
     problem = alg_problem(key, alg)
     if problem:
         raise UnusableKey(problem)
-    return Signer(alg or default_alg(key), key, key_id)
+    return Signer(alg or default_alg(key), key, key_id, dict(thumbprints or {}))
 
 
 def secret_signer(client_secret: str) -> Signer:

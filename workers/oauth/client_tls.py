@@ -10,9 +10,11 @@ authenticated as one tenant never carries another tenant's request.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import functools
+import hashlib
 import os
 import ssl
 import tempfile
@@ -28,6 +30,10 @@ CONTEXTS = 64
 
 def certificate_problems(certificate: str, key: str, now: float) -> dict[str, str]:
     """What keeps ``certificate`` and ``key`` from authenticating a client now, by spec field; empty when nothing."""
+    kinds = {line.strip()[11:-5] for line in certificate.splitlines() if line.strip().startswith("-----BEGIN ")}
+    if kinds - {"CERTIFICATE"}:
+        # A combined "client.pem": the key would be kept and shown as a public field. Never quoted.
+        return {"client_certificate": "holds more than certificates (a key?); put the key in client_key"}
     try:
         chain = x509.load_pem_x509_certificates(certificate.encode())
     except ValueError:
@@ -52,15 +58,33 @@ def certificate_problems(certificate: str, key: str, now: float) -> dict[str, st
     return {}
 
 
+@functools.lru_cache(maxsize=CONTEXTS)
 def certificate_expiry(certificate: str) -> float:
     """When the (first) certificate in ``certificate`` expires, as Unix seconds."""
     return x509.load_pem_x509_certificates(certificate.encode())[0].not_valid_after_utc.timestamp()
 
 
 @functools.lru_cache(maxsize=CONTEXTS)
+def thumbprints(certificate: str) -> dict[str, str]:
+    """RFC 7515 §4.1.7-8: the (first) certificate's x5t#S256 and x5t, as Entra ID finds a signing key by."""
+    der = x509.load_pem_x509_certificates(certificate.encode())[0].public_bytes(serialization.Encoding.DER)
+    return {
+        "x5t#S256": _b64(hashlib.sha256(der).digest()),
+        # SHA-1 here names a certificate (the header RFC 7515 defines); it protects nothing.
+        "x5t": _b64(hashlib.sha1(der).digest()),  # noqa: S324
+    }
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+@functools.lru_cache(maxsize=CONTEXTS)
 def client_context(certificate: str, key: str) -> ssl.SSLContext:
     """A TLS client context that verifies servers as usual and presents ``certificate``."""
     context = ssl.create_default_context()
+    # TLS 1.3 servers that ask for the certificate only once they see the request path (urllib3 does the same).
+    context.post_handshake_auth = True
     with _readable_once(f"{certificate.strip()}\n{key.strip()}\n") as path:
         context.load_cert_chain(path)
     return context

@@ -54,6 +54,11 @@ def endpoints_from(metadata: Mapping[str, Any], issuer: str) -> dict[str, Any]:
         raise SpecError({"issuer": ["the metadata has no token_endpoint"]})
     methods = metadata.get("token_endpoint_auth_methods_supported")
     result: dict[str, Any] = dict(found)
+    aliases = metadata.get("mtls_endpoint_aliases")
+    if isinstance(aliases, Mapping):
+        result["mtls_aliases"] = {
+            field: value for field, key in ENDPOINTS.items() if isinstance(value := aliases.get(key), str) and value
+        }
     if isinstance(methods, list):
         result["auth_methods"] = tuple(method for method in methods if isinstance(method, str))
     return result

@@ -73,11 +73,13 @@ class Preset:
     # and whether the scopes travel as the assertion's ``scope`` claim instead of a parameter (Google).
     assertion_claims: Mapping[str, Any] = field(default_factory=dict)
     scope_in_assertion: bool = False
+    # Claims the spec must give itself (Box's enterprise id, Salesforce's username as sub).
+    required_claims: tuple[str, ...] = ()
 
     @classmethod
     def from_data(cls, name: str, raw: Mapping[str, Any]) -> Preset:
         data = dict(raw)
-        for key in ("grant_types", "offline_scopes", "quirks"):
+        for key in ("grant_types", "offline_scopes", "quirks", "required_claims"):
             if key in data:
                 data[key] = tuple(data[key])
         if "error_codes" in data:
@@ -154,6 +156,10 @@ def expand_preset(data: Mapping[str, Any]) -> dict[str, Any]:
     if grant == "jwt_bearer" and preset.assertion_claims:
         claims = {key: _filled(value, values) for key, value in preset.assertion_claims.items()}
         spec["assertion_claims"] = {**claims, **_mapping(spec.get("assertion_claims"))}
+    if grant == "jwt_bearer":
+        missing = [claim for claim in preset.required_claims if not _mapping(spec.get("assertion_claims")).get(claim)]
+        if missing:
+            raise SpecError({f"assertion_claims.{claim}": [f"required by provider {preset.name}"] for claim in missing})
     if preset.extra_token_params:
         spec["extra_token_params"] = {**preset.extra_token_params, **_mapping(spec.get("extra_token_params"))}
     return spec
@@ -161,6 +167,11 @@ def expand_preset(data: Mapping[str, Any]) -> dict[str, Any]:
 
 # The preset a Google service-account key file brings, unless the spec names a provider or token_url itself.
 SERVICE_ACCOUNT_PRESET = "google-service-account"
+
+
+def is_service_account_file(text: Any) -> bool:
+    """Whether ``text`` looks like a key file (JSON), not a PEM key; :func:`from_service_account_file` checks it."""
+    return isinstance(text, str) and text.lstrip().startswith("{")
 
 
 def from_service_account_file(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -173,7 +184,7 @@ def from_service_account_file(data: Mapping[str, Any]) -> dict[str, Any]:
     """
     spec = dict(data)
     text = spec.get("private_key")
-    if not isinstance(text, str) or not text.lstrip().startswith("{"):
+    if not isinstance(text, str) or not is_service_account_file(text):
         return spec
     try:
         document = json.loads(text)

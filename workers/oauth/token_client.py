@@ -46,7 +46,7 @@ from workers.oauth.assertions import (
     key_signer,
     secret_signer,
 )
-from workers.oauth.client_tls import client_context
+from workers.oauth.client_tls import certificate_expiry, client_context, thumbprints
 from workers.oauth.providers import NO_ERROR_CODES, ErrorCodes, error_codes, scope_in_assertion
 from workers.oauth.transport import (
     TRANSIENT_STATUSES,
@@ -68,6 +68,8 @@ PERMANENT_ERRORS = frozenset(
         "unsupported_grant_type",
         "invalid_scope",
         "access_denied",
+        # RFC 8707 §2: the resource or audience asked for is not one the server serves.
+        "invalid_target",
     }
 )
 # Codes some providers send from the token endpoint for passing trouble.
@@ -223,6 +225,11 @@ class TokenClient:
         params: dict[str, str | Sequence[str]] = {}
         if spec.scopes:
             params["scope"] = " ".join(spec.scopes)
+        # Who the token will be for, where the server fixes it at this step (Auth0's audience).
+        if spec.audience:
+            params["audience"] = spec.audience
+        if spec.resource:
+            params["resource"] = list(spec.resource)
         sent_at = self.clock()
         status, headers, body, assertion = self._post(
             spec, spec.device_authorization_url, params, "device authorization endpoint"
@@ -332,17 +339,24 @@ class TokenClient:
 
     def _signer(self, spec: ClientSpec) -> Signer:
         try:
-            return key_signer(spec.private_key or "", spec.signing_alg, spec.key_id)
+            prints = thumbprints(spec.client_certificate) if spec.client_certificate else None
+            return key_signer(spec.private_key or "", spec.signing_alg, spec.key_id, prints)
         except UnusableKey as exc:
             # Checked when the spec was stored: only a key that no longer loads gets here; a person must act.
             raise PermanentProviderError("invalid_private_key", f"the private key cannot sign: {exc}") from None
 
-    @staticmethod
-    def _client_tls(spec: ClientSpec) -> ssl.SSLContext | None:
+    def _client_tls(self, spec: ClientSpec) -> ssl.SSLContext | None:
         if spec.auth_method != "tls_client_auth":
             return None
+        certificate = spec.client_certificate or ""
+        if certificate_expiry(certificate) <= self.clock():
+            # The server would refuse the handshake, which looks like a passing connection failure: say it now.
+            raise PermanentProviderError(
+                "client_certificate_expired",
+                "the client certificate has expired; update client_certificate and client_key",
+            )
         try:
-            return client_context(spec.client_certificate or "", spec.client_key or "")
+            return client_context(certificate, spec.client_key or "")
         except (ssl.SSLError, OSError) as exc:
             # Checked when the spec was stored: a pair TLS still cannot use needs a person.
             raise PermanentProviderError(
@@ -503,7 +517,7 @@ def device_authorization_from(payload: Mapping[str, Any], sent_at: float) -> Dev
         verification_uri=str(page),
         verification_uri_complete=complete if _web_page(complete) else None,
         expires_at=sent_at + (min(lifetime, MAX_DEVICE_LIFETIME) if lifetime and lifetime > 0 else 1800.0),
-        interval=min(max(interval, 1.0), 600.0) if interval is not None and interval > 0 else DEFAULT_DEVICE_INTERVAL,
+        interval=min(max(interval, 1.0), 3600.0) if interval is not None and interval > 0 else DEFAULT_DEVICE_INTERVAL,
     )
 
 

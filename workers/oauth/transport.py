@@ -55,7 +55,7 @@ def retry_after_seconds(headers: Mapping[str, str], now: float) -> float | None:
     raw = (headers.get("Retry-After") or "").strip()
     if not raw:
         return None
-    if raw.isdigit():
+    if raw.isascii() and raw.isdigit():  # "²".isdigit() is true, and float("²") fails
         return float(raw)
     try:
         when = email.utils.parsedate_to_datetime(raw)

@@ -177,6 +177,8 @@ class Write:
     release: bool = False
     counters: tuple[tuple[str, str, float], ...] = ()
     marks: tuple[tuple[str, str, float], ...] = ()
+    # When the work began, for a token exchange: see write.lua's ``started``.
+    started: float | None = None
 
 
 class Store:
@@ -380,6 +382,8 @@ class Store:
             "outbox": self.outbox,
             "counters": [list(counter) for counter in change.counters],
             "marks": [[key, value, max(1, int(ttl * 1000))] for key, value, ttl in change.marks],
+            # Left out rather than null: Lua's cjson reads null as a value that is true.
+            **({"started": change.started} if change.started is not None else {}),
         }
 
     def wait_for_replicas(self, timeout_ms: int = 1000) -> int:
@@ -570,12 +574,13 @@ class Store:
         keys = [self.keys.integration(subject)]
         return bool(self._dependents(keys=keys, args=["add" if on else "remove", name]))
 
-    def follow(self, names: Sequence[str], now: float) -> int:
-        """Make ``names`` (active or retrying ones) due now: the token they exchange was just replaced."""
+    def follow(self, names: Sequence[str], now: float, min_interval: float) -> int:
+        """Make ``names`` (active or retrying ones) due now, or ``min_interval`` after their last refresh if
+        that is later: the token they exchange was just replaced."""
         if not names:
             return 0
         keys = [self.keys.schedule, *(self.keys.integration(name) for name in names)]
-        return int(self._follow(keys=keys, args=[repr(now), *names]))
+        return int(self._follow(keys=keys, args=[repr(now), repr(min_interval), *names]))
 
     def note(self, name: str, entry: Mapping[str, Any]) -> bool:
         """Add an entry to ``name``'s history without changing its status (what only operators may read)."""

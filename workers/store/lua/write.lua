@@ -31,6 +31,8 @@
 --   outbox          true: record a status change in the outbox for the webhook
 --   counters        [[hash, field, amount], ...]: metrics added with the write
 --   marks           [[key, value, ttl ms], ...]: strings set with the write (e.g. a spent link)
+--   started         (optional) when the work began: a token exchange that began before the token it
+--                   exchanges was replaced (follow.lua's ``followed``) is due again at once
 -- The counters of accepted changes, added up: one HINCRBYFLOAT per field for the batch.
 local counted = {}
 
@@ -75,10 +77,19 @@ local function apply(K, a)
         old_status = old_status, new_status = fields['status'], reason = entry['reason'], at = entry['at']}))
     end
   end
-  if a.due == 'keep' then
+  local due = a.due
+  if a.started and due ~= 'keep' and due ~= '' then
+    local raw = redis.call('HGET', K[1], 'followed')
+    local followed = tonumber(raw or '')
+    if followed and followed > a.started and followed < tonumber(due) then
+      due = raw
+      redis.call('HSET', K[1], 'refresh_at', due)
+    end
+  end
+  if due == 'keep' then
     -- leave the schedule as it is (a change that does not touch tokens)
-  elseif a.due ~= '' then
-    redis.call('ZADD', K[4], a.due, a.name)
+  elseif due ~= '' then
+    redis.call('ZADD', K[4], due, a.name)
     redis.call('ZREM', K[5], a.name)
   else
     redis.call('ZREM', K[4], a.name)

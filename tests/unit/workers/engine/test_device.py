@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from workers.engine.device import SLOW_DOWN_STEP, still_waiting
+from workers.engine.device import MAX_BACKOFF, SLOW_DOWN_STEP, still_waiting
 from workers.engine.spec import validate_spec
 from workers.errors import PermanentProviderError, SpecError, TransientProviderError, UnclearProviderError
 from workers.oauth.token_client import DEFAULT_DEVICE_INTERVAL, device_authorization_from
@@ -65,17 +65,33 @@ def test_what_would_be_shown_to_a_person_must_be_plain(change: dict[str, Any]) -
 
 
 def test_a_bad_complete_uri_is_dropped_and_extreme_numbers_are_bounded() -> None:
-    """A non-web complete URI is left out; interval and lifetime are held to 10 minutes and a day."""
+    """A non-web complete URI is left out; interval and lifetime are held to an hour and a day."""
     auth = device_authorization_from(
         {**GOOD, "verification_uri_complete": "javascript:x", "interval": 1e9, "expires_in": 1e12}, NOW
     )
-    assert auth.verification_uri_complete is None and auth.interval == 600.0 and auth.expires_at == NOW + 86400
+    assert auth.verification_uri_complete is None and auth.interval == 3600.0 and auth.expires_at == NOW + 86400
 
 
 def test_pending_waits_one_interval_and_changes_no_status() -> None:
-    """authorization_pending: the next poll one interval on; no status change, no history entry."""
+    """authorization_pending: the next poll one interval on; the status stays pending (no new history entry)."""
     change = still_waiting(UnclearProviderError("authorization_pending", ""), DEVICE, NOW)
-    assert change.due == NOW + 5 and "status" not in change.fields and change.history == {}
+    assert change.due == NOW + 5 and change.fields["status"] == "pending_authorization"
+    assert change.fields["attempts"] == 0 and "WDJB-MJHT" in change.fields["reason"]
+
+
+def test_passing_failures_in_a_row_double_the_wait() -> None:
+    """RFC 8628 §3.5: a client must slow down after timeouts; each failure in a row doubles the wait, capped."""
+    waits = []
+    attempts = 0
+    for _ in range(8):
+        change = still_waiting(
+            TransientProviderError("timeout", ""), {**DEVICE, "expires_at": NOW + 9999}, NOW, attempts
+        )
+        attempts = change.fields["attempts"]
+        waits.append(change.due - NOW)
+    assert waits[:4] == [10, 20, 40, 80] and max(waits) == MAX_BACKOFF
+    answered = still_waiting(UnclearProviderError("authorization_pending", ""), DEVICE, NOW, attempts)
+    assert answered.fields["attempts"] == 0 and answered.due == NOW + 5
 
 
 def test_slow_down_adds_five_seconds_for_good() -> None:
@@ -104,7 +120,7 @@ def test_denial_expiry_and_permanent_errors_end_waiting(error: Any, words: str) 
 def test_a_passing_failure_keeps_waiting_and_honours_retry_after_but_not_past_expiry() -> None:
     """A 503 keeps the integration waiting, polling after Retry-After, but never later than the code lives."""
     change = still_waiting(TransientProviderError("http_503", "", status=503, retry_after=30), DEVICE, NOW)
-    assert change.due == NOW + 30 and "status" not in change.fields
+    assert change.due == NOW + 30 and change.fields["status"] == "pending_authorization"
     late = still_waiting(TransientProviderError("http_503", "", status=503, retry_after=3600), DEVICE, NOW)
     assert late.due == DEVICE["expires_at"]
 

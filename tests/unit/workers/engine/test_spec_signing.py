@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.keys import ec_pem, ed25519_pem, encrypted_pem, rsa_pem
 from tests.support.pki import CertificateAuthority
-from workers.engine.spec import merge_changes, validate_spec
+from workers.engine.spec import merge_changes, spec_from_stored, validate_spec
 from workers.errors import SpecError
 from workers.oauth.addresses import AddressPolicy
 
@@ -224,7 +224,11 @@ def test_a_certificate_is_refused_where_tls_client_auth_is_not_used() -> None:
         "client_secret": "s",
         "client_certificate": issued.certificate,
     }
-    assert rejected(data) == {"client_certificate": ["only used by auth_method tls_client_auth"]}
+    assert rejected(data) == {
+        "client_certificate": [
+            "only used by auth_method tls_client_auth (or, the certificate, with a signing private_key)"
+        ]
+    }
 
 
 EXCHANGE = {
@@ -251,3 +255,79 @@ def test_a_token_exchange_takes_exactly_one_subject() -> None:
         "token type URI"
         in rejected({**EXCHANGE, "subject_token": "t", "subject_token_type": "jwt"})["subject_token_type"][0]
     )
+
+
+def test_a_certificate_field_holding_a_key_is_refused_without_quoting_it() -> None:
+    """A combined client.pem (certificate and key) would keep the key as a public field: refused."""
+    issued = CA.issue("bank-client", client=True)
+    found = rejected({**MTLS, "client_certificate": issued.certificate + issued.key, "client_key": issued.key})
+    assert list(found) == ["client_certificate"] and "client_key" in found["client_certificate"][0]
+    assert "PRIVATE KEY" not in json.dumps(found)
+    spec = validate_spec({**MTLS, "client_certificate": issued.certificate, "client_key": issued.key})
+    assert "CERTIFICATE" not in repr(spec)
+
+
+def test_a_signing_key_may_bring_its_certificate_which_must_match() -> None:
+    """private_key_jwt with the key's certificate (Entra ID finds keys by its thumbprint); another's is refused."""
+    issued, other = CA.issue("app", client=True), CA.issue("other", client=True)
+    data = {**JWT, "grant_type": "client_credentials", "auth_method": "private_key_jwt", "private_key": issued.key}
+    spec = validate_spec({**data, "client_certificate": issued.certificate})
+    assert spec.client_certificate == issued.certificate
+    found = rejected({**data, "client_certificate": other.certificate})
+    assert list(found) == ["private_key"] and "does not belong" in found["private_key"][0]
+
+
+def test_a_rotated_service_account_key_file_brings_its_own_client_and_key_id() -> None:
+    """Updating with a new key file replaces the old file's client_email and private_key_id."""
+    spec = validate_spec({"name": "gsa", "private_key": service_account_file()})
+    rotated = service_account_file(client_email="new@p.iam.gserviceaccount.com", private_key_id="kid-new")
+    again = validate_spec(merge_changes(spec, {"private_key": rotated}))
+    assert (again.client_id, again.key_id) == ("new@p.iam.gserviceaccount.com", "kid-new")
+
+
+def test_a_refresh_token_left_by_an_authorization_does_not_block_an_update() -> None:
+    """The refresh token a consent stored is grant state: an update validates without it."""
+    spec = validate_spec(
+        {
+            "name": "drive",
+            "grant_type": "authorization_code",
+            "client_id": "c",
+            "client_secret": "s",
+            "token_url": "https://idp.example/token",
+            "auth_url": "https://idp.example/auth",
+        }
+    )
+    authorized = spec_from_stored(spec.public_fields(), {**spec.secrets(), "refresh_token": "rt-1"})
+    assert validate_spec(merge_changes(authorized, {"scopes": "a b"})).scopes == ("a", "b")
+
+
+@pytest.mark.parametrize(
+    ("provider", "claims", "missing"),
+    [("box-jwt", {}, "assertion_claims.sub"), ("salesforce-jwt", {"lifetime": 100}, "assertion_claims.sub")],
+)
+def test_presets_that_need_a_subject_say_so(provider: str, claims: dict[str, Any], missing: str) -> None:
+    """Box needs its enterprise id and Salesforce its username as sub: named when missing."""
+    data = {"name": "x", "provider": provider, "client_id": "c", "client_secret": "s", "private_key": rsa_pem()}
+    assert rejected({**data, "assertion_claims": claims}) == {missing: [f"required by provider {provider}"]}
+    assert validate_spec({**data, "assertion_claims": {**claims, "sub": "u"}}).assertion_claims["sub"] == "u"
+
+
+def test_resources_go_into_the_authorization_request_too() -> None:
+    """RFC 8707 §2.1: each resource is its own parameter of the authorization URL, replacing one in auth_url."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from workers.engine.authorization import authorization_url
+
+    spec = validate_spec(
+        {
+            "name": "drive",
+            "grant_type": "authorization_code",
+            "client_id": "c",
+            "client_secret": "s",
+            "token_url": "https://idp.example/token",
+            "auth_url": "https://idp.example/auth?resource=https://old.example/",
+            "resource": ["https://a.example/", "https://b.example/"],
+        }
+    )
+    query = parse_qsl(urlsplit(authorization_url(spec, "https://tk.example/cb", "st", None)).query)
+    assert [value for key, value in query if key == "resource"] == ["https://a.example/", "https://b.example/"]

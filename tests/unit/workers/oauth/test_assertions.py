@@ -95,3 +95,24 @@ def test_a_key_that_cannot_sign_says_why(pem: Callable[[], str], alg: str | None
     with pytest.raises(UnusableKey, match=message) as caught:
         key_signer(pem(), alg)
     assert "PRIVATE KEY" not in str(caught.value)
+
+
+def test_a_certificate_names_the_key_by_its_thumbprints() -> None:
+    """x5t#S256 and x5t (RFC 7515 §4.1.7-8) of the DER certificate, as Entra ID looks a key up by them."""
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.support.pki import CertificateAuthority
+    from workers.oauth.client_tls import thumbprints
+
+    issued = CertificateAuthority().issue("app", client=True)
+    signer = key_signer(issued.key, thumbprints=thumbprints(issued.certificate))
+    token = client_assertion(signer, "c", "https://login.example/token", NOW)
+    header = jwt.decode(token, ECKey.import_key(public_pem(issued.key)), algorithms=["ES256"]).header
+    der = x509.load_pem_x509_certificate(issued.certificate.encode()).public_bytes(serialization.Encoding.DER)
+    assert header["x5t#S256"] == base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+    assert header["x5t"] == base64.urlsafe_b64encode(hashlib.sha1(der).digest()).rstrip(b"=").decode()  # noqa: S324 -- the thumbprint the header defines
+    assert "PrivateKey" not in repr(signer) and "key=" not in repr(signer)

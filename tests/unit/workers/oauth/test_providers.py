@@ -81,8 +81,10 @@ def test_a_spec_with_only_provider_id_secret_and_scopes_validates(name: str) -> 
         }
         if grant == "refresh_token":
             data["refresh_token"] = "rt"
-        if grant == "jwt_bearer":
+        if grant == "jwt_bearer" or preset.auth_method == "private_key_jwt":
             data["private_key"] = rsa_pem()
+        if preset.required_claims:
+            data["assertion_claims"] = dict.fromkeys(preset.required_claims, "someone")
         if _example_params(dict(preset.params)):
             data["provider_params"] = _example_params(dict(preset.params))
         spec = validate_spec(data)

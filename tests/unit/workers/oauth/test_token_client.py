@@ -148,6 +148,8 @@ def test_retry_after_in_seconds_and_as_a_date() -> None:
     assert caught.value.retry_after == 30.0
     assert retry_after_seconds({"Retry-After": "Thu, 01 Jan 1970 00:20:00 GMT"}, now=1_000.0) == 200.0
     assert retry_after_seconds({"Retry-After": "whenever"}, now=0) is None
+    # Unicode digits that are not ASCII ("²".isdigit() is true): no number, not a crash.
+    assert retry_after_seconds({"Retry-After": "²"}, now=0) is None
 
 
 def test_an_html_error_page_is_described_not_echoed() -> None:
@@ -296,3 +298,8 @@ def test_odd_scopes_do_not_lose_the_answer() -> None:
     """A scope list with non-strings in it is read as far as it goes, never raising after a refresh token arrived."""
     token = parse(body={"access_token": "at", "refresh_token": "rt2", "scope": ["a", 1, None, "b"]})
     assert token.scope == "a b" and token.refresh_token == "rt2"
+
+
+def test_invalid_target_is_permanent() -> None:
+    """RFC 8707 §2: a resource or audience the server does not serve will not be served on a retry either."""
+    assert classify(400, "invalid_target") is PermanentProviderError
