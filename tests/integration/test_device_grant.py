@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.support.authorization_server import AuthorizationServerApp
+from tests.support.observe import all_redis_text
 from tests.support.processes import wait_until
 from workers.oauth.token_client import DEVICE_CODE_GRANT
 from workers.producer import call
@@ -46,16 +47,15 @@ def _status(redis_client: Any, name: str) -> str:
 
 
 def test_a_person_approves_and_the_device_integration_lives_on(
-    provider: AuthorizationServerApp, start_processes: Any, celery_client: Any, redis_client: Any
+    provider: AuthorizationServerApp, start_processes: Any, celery_client: Any, redis_client: Any, redis_url: str
 ) -> None:
     """Pending with a user code; polled at the interval; approved -> active; refreshed twice; revoked on delete."""
-    start_processes("worker")
+    worker = start_processes("worker")  # logs at INFO
     start_processes("beat")
     created = call(celery_client, "tokenkeeper.create_integration", _spec(provider, "tv"), timeout=20)
     assert created["status"] == "pending_authorization"
     assert created["verification_uri"] == f"{provider.base_url}/device"
     assert created["verification_uri_complete"].endswith(f"user_code={created['user_code']}")
-    assert "device_code" not in json.dumps(created)
     assert redis_client.hget("tokenkeeper:token:tv", "status") == "pending_authorization"
 
     wait_until(lambda: len(provider.state.device_polls) >= 3, 20, "three polls while the person is away", 0.1)
@@ -77,6 +77,11 @@ def test_a_person_approves_and_the_device_integration_lives_on(
     )
     assert redis_client.hget("tokenkeeper:token:tv", "access_token") != token["access_token"]
     assert provider.state.reused == []
+
+    # The device code is a secret: sealed in Redis, never in the worker's log or a result.
+    (device_code,) = provider.state.devices
+    assert device_code not in worker.output() and device_code not in all_redis_text(redis_url)
+    assert device_code not in json.dumps(created)
 
     deleted = call(celery_client, "tokenkeeper.delete_integration", "tv", timeout=20)
     assert deleted["revoked"] == ["refresh_token", "access_token"], deleted
