@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -102,6 +103,17 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--min-valid", type=float, default=0.0, help="refresh first if the token expires within this many seconds"
     )
+    sub = command(
+        "exec",
+        _exec,
+        "run a command with tokens in its environment (--env VAR=INTEGRATION or VAR='{{ template }}'); "
+        "its exit status is returned",
+    )
+    sub.add_argument("--env", action="append", default=[], metavar="VAR=VALUE", help="repeatable")
+    sub.add_argument(
+        "--min-valid", type=float, default=0.0, help="refresh first any token that expires within this many seconds"
+    )
+    sub.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     sub = command("render", _render, "fill {{ $.integrations.NAME.FIELD }} placeholders (TEMPLATE text or -)")
     sub.add_argument("template")
     sub = command(
@@ -381,6 +393,41 @@ def _token(settings: Settings, options: argparse.Namespace) -> int:
     token = _reader(settings).get(options.name, min_valid=options.min_valid)
     print(token.access_token)
     return 0
+
+
+# An environment variable's name, as a shell would take it.
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _exec(settings: Settings, options: argparse.Namespace) -> int:
+    """Run a command with tokens in its environment; its exit status is ours (the process becomes it)."""
+    from workers.templates import placeholders, render
+
+    command = list(options.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise TokenkeeperError("exec needs a command after --, e.g. tokenkeeper exec --env T=name -- curl …")
+    wanted: dict[str, str] = {}
+    for item in options.env:
+        variable, sep, value = item.partition("=")
+        if not sep or not _VARIABLE.fullmatch(variable):
+            raise TokenkeeperError(f"--env {variable or item!r}: give VAR=INTEGRATION or VAR='… {{{{ template }}}} …'")
+        # A bare name is that integration's access token; anything else is a template.
+        wanted[variable] = value if "{{" in value else f"{{{{ $.integrations[{json.dumps(value)}].access_token }}}}"
+    reader = _reader(settings)
+    names = sorted({name for template in wanted.values() for name, _ in placeholders(template)})
+    for name in names:
+        # Fresh enough first (a refresh through the single-flight path when not): then read as the command sees it.
+        reader.get(name, min_valid=options.min_valid)
+    environment = {**os.environ, **{variable: render(template, reader) for variable, template in wanted.items()}}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe(command[0], command, environment)  # noqa: S606 -- the user's command, as typed: no shell
+    except OSError as exc:
+        raise TokenkeeperError(f"cannot run {command[0]!r}: {exc.strerror}") from None
+    return 0  # not reached: the command has taken the process over
 
 
 def _render(settings: Settings, options: argparse.Namespace) -> int:

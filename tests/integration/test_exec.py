@@ -58,6 +58,7 @@ def test_min_valid_forces_a_refresh_first(
     token_server.lifetime = 120.0
     cli(process_env, "create", "-", stdin=json.dumps(cc_spec(token_server, "svc")))
     before = redis_client.hget("tokenkeeper:token:svc", "access_token")
+    token_server.lifetime = 3600.0  # the next token will be valid long enough
     out = tmp_path / "seen.json"
     run = cli(process_env, "exec", "--min-valid", "600", "--env", "T=svc", "--", sys.executable, "-c", CHILD, str(out))
     assert run.returncode == 7, run.stderr
