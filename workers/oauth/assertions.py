@@ -2,7 +2,7 @@
 
 A fresh assertion is signed for every request (its own ``jti``, ``iat`` and a short ``exp``), so a
 captured one is useless a minute later and a server that remembers ``jti`` refuses a replay.
-Signing uses ``cryptography`` directly: RS256, PS256, ES256 and EdDSA with a private key
+Signing uses ``cryptography`` directly: RS256, PS256, ES256 and EdDSA (or Ed25519) with a private key
 (``private_key_jwt``, the JWT bearer grant), HS256 with the client secret (``client_secret_jwt``).
 
 Keys are parsed once per process and kept (parsing an RSA key checks it, which costs more than
@@ -30,7 +30,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
-KEY_ALGS = ("RS256", "PS256", "ES256", "EdDSA")
+# "Ed25519" is RFC 9864's fully specified name for what "EdDSA" (RFC 8037) means with an Ed25519 key: newer
+# servers deprecate the old name, most still know only it (the default).
+KEY_ALGS = ("RS256", "PS256", "ES256", "EdDSA", "Ed25519")
 # How long an assertion is good for unless the spec says otherwise: long enough for a clock a
 # little off, short enough that a captured one soon dies. Google takes at most an hour.
 DEFAULT_LIFETIME = 300
@@ -133,9 +135,9 @@ def alg_problem(key: SigningKey, alg: str | None) -> str | None:
         if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
             return f"ES256 needs an EC P-256 key; this is {_kind(key)}"
         return None
-    if alg == "EdDSA":
+    if alg in ("EdDSA", "Ed25519"):
         return (
-            None if isinstance(key, ed25519.Ed25519PrivateKey) else f"EdDSA needs an Ed25519 key; this is {_kind(key)}"
+            None if isinstance(key, ed25519.Ed25519PrivateKey) else f"{alg} needs an Ed25519 key; this is {_kind(key)}"
         )
     return f"unknown signing_alg {alg!r}; one of {', '.join(KEY_ALGS)}"
 

@@ -28,6 +28,7 @@ NOW = 1_800_000_000.0
         (rsa_pem, "PS256", RSAKey),
         (ec_pem, "ES256", ECKey),
         (ed25519_pem, "EdDSA", OKPKey),
+        (ed25519_pem, "Ed25519", OKPKey),  # RFC 9864's name for the same signature
     ],
 )
 def test_each_algorithm_signs_what_a_verifier_accepts(pem: Callable[[], str], alg: str, key_class: Any) -> None:
