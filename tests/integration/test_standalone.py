@@ -72,7 +72,8 @@ def argv_of(pid: int) -> str:
 def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path, token_server: TokenServer) -> None:
     """Without TOKENKEEPER_REDIS_URL, standalone starts its own Redis (AOF on, ACL users only), then worker, beat,
     app, Flower; the CLI finds it with no variables; Flower lists our tasks by their contract names with the
-    integration name and no secret."""
+    integration name and no secret, scheduled refreshes as batches naming what they carry, and never the tick."""
+    token_server.lifetime = 4.0
     redis_port, app_port, flower_port = free_port(), free_port(), free_port()
     data = tmp_path / "data"
     env = {key: value for key, value in os.environ.items() if not key.startswith("TOKENKEEPER_")}
@@ -84,6 +85,8 @@ def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path, 
             "TOKENKEEPER_FLOWER_PORT": str(flower_port),
             "TOKENKEEPER_DATA_DIR": str(tmp_path / "data"),
             "TOKENKEEPER_SCHEDULE_INTERVAL": "1",
+            # 4-second tokens refreshed every 3 s, so Flower shows scheduled refreshes within the test.
+            "TOKENKEEPER_MIN_REFRESH_INTERVAL": "1",
             "TOKENKEEPER_ALLOW_PRIVATE_NETWORKS": "true",  # the token server listens on 127.0.0.1
         }
     )
@@ -103,6 +106,7 @@ def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path, 
             assert part in commands, commands
         flower_argv = [argv_of(int(line.split()[0])) for line in children_of(process.pid) if " flower " in line]
         assert "--max_tasks=10000" in flower_argv[0]  # its memory bounded
+        assert "--tasks_columns=name,uuid,state,args," in flower_argv[0]  # the list shows what each task carries
         assert (tmp_path / "data" / "secret.key").stat().st_mode & 0o777 == 0o600
         users = RedisUsers(
             (data / "redis-tokenkeeper.password").read_text().strip(),
@@ -147,6 +151,20 @@ def test_standalone_starts_redis_and_every_part_then_stops_them(tmp_path: Path, 
         assert "client-secret" not in json.dumps(shown)
         service = redis_client_for(redis_url)
         assert service.hget("tokenkeeper:token:billing_api", "access_token") not in json.dumps(shown)
+
+        all_tasks = urllib.request.Request(f"{flower}api/tasks", headers=dict(authorized.headers))
+
+        def listed() -> list[dict]:
+            with urllib.request.urlopen(all_tasks, timeout=5) as response:
+                return list(json.load(response).values())
+
+        def refresh_batches() -> list[dict]:
+            return [t for t in listed() if t.get("name") == "tokenkeeper.refresh_batch" and t.get("state") == "SUCCESS"]
+
+        batch = wait_until(refresh_batches, 30, "Flower to list a scheduled refresh", 0.5)[0]
+        assert "'billing_api'" in batch["args"]  # which integrations the batch carries
+        # The tick runs inside beat: several ran meanwhile, none is a task an operator has to look past.
+        assert not any(task.get("name") == "tokenkeeper.schedule_refreshes" for task in listed())
 
         assert_only_our_users_get_in(redis_port, users.runner_url(redis_port), "billing_api")
         service.bgrewriteaof()

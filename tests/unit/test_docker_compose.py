@@ -55,6 +55,7 @@ def test_flower_takes_its_password_from_the_env_file_and_publishes_on_loopback()
     assert "FLOWER_BASIC_AUTH" in command and "TOKENKEEPER_OPERATOR_PASSWORD" in command
     assert "--basic-auth" not in command
     assert "--max_tasks=10000" in command  # its memory bounded: it keeps every task it saw otherwise
+    assert "--tasks_columns=name,uuid,state,args," in command  # the list shows what each task carries
 
     assert flower["ports"] == ["127.0.0.1:5555:5555"]
     assert flower["env_file"] == "tokenkeeper.env"

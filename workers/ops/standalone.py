@@ -42,6 +42,9 @@ STOP_GRACE = 15.0
 # made it the largest process of the deployment (602 MiB). The newest 10,000 are what an operator
 # looks at.
 FLOWER_MAX_TASKS = 10_000
+# The task list's columns: its default leaves the arguments out, so a scheduled refresh showed only as
+# "tokenkeeper.refresh_batch"; with them it names the integrations it carries (secrets are redacted).
+FLOWER_TASK_COLUMNS = "name,uuid,state,args,received,runtime,worker"
 
 
 def ensure_secret_key(settings: Settings, environ: dict[str, str]) -> str | None:
@@ -154,6 +157,7 @@ def child_commands(settings: Settings) -> dict[str, list[str]]:
             "--address=127.0.0.1",
             f"--port={settings.flower_port}",
             f"--max_tasks={FLOWER_MAX_TASKS}",
+            f"--tasks_columns={FLOWER_TASK_COLUMNS}",
         ],
     }
 
