@@ -40,18 +40,16 @@ def _spec(provider: AuthorizationServerApp, name: str, **fields: Any) -> dict[st
     return {"name": name, "token_url": provider.token_url, "revocation_url": f"{provider.base_url}/revoke", **fields}
 
 
-def test_each_signed_method_is_created_refreshed_twice_and_revoked(
-    provider: AuthorizationServerApp, start_processes: Any, celery_client: Any, redis_client: Any
-) -> None:
-    """JWT bearer (a new assertion each time), private_key_jwt and client_secret_jwt: all through Celery."""
-    key = rsa_pem()
+def _register_signing_clients(provider: AuthorizationServerApp, grant_key: str, client_key: str) -> None:
+    """robot: the JWT bearer grant with ``grant_key``; signer: private_key_jwt with ``client_key``; sharer:
+    client_secret_jwt."""
     provider.register_client(
-        client_id="robot", auth_method="none", public_key=public_pem(key), grant_types=(JWT_BEARER_GRANT,)
+        client_id="robot", auth_method="none", public_key=public_pem(grant_key), grant_types=(JWT_BEARER_GRANT,)
     )
     provider.register_client(
         client_id="signer",
         auth_method="private_key_jwt",
-        public_key=public_pem(ec_pem()),
+        public_key=public_pem(client_key),
         grant_types=("client_credentials",),
         scope="read write",
     )
@@ -62,6 +60,14 @@ def test_each_signed_method_is_created_refreshed_twice_and_revoked(
         grant_types=("client_credentials",),
         scope="read",
     )
+
+
+def test_each_signed_method_is_created_refreshed_twice_and_revoked(
+    provider: AuthorizationServerApp, start_processes: Any, celery_client: Any, redis_client: Any
+) -> None:
+    """JWT bearer (a new assertion each time), private_key_jwt and client_secret_jwt: all through Celery."""
+    key = rsa_pem()
+    _register_signing_clients(provider, key, ec_pem())
     specs = [
         _spec(
             provider,
@@ -225,23 +231,7 @@ def test_planted_keys_and_assertions_are_found_nowhere(
     """Private keys, an HS256 client secret and every assertion signed: not in logs, events, results, Redis
     values or Redis's files (the keys are stored sealed only)."""
     grant_key, client_key = rsa_pem(), ec_pem()
-    provider.register_client(
-        client_id="robot", auth_method="none", public_key=public_pem(grant_key), grant_types=(JWT_BEARER_GRANT,)
-    )
-    provider.register_client(
-        client_id="signer",
-        auth_method="private_key_jwt",
-        public_key=public_pem(client_key),
-        grant_types=("client_credentials",),
-        scope="read",
-    )
-    provider.register_client(
-        client_id="sharer",
-        client_secret=LONG_SECRET,
-        auth_method="client_secret_jwt",
-        grant_types=("client_credentials",),
-        scope="read",
-    )
+    _register_signing_clients(provider, grant_key, client_key)
     worker = start_processes("worker")  # logs at INFO
     beat = start_processes("beat")
     shown: list[str] = []

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from workers.engine.outcomes import Change, history_entry
+from workers.engine.outcomes import Change, history_entry, pending_token
 from workers.errors import ProviderError
 from workers.oauth.token_client import DeviceAuthorization
 from workers.store import Status
@@ -58,14 +58,7 @@ def device_started(
             "last_error": "",
             "device": json.dumps(device),
         },
-        token={
-            "access_token": "",
-            "token_type": "",
-            "expires_at": "",
-            "scope": "",
-            "status": Status.PENDING,
-            "updated_at": str(int(now)),
-        },
+        token=pending_token(now),
         history=history_entry(now, Status.PENDING, text),
         due=due,
     )

@@ -27,6 +27,18 @@ def history_entry(now: float, status: str, reason: str) -> dict[str, Any]:
     return {"at": round(now, 3), "status": status, "reason": reason}
 
 
+def pending_token(now: float) -> dict[str, Any]:
+    """The consumer hash of an integration waiting for a person: no token yet, and its status says why."""
+    return {
+        "access_token": "",
+        "token_type": "",
+        "expires_at": "",
+        "scope": "",
+        "status": Status.PENDING,
+        "updated_at": str(int(now)),
+    }
+
+
 def token_obtained(
     response: TokenResponse,
     *,

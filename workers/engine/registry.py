@@ -17,7 +17,7 @@ from workers.engine.device import device_started
 from workers.engine.exchange import allows, obtain, refusal
 from workers.engine.guarded import write_answer
 from workers.engine.links import authorization_link
-from workers.engine.outcomes import Change, history_entry, token_obtained
+from workers.engine.outcomes import Change, history_entry, pending_token, token_obtained
 from workers.engine.overlap import run_overlapping
 from workers.engine.policy import LOCK_WAIT
 from workers.engine.runtime import Runtime
@@ -227,16 +227,8 @@ class Registry:
                 "status_at": now,
                 "attempts": 0,
             }
-            token = {
-                "access_token": "",
-                "token_type": "",
-                "expires_at": "",
-                "scope": "",
-                "status": Status.PENDING,
-                "updated_at": str(int(now)),
-            }
             history = history_entry(now, Status.PENDING, "created")
-            new = NewIntegration(spec.name, fields, token, history, None)
+            new = NewIntegration(spec.name, fields, pending_token(now), history, None)
             return new, summary(spec.name, Status.PENDING, authorization_url=self.authorization_url(spec.name))
         if spec.grant_type == "device_code":
             change, device = self._device_started(spec, reason="created")
