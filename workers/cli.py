@@ -84,6 +84,21 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--name", help="with --service-account: the integration's name")
     sub.add_argument("--scopes", help="with --service-account: the scopes, space-separated")
     sub.add_argument("--subject", help="with --service-account: the user to act for (domain-wide delegation)")
+    sub = command(
+        "plan",
+        _plan,
+        "show what applying a YAML or JSON file of integrations would change (exit 0: nothing, 2: changes, 1: error)",
+    )
+    sub.add_argument("file")
+    sub.add_argument("--prune", action="store_true", help="also list the project's integrations the file leaves out")
+    sub.add_argument("--timeout", type=float, default=120.0)
+    sub.add_argument("--public-key", help=pin_help)
+    sub = command("apply", _apply, "make the integrations what a YAML or JSON file says (shows the plan first)")
+    sub.add_argument("file")
+    sub.add_argument("--prune", action="store_true", help="delete the project's integrations the file leaves out")
+    sub.add_argument("--yes", action="store_true", help="apply without asking")
+    sub.add_argument("--timeout", type=float, default=120.0)
+    sub.add_argument("--public-key", help=pin_help)
     sub = command("update", _update, "apply JSON changes (FILE or -) to an integration")
     sub.add_argument("name")
     sub.add_argument("file")
@@ -298,6 +313,18 @@ def _create_many(settings: Settings, specs: list[Any], public_key: str | None = 
     if failures:
         raise TokenkeeperError(f"{len(failures)} of {total} integrations were not created")
     return 0
+
+
+def _plan(settings: Settings, options: argparse.Namespace) -> int:
+    from workers.plan_apply import plan_command
+
+    return plan_command(_celery(settings), options)
+
+
+def _apply(settings: Settings, options: argparse.Namespace) -> int:
+    from workers.plan_apply import apply_command, ask_at_terminal
+
+    return apply_command(_celery(settings), options, ask_at_terminal)
 
 
 def _update(settings: Settings, options: argparse.Namespace) -> int:

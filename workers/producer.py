@@ -32,6 +32,7 @@ from workers.ops.redaction import args_repr
 SPEC_ARGUMENT = {
     "tokenkeeper.create_integration": 0,
     "tokenkeeper.create_integrations": 0,  # a list of specs
+    "tokenkeeper.plan_integrations": 0,  # a list of specs
     "tokenkeeper.update_integration": 1,
 }
 

@@ -22,6 +22,7 @@ from celery.beat import PersistentScheduler
 
 from workers.celery_app import TICK_TASK, RedactedRequest, settings_of
 from workers.engine.authorization import Authorizations
+from workers.engine.planning import Planner
 from workers.engine.refresher import Refresher
 from workers.engine.registry import Registry, failure
 from workers.engine.runtime import Runtime, build_runtime
@@ -83,6 +84,14 @@ def create_integrations(specs: list[Any]) -> list[dict[str, str]]:
         if isinstance(outcome, Exception) and not isinstance(outcome, TokenkeeperError):
             log.error("creating %s failed: %s", failure(spec, outcome)["name"], type(outcome).__name__)
     return [failure(spec, o) if isinstance(o, Exception) else o for spec, o in zip(specs, outcomes, strict=True)]
+
+
+@_task("tokenkeeper.plan_integrations")
+def plan_integrations(specs: list[Any], project: str, prune: bool = False) -> dict[str, Any]:
+    """What applying a file of specs would change (``tokenkeeper plan``): field names only, never values."""
+    if not isinstance(specs, list) or not isinstance(project, str):
+        raise SpecError("plan_integrations takes a list of specs and a project name")
+    return Planner(runtime()).plan(specs, project, bool(prune)).as_dict()
 
 
 @_task("tokenkeeper.update_integration")

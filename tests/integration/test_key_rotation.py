@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,9 @@ def test_rotation_keeps_secrets_readable_and_moves_them_to_the_new_key(
     only_new = build_runtime(dataclasses.replace(settings, secret_keys=(new_key,)))
     assert Refresher(only_new).refresh("other").outcome == "refreshed"
     assert token_server.reused == []
+    # `plan` still recognises what was given: the digests' key was rotated with the secrets.
+    given = json.loads(redis_client.hget("tokenkeeper:integration:other", "given"))
+    assert only_new.digests.of("client-secret") == given["client_secret"]
 
 
 def test_rotate_keys_command(process_env, runtime, token_server: TokenServer) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import redis
 
 from tests.support.specs import cc_spec, rt_spec
 from tests.support.token_server import Canned, TokenServer
 from workers.engine.registry import Registry
-from workers.engine.runtime import Runtime
+from workers.engine.runtime import Runtime, build_runtime
 from workers.errors import ConflictError, NotFoundError, PermanentProviderError, SpecError
 
 
@@ -33,7 +35,7 @@ def test_a_failed_first_request_stores_nothing(
     """Bad credentials: the provider's error comes back and no key is written."""
     with pytest.raises(PermanentProviderError, match="invalid_client"):
         Registry(runtime).create(cc_spec(token_server, "svc", client_secret="wrong"))
-    assert redis_client.keys("*") == []
+    assert redis_client.keys("*") in ([], ["tokenkeeper:given_key"])  # the service's digest key may stay
 
 
 def test_a_rejected_spec_stores_nothing(runtime: Runtime, redis_client: redis.Redis) -> None:
@@ -48,7 +50,7 @@ def test_a_rejected_spec_stores_nothing(runtime: Runtime, redis_client: redis.Re
                 "token_url": "gopher://x",
             }
         )
-    assert redis_client.keys("*") == []
+    assert redis_client.keys("*") in ([], ["tokenkeeper:given_key"])  # the service's digest key may stay
 
 
 def test_a_taken_name_is_a_conflict_and_the_original_is_untouched(
@@ -138,7 +140,7 @@ def test_delete_removes_every_key(runtime: Runtime, token_server: TokenServer, r
     """After delete nothing of the integration is left; deleting again is not found."""
     Registry(runtime).create(cc_spec(token_server, "svc"))
     assert Registry(runtime).delete("svc") == {"name": "svc", "deleted": True}
-    assert redis_client.keys("*") == []
+    assert redis_client.keys("*") in ([], ["tokenkeeper:given_key"])  # the service's digest key may stay
     with pytest.raises(NotFoundError):
         Registry(runtime).delete("svc")
     with pytest.raises(NotFoundError):
@@ -184,3 +186,19 @@ def test_a_batch_of_creations_stores_each_good_spec_and_names_each_bad_one(
     assert not redis_client.keys("tokenkeeper:reserve:*")
     assert not redis_client.exists("tokenkeeper:integration:bad_secret", "tokenkeeper:token:bad_secret")
     assert 2 <= calls <= 4, calls
+
+
+def test_what_was_given_is_kept_as_keyed_digests_and_an_update_follows_it(
+    runtime, token_server: TokenServer, redis_client
+) -> None:
+    """Each field as given, digested (never the secret itself); the key is made once and shared."""
+    Registry(runtime).create(cc_spec(token_server, "svc", scopes="read"))
+    given = json.loads(redis_client.hget("tokenkeeper:integration:svc", "given"))
+    assert set(given) == {"grant_type", "client_id", "client_secret", "token_url", "scopes"}
+    assert "client-secret" not in redis_client.hget("tokenkeeper:integration:svc", "given")
+    assert "client-secret" not in redis_client.get("tokenkeeper:given_key")
+    other = build_runtime(runtime.settings)  # another process: the same key, found in Redis
+    assert other.digests.of("client-secret") == given["client_secret"]
+    Registry(runtime).update("svc", {"scopes": None, "audience": "api"})
+    updated = json.loads(redis_client.hget("tokenkeeper:integration:svc", "given"))
+    assert "scopes" not in updated and updated["audience"] == other.digests.of("api")

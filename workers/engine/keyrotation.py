@@ -33,6 +33,10 @@ class RotationReport:
 def rotate_secrets(runtime: Runtime) -> RotationReport:
     store, box = runtime.store, runtime.box
     rotated, busy = 0, []
+    given_key = store.given_key()
+    if given_key is not None:
+        # The digests' key too: once the old keys are dropped, `plan` must still compare against them.
+        store.put_given_key(box.rotate(given_key), replace=True)
     for name in store.names():
         lock = store.acquire_within(name, runtime.settings.lock_ttl, ROTATION_LOCK_WAIT)
         if lock is None:

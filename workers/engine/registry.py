@@ -8,6 +8,7 @@ nothing, and a name already taken leaves the existing integration untouched.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -92,11 +93,13 @@ class Registry:
         """A signed link (default lifetime) for the person who is to connect ``name``."""
         return authorization_link(self.rt.settings, name, now=self.rt.clock())
 
-    def validate(self, data: Any) -> IntegrationSpec:
+    def validate(self, data: Any, *, check_subject: bool = True) -> IntegrationSpec:
+        """The spec, resolved and validated; ``check_subject=False`` leaves a token exchange's subject unchecked
+        (a plan checks it against the file, where the subject may be created first)."""
         spec = validate_spec(
             self.resolve(data), insecure_hosts=self.rt.settings.insecure_http_hosts, addresses=self.rt.client.addresses
         )
-        if spec.subject_integration:
+        if spec.subject_integration and check_subject:
             self._check_subject_chain(spec)
         return spec
 
@@ -167,10 +170,12 @@ class Registry:
         """
         outcomes: list[dict[str, str] | Exception | None] = [None] * len(data)
         specs: dict[int, IntegrationSpec] = {}
+        given: dict[int, dict[str, str]] = {}
         seen: set[str] = set()
         for index, item in enumerate(data):
             try:
-                spec = self.validate(self.rt.opener.open_fields(item))
+                opened = self.rt.opener.open_fields(item)
+                spec = self.validate(opened)
             except Exception as exc:  # noqa: BLE001 -- this spec's error, reported as its outcome
                 outcomes[index] = exc
                 continue
@@ -179,6 +184,7 @@ class Registry:
                 continue
             seen.add(spec.name)
             specs[index] = spec
+            given[index] = self.rt.digests.given(opened)
         store = self.rt.store
         # Long enough to outlast the first token request.
         ttl = self.rt.settings.http_connect_timeout + self.rt.settings.http_read_timeout + 30
@@ -189,7 +195,10 @@ class Registry:
             if not ok:
                 outcomes[index] = _taken(specs[index].name)
         try:
-            prepare = [partial(_attempt, self._new_integration, specs[index]) for index in reserved]
+            prepare = [
+                partial(_attempt, partial(self._new_integration, given=given[index]), specs[index])
+                for index in reserved
+            ]
             for group in run_overlapping(prepare):
                 ready: list[tuple[int, NewIntegration, dict[str, str]]] = []
                 for position, prepared in group:
@@ -213,11 +222,19 @@ class Registry:
         # None: the thread asking the provider died under it (see run_overlapping).
         return [StateError("the creation did not finish") if outcome is None else outcome for outcome in outcomes]
 
-    def _new_integration(self, spec: IntegrationSpec) -> tuple[NewIntegration, dict[str, str]]:
+    def _new_integration(
+        self, spec: IntegrationSpec, given: Mapping[str, str]
+    ) -> tuple[NewIntegration, dict[str, str]]:
         """What creating ``spec`` stores, and its summary; asks the provider for the first token."""
         rt = self.rt
         now = rt.clock()
-        base = {"grant_type": spec.grant_type, "spec": spec.public_fields(), "created_at": now, **spec.rate_fields()}
+        base = {
+            "grant_type": spec.grant_type,
+            "spec": spec.public_fields(),
+            "created_at": now,
+            "given": json.dumps(given, sort_keys=True, separators=(",", ":")),
+            **spec.rate_fields(),
+        }
         if spec.grant_type == "authorization_code":
             fields = {
                 **base,
@@ -280,6 +297,10 @@ class Registry:
             spec = self.validate(merge_changes(current, changes))
             now = rt.clock()
             base = {"spec": spec.public_fields(), **spec.rate_fields()}
+            if record.given is not None:
+                # Kept only where it was since creation: a partial record would read as fields removed.
+                given = rt.digests.updated(record.given, changes)
+                base["given"] = json.dumps(given, sort_keys=True, separators=(",", ":"))
             if spec.grant_type == "authorization_code":
                 # The refresh token the person's consent gave stays: the update changes the spec, not the grant.
                 kept = {"refresh_token": current.refresh_token} if current.refresh_token else {}

@@ -19,6 +19,7 @@ from config import Settings
 from workers.clock import Clock
 from workers.crypto.sealing import Opener
 from workers.crypto.secretbox import SecretBox
+from workers.engine.declared import Digests, given_key
 from workers.engine.policy import RefreshPolicy
 from workers.oauth.addresses import AddressPolicy
 from workers.oauth.token_client import TokenClient
@@ -42,6 +43,11 @@ class Runtime:
     def box(self) -> SecretBox:
         # Built on use so commands that never touch secrets run without a key.
         return SecretBox(self._secret_keys)
+
+    @functools.cached_property
+    def digests(self) -> Digests:
+        """Digests of spec fields as given (what `tokenkeeper plan` compares); the key is read once."""
+        return Digests(given_key(self.store, self.box))
 
     @functools.cached_property
     def opener(self) -> Opener:

@@ -53,6 +53,7 @@ MIN_JWT_SECRET = 32
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 # fullmatch, not match: ``$`` also matches before a final newline, and "svc\n" is no name.
 _NAME = re.compile(NAME_PATTERN)
+_PROJECT = re.compile(r"[A-Za-z0-9_./-]{1,100}")
 
 # Which grant types each optional or conditional field belongs to.
 FIELD_GRANTS: dict[str, tuple[str, ...]] = {
@@ -126,6 +127,8 @@ class IntegrationSpec:
     requested_token_type: str | None = None
     # Which integrations may exchange this one's access token (RFC 8693 subject_integration): none unless named.
     exchangeable_by: tuple[str, ...] = ()
+    # The project of the file `tokenkeeper apply` keeps this integration from; its `--prune` deletes only its own.
+    managed_by: str | None = None
 
     @property
     def endpoint(self) -> str:
@@ -259,6 +262,11 @@ def _token_type_uri(value: str) -> None:
         raise ValidationError("must be a token type URI such as urn:ietf:params:oauth:token-type:access_token")
 
 
+def _valid_project(value: str) -> None:
+    if not _PROJECT.fullmatch(value):
+        raise ValidationError("must be 1 to 100 letters, digits, or _ - . / characters (a project's name)")
+
+
 def _valid_name(value: str) -> None:
     if not _NAME.fullmatch(value):
         raise ValidationError("must start with a letter and contain only letters, digits, _ and - (at most 64)")
@@ -345,6 +353,7 @@ class SpecSchema(Schema):
     subject_token_type = fields.String(validate=_token_type_uri)
     requested_token_type = fields.String(validate=_token_type_uri)
     exchangeable_by = fields.List(fields.String(validate=_valid_name), validate=validate.Length(max=100))
+    managed_by = fields.String(validate=_valid_project)
 
     @validates_schema(skip_on_field_errors=False, pass_original=True)
     def _fits_grant_type(self, data: dict[str, Any], original: dict[str, Any], **kwargs: Any) -> None:

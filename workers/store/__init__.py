@@ -5,7 +5,8 @@ Keys (``P`` is the configurable prefix, ``tokenkeeper:`` by default):
     P token:<name>        hash   the consumer interface (docs/contract.md); no secrets but the access token
     P integration:<name>  hash   spec (JSON, no secrets), sealed secrets, status, version, schedule,
                                  connected account (JSON: sub, email, name), the attempt journal
-                                 (refresh in flight / lost, with a refresh token's keyed fingerprint)
+                                 (refresh in flight / lost, with a refresh token's keyed fingerprint),
+                                 keyed digests of each spec field as given (``tokenkeeper plan``)
     P history:<name>      list   status changes, newest first, capped
     P names               set    every integration
     P schedule            zset   name -> planned refresh time
@@ -20,6 +21,7 @@ Keys (``P`` is the configurable prefix, ``tokenkeeper:`` by default):
     P metrics:*           hashes counters behind /metrics (refresh outcomes, lateness)
     P rate_slots          hash   token endpoint host -> when its next refresh may start under the rate cap
     P beat:last_tick      string when the last scheduling tick ran
+    P given_key           string the key of the ``given`` digests (random, sealed with the secret keys)
     P events:<name>       pub/sub a write announces the new version (the reader waits on it)
 
 Key names are built by :class:`~workers.store.keys.Keys`. Writes that belong together are one Lua
@@ -114,6 +116,9 @@ class IntegrationRecord:
     device: Mapping[str, Any] = field(default_factory=dict)
     # Integrations that exchange this one's access token (RFC 8693 subject_integration): due at its every new token.
     dependents: tuple[str, ...] = ()
+    # Keyed digest of each spec field as the producer gave it (workers.engine.declared); None: stored before
+    # they were kept.
+    given: Mapping[str, str] | None = None
 
     @classmethod
     def from_hash(cls, name: str, raw: Mapping[str, str]) -> IntegrationRecord:
@@ -139,6 +144,7 @@ class IntegrationRecord:
             refresh_fp=raw.get("refresh_fp", ""),
             device=json.loads(raw["device"]) if raw.get("device") else {},
             dependents=tuple(json.loads(raw["dependents"])) if raw.get("dependents") else (),
+            given=json.loads(raw["given"]) if raw.get("given") else None,
         )
 
 
@@ -251,6 +257,17 @@ class Store:
 
     def names(self) -> list[str]:
         return sorted(text(name) for name in self.redis.smembers(self.keys.names))
+
+    def public_specs(self, names: Sequence[str], chunk: int = 1000) -> list[tuple[str, dict[str, Any]]]:
+        """The stored spec (no secrets) of each of ``names``, a round trip per ``chunk``; deleted ones left out."""
+        found: list[tuple[str, dict[str, Any]]] = []
+        for start in range(0, len(names), chunk):
+            part = names[start : start + chunk]
+            pipe = self.redis.pipeline(transaction=False)
+            for name in part:
+                pipe.hget(self.keys.integration(name), "spec")
+            found += [(name, json.loads(raw)) for name, raw in zip(part, pipe.execute(), strict=True) if raw]
+        return found
 
     def history(self, name: str) -> list[dict[str, Any]]:
         return [json.loads(entry) for entry in self.redis.lrange(self.keys.history(name), 0, -1)]
@@ -610,6 +627,18 @@ class Store:
         """Return events that could not be handed on, to the front, in their order."""
         if events:
             self.redis.lpush(self.keys.outbox, *[json.dumps(event) for event in reversed(events)])
+
+    # -- the key of the given digests ---------------------------------------
+    def given_key(self) -> str | None:
+        raw = self.redis.get(self.keys.given_key)
+        return text(raw) if raw is not None else None
+
+    def put_given_key(self, sealed: str, *, replace: bool = False) -> None:
+        """Keep the first key made (two processes making one at once agree on it); ``replace`` re-seals it."""
+        if replace:
+            self.redis.set(self.keys.given_key, sealed, xx=True)
+        else:
+            self.redis.set(self.keys.given_key, sealed, nx=True)
 
     def mark_tick(self, now: float) -> None:
         """Record that a scheduling tick ran (beat and a worker are both alive)."""

@@ -80,5 +80,9 @@ class Keys:
         return f"{self.prefix}beat:capacity"
 
     @property
+    def given_key(self) -> str:
+        return f"{self.prefix}given_key"
+
+    @property
     def last_tick(self) -> str:
         return f"{self.prefix}beat:last_tick"

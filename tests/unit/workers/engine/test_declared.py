@@ -1,0 +1,44 @@
+"""Digests of spec fields as given: equal values match, secrets are never readable, removals are seen."""
+
+from __future__ import annotations
+
+import hashlib
+
+from workers.engine.declared import Digests, difference, legacy_given, to_prune
+
+
+def test_fields_compare_by_keyed_digest_and_are_named_by_kind() -> None:
+    digests = Digests(b"k" * 32)
+    stored = digests.given({"name": "a", "client_id": "x", "client_secret": "s1", "scopes": "read", "pkce": True})
+    wanted = digests.given({"name": "a", "client_id": "x", "client_secret": "s2", "scopes": "read write"})
+    found = difference(stored, wanted)
+    assert found.changed == ("scopes",) and found.secrets == ("client_secret",) and found.removed == ("pkce",)
+    assert difference(stored, stored).empty
+    assert "name" not in stored
+
+
+def test_a_digest_reveals_nothing_without_the_key() -> None:
+    one, other = Digests(b"1" * 32), Digests(b"2" * 32)
+    assert one.of("hunter2") != other.of("hunter2")
+    assert one.of("hunter2") not in hashlib.sha256(b'"hunter2"').hexdigest()
+    assert "hunter2" not in str(one.given({"client_secret": "hunter2"}))
+
+
+def test_an_update_changes_the_digests_it_names() -> None:
+    digests = Digests(b"k" * 32)
+    current = digests.given({"client_id": "x", "scopes": "read"})
+    updated = digests.updated(current, {"scopes": None, "audience": "api"})
+    assert updated == {"client_id": current["client_id"], "audience": digests.of("api")}
+
+
+def test_before_digests_the_stored_values_stand_in_and_a_refresh_token_counts_as_given() -> None:
+    digests = Digests(b"k" * 32)
+    wanted = {"client_id": "x", "client_secret": "s", "refresh_token": "from-the-file", "managed_by": "p"}
+    stored = legacy_given(digests, {"client_id": "x"}, {"client_secret": "s", "refresh_token": "rotated"}, wanted)
+    found = difference(stored, digests.given(wanted))
+    assert found.changed == ("managed_by",) and not found.secrets and not found.removed
+
+
+def test_only_the_projects_own_integrations_are_pruned() -> None:
+    stored = [("a", {"managed_by": "p"}), ("b", {"managed_by": "q"}), ("c", {}), ("d", {"managed_by": "p"})]
+    assert to_prune(stored, "p", {"d"}) == ["a"]

@@ -1,0 +1,146 @@
+"""Integrations as code: what a file of specs would change (``tokenkeeper plan``), compared without secrets.
+
+Every create and update keeps, beside the sealed secrets, a keyed digest of each field *as the
+producer gave it* (``given``). A plan digests the file's fields the same way and compares: a field
+whose digest differs is changed, one given before and absent now is removed. So a secret is
+compared without being stored twice or shown, and a refresh token the provider has rotated since
+is still "unchanged" when the file holds the one given at creation (sending that one again would
+spend a dead token).
+
+The digest key is random, made once and kept in Redis sealed with the secret keys (rotated with
+them by ``tokenkeeper rotate-keys``): without those keys a digest cannot test a guess.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from workers.engine.spec import SECRET_FIELDS
+
+# 64 bits: a changed value goes unnoticed with odds of 2**-64; short, as every integration keeps one per field.
+DIGEST_LENGTH = 16
+
+
+class _KeyStore(Protocol):
+    def given_key(self) -> str | None: ...
+    def put_given_key(self, sealed: str) -> None: ...
+
+
+class _Box(Protocol):
+    def seal(self, secrets: dict[str, str]) -> str: ...
+    def open(self, sealed: str) -> dict[str, str]: ...
+
+
+def given_key(store: _KeyStore, box: _Box) -> bytes:
+    """The digest key: made by whichever process needs it first (``put_given_key`` keeps the first one)."""
+    sealed = store.given_key()
+    if sealed is None:
+        store.put_given_key(box.seal({"key": base64.b64encode(os.urandom(32)).decode()}))
+        sealed = store.given_key()
+        assert sealed is not None
+    return base64.b64decode(box.open(sealed)["key"])
+
+
+class Digests:
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def of(self, value: Any) -> str:
+        canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hmac.new(self._key, canonical.encode(), hashlib.sha256).hexdigest()[:DIGEST_LENGTH]
+
+    def given(self, data: Mapping[str, Any]) -> dict[str, str]:
+        """Each field of a spec as given (secrets opened), digested; the name is the key, not a field."""
+        return {key: self.of(value) for key, value in data.items() if key != "name" and value is not None}
+
+    def updated(self, current: Mapping[str, str], changes: Mapping[str, Any]) -> dict[str, str]:
+        """``current`` after an update's ``changes`` (null removes a field, as the update does)."""
+        result = dict(current)
+        for key, value in changes.items():
+            if key == "name":
+                continue
+            if value is None:
+                result.pop(key, None)
+            else:
+                result[key] = self.of(value)
+        return result
+
+
+@dataclass(frozen=True)
+class Difference:
+    """How one integration in a file differs from the stored one (field names only, never values)."""
+
+    changed: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.changed or self.secrets or self.removed)
+
+    def fields(self) -> tuple[str, ...]:
+        return (*self.changed, *self.secrets, *self.removed)
+
+
+def difference(stored: Mapping[str, str], wanted: Mapping[str, str]) -> Difference:
+    changed = sorted(key for key in wanted if stored.get(key) != wanted[key])
+    return Difference(
+        changed=tuple(key for key in changed if key not in SECRET_FIELDS),
+        secrets=tuple(key for key in changed if key in SECRET_FIELDS),
+        removed=tuple(sorted(key for key in stored if key not in wanted)),
+    )
+
+
+def legacy_given(
+    digests: Digests, public: Mapping[str, Any], secrets: Mapping[str, str], wanted: Mapping[str, Any]
+) -> dict[str, str]:
+    """What an integration stored before ``given`` was kept is taken to have been given: its stored value of
+    each field the file names. A refresh token counts as unchanged: the stored one may have been rotated
+    since, and sending the file's again could only spend a dead token."""
+    result: dict[str, str] = {}
+    for key, value in wanted.items():
+        if key == "name" or value is None:
+            continue
+        if key == "refresh_token":
+            result[key] = digests.of(value)
+        elif key in SECRET_FIELDS:
+            if key in secrets:
+                result[key] = digests.of(secrets[key])
+        elif key in public:
+            result[key] = digests.of(public[key])
+    return result
+
+
+@dataclass
+class Plan:
+    """The answer of a plan: names in each group; ``update`` maps a name to what differs."""
+
+    create: list[str] = field(default_factory=list)
+    update: dict[str, Difference] = field(default_factory=dict)
+    delete: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "create": self.create,
+            "update": [
+                {"name": name, "changed": list(d.changed), "secrets": list(d.secrets), "removed": list(d.removed)}
+                for name, d in self.update.items()
+            ],
+            "delete": self.delete,
+            "unchanged": self.unchanged,
+            "errors": [{"name": name, "error": error} for name, error in self.errors.items()],
+        }
+
+
+def to_prune(managed: Iterable[tuple[str, Mapping[str, Any]]], project: str, named: set[str]) -> list[str]:
+    """The stored integrations this project manages that its file no longer names."""
+    return sorted(name for name, public in managed if public.get("managed_by") == project and name not in named)
