@@ -84,6 +84,8 @@ def _show_plan(path: str, manifest: Manifest, plan: Mapping[str, Any], out: Text
     lines += [("~", item["name"], "update: " + describe_update(item)) for item in plan["update"]]
     lines += [("-", name, "delete") for name in plan["delete"]]
     lines += [("!", item["name"], "error: " + item["error"]) for item in plan["errors"]]
+    if not lines:
+        print("  No changes: the integrations are what the file says.", file=out)
     width = max((len(name) for _, name, _ in lines), default=0)
     for mark, name, what in lines:
         print(f"  {mark} {name.ljust(width)}  {what}", file=out)

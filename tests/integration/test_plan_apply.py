@@ -136,10 +136,18 @@ def test_another_projects_integration_is_an_error_and_nothing_is_applied(
     theirs, ours = tmp_path / "theirs.yaml", tmp_path / "ours.yaml"
     write(theirs, [spec(token_server, "shared")], project="theirs")
     assert cli(env, "apply", "--yes", str(theirs)).returncode == 0
-    write(ours, [spec(token_server, "shared", scopes="admin"), spec(token_server, "mine")], project="ours")
+    made_by_hand = json.dumps({**spec(token_server, "by-hand"), "client_secret": SECRET})
+    assert cli(env, "create", "-", stdin=made_by_hand).returncode == 0
+    write(
+        ours,
+        [spec(token_server, "shared", scopes="admin"), spec(token_server, "mine"), spec(token_server, "by-hand")],
+        project="ours",
+    )
     planned = cli(env, "plan", str(ours))
     assert planned.returncode == 1
     assert "! shared" in planned.stdout and "kept by project 'theirs', not 'ours'" in planned.stdout
+    # One made by hand is adopted: nothing differs but whose it is.
+    assert "~ by-hand  update: managed_by" in planned.stdout
     applied = cli(env, "apply", "--yes", str(ours))
     assert applied.returncode == 1 and "nothing was applied" in applied.stderr
     assert not redis_client.exists("tokenkeeper:integration:mine")
