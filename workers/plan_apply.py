@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from workers.engine.declared import Difference
 from workers.engine.planning import changes
@@ -66,7 +67,8 @@ def _plan(celery: Any, manifest: Manifest, options: Any) -> dict[str, Any]:
         "tokenkeeper.plan_integrations",
         manifest.specs,
         manifest.project,
-        bool(getattr(options, "prune", False)),
+        bool(options.prune),
+        bool(options.adopt),
         timeout=options.timeout,
         public_key=options.public_key,
     )
@@ -79,9 +81,25 @@ def _has_changes(plan: Mapping[str, Any]) -> bool:
 
 def _show_plan(path: str, manifest: Manifest, plan: Mapping[str, Any], out: TextIO = sys.stdout) -> None:
     print(f"{path}: project {manifest.project}, {len(manifest.specs)} integrations\n", file=out)
+    specs = manifest.by_name()
     lines: list[tuple[str, str, str]] = []
-    lines += [("+", name, "create") for name in plan["create"]]
-    lines += [("~", item["name"], "update: " + describe_update(item)) for item in plan["update"]]
+    lines += [
+        ("+", name, "create" + _whereto(specs[name], manifest.references.get(name, {}), list(specs[name])))
+        for name in plan["create"]
+    ]
+    lines += [
+        (
+            "~",
+            item["name"],
+            "update: "
+            + describe_update(item)
+            + _whereto(
+                specs[item["name"]], manifest.references.get(item["name"], {}), item["changed"] + item["secrets"]
+            )
+            + _restarts(specs[item["name"]]),
+        )
+        for item in plan["update"]
+    ]
     lines += [("-", name, "delete") for name in plan["delete"]]
     lines += [("!", item["name"], "error: " + item["error"]) for item in plan["errors"]]
     if not lines:
@@ -95,6 +113,26 @@ def _show_plan(path: str, manifest: Manifest, plan: Mapping[str, Any], out: Text
     )
     errors = f", {len(plan['errors'])} errors" if plan["errors"] else ""
     print(f"\nPlan: {counts}{errors}.", file=out)
+
+
+# Where a spec sends its secrets: shown beside them, for whoever reviews a file from a pull request.
+_ENDPOINTS = ("token_url", "refresh_url", "device_authorization_url", "issuer")
+
+
+def _whereto(spec: Mapping[str, Any], references: Mapping[str, str], fields: list[str]) -> str:
+    """`` (→ idp.example; client_secret from env X)`` for the fields named: the endpoint a change sends
+    secrets to, and where each secret it sends comes from."""
+    shown = [f"{key} from {references[key]}" for key in fields if key in references]
+    if not shown and not any(key in _ENDPOINTS or key == "provider" for key in fields):
+        return ""
+    hosts = sorted({urlsplit(str(spec[key])).hostname or str(spec[key]) for key in _ENDPOINTS if spec.get(key)})
+    target = ", ".join(hosts) if hosts else f"preset {spec['provider']}" if spec.get("provider") else "?"
+    return f" (→ {target}" + "".join(f"; {item}" for item in shown) + ")"
+
+
+def _restarts(spec: Mapping[str, Any]) -> str:
+    # An update of a device grant asks for a new code: a person has to approve again.
+    return "; a person must approve it again (device flow)" if spec.get("grant_type") == "device_code" else ""
 
 
 def describe_update(item: Mapping[str, Any]) -> str:
@@ -130,7 +168,12 @@ class Apply:
         for wave in waves(self.manifest.specs, creating | set(updates)):
             self._create([name for name in wave if name in creating])
             self._update([updates[name] for name in wave if name in updates])
-        self._delete(list(self.plan["delete"]))
+        if self.counts["failed"] and self.plan["delete"]:
+            # A deletion revokes tokens at the provider: never while what was to replace them is not in place.
+            names = ", ".join(self.plan["delete"])
+            print(f"  not deleted: {names} (a change above failed; apply again once it is fixed)", file=self.out)
+        else:
+            self._delete(list(self.plan["delete"]))
         attempted = sum(self.counts.values())
         print(
             f"\nApply: {self.counts['created']} created, {self.counts['updated']} updated, "

@@ -86,12 +86,17 @@ def create_integrations(specs: list[Any]) -> list[dict[str, str]]:
     return [failure(spec, o) if isinstance(o, Exception) else o for spec, o in zip(specs, outcomes, strict=True)]
 
 
-@_task("tokenkeeper.plan_integrations")
-def plan_integrations(specs: list[Any], project: str, prune: bool = False) -> dict[str, Any]:
+# A plan validates specs, which may fetch an issuer's metadata: bounded, so a file of slow issuers cannot hold
+# a worker for long.
+PLAN_TIME_LIMIT = 300
+
+
+@_task("tokenkeeper.plan_integrations", soft_time_limit=PLAN_TIME_LIMIT, time_limit=PLAN_TIME_LIMIT + 30)
+def plan_integrations(specs: list[Any], project: str, prune: bool = False, adopt: bool = False) -> dict[str, Any]:
     """What applying a file of specs would change (``tokenkeeper plan``): field names only, never values."""
     if not isinstance(specs, list) or not isinstance(project, str):
         raise SpecError("plan_integrations takes a list of specs and a project name")
-    return Planner(runtime()).plan(specs, project, bool(prune)).as_dict()
+    return Planner(runtime()).plan(specs, project, bool(prune), bool(adopt)).as_dict()
 
 
 @_task("tokenkeeper.update_integration")

@@ -44,7 +44,7 @@ def test_rotation_keeps_secrets_readable_and_moves_them_to_the_new_key(
     assert token_server.reused == []
     # `plan` still recognises what was given: the digests' key was rotated with the secrets.
     given = json.loads(redis_client.hget("tokenkeeper:integration:other", "given"))
-    assert only_new.digests.of("client-secret") == given["client_secret"]
+    assert only_new.digests.of("other", "client_secret", "client-secret") == given["client_secret"]
 
 
 def test_rotate_keys_command(process_env, runtime, token_server: TokenServer) -> None:

@@ -194,11 +194,11 @@ def test_what_was_given_is_kept_as_keyed_digests_and_an_update_follows_it(
     """Each field as given, digested (never the secret itself); the key is made once and shared."""
     Registry(runtime).create(cc_spec(token_server, "svc", scopes="read"))
     given = json.loads(redis_client.hget("tokenkeeper:integration:svc", "given"))
-    assert set(given) == {"grant_type", "client_id", "client_secret", "token_url", "scopes"}
+    assert set(given) == {"grant_type", "client_id", "client_secret", "token_url", "scopes", "_key"}
     assert "client-secret" not in redis_client.hget("tokenkeeper:integration:svc", "given")
     assert "client-secret" not in redis_client.get("tokenkeeper:given_key")
     other = build_runtime(runtime.settings)  # another process: the same key, found in Redis
-    assert other.digests.of("client-secret") == given["client_secret"]
+    assert other.digests.of("svc", "client_secret", "client-secret") == given["client_secret"]
     Registry(runtime).update("svc", {"scopes": None, "audience": "api"})
     updated = json.loads(redis_client.hget("tokenkeeper:integration:svc", "given"))
-    assert "scopes" not in updated and updated["audience"] == other.digests.of("api")
+    assert "scopes" not in updated and updated["audience"] == other.digests.of("svc", "audience", "api")

@@ -8,7 +8,12 @@ is still "unchanged" when the file holds the one given at creation (sending that
 spend a dead token).
 
 The digest key is random, made once and kept in Redis sealed with the secret keys (rotated with
-them by ``tokenkeeper rotate-keys``): without those keys a digest cannot test a guess.
+them by ``tokenkeeper rotate-keys``): without those keys a digest cannot test a guess. Each digest
+covers the integration's name and the field's too, so equal values elsewhere give different
+digests. ``given`` records which key made it (``_key``): digests made under a key that is gone
+(deleted from Redis, or no longer opened by any secret key) count as unknown, and the integration is
+compared by its stored values instead, its refresh token as unchanged — never as "changed", which
+would send again a refresh token the provider may have retired.
 """
 
 from __future__ import annotations
@@ -17,20 +22,26 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from workers.engine.spec import SECRET_FIELDS
+from workers.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
 
 # 64 bits: a changed value goes unnoticed with odds of 2**-64; short, as every integration keeps one per field.
 DIGEST_LENGTH = 16
+# The field of ``given`` naming the key its digests were made with.
+KEY_FIELD = "_key"
 
 
 class _KeyStore(Protocol):
     def given_key(self) -> str | None: ...
-    def put_given_key(self, sealed: str) -> None: ...
+    def put_given_key(self, sealed: str, *, replace: bool = False) -> None: ...
 
 
 class _Box(Protocol):
@@ -39,28 +50,45 @@ class _Box(Protocol):
 
 
 def given_key(store: _KeyStore, box: _Box) -> bytes:
-    """The digest key: made by whichever process needs it first (``put_given_key`` keeps the first one)."""
+    """The digest key: made by whichever process needs it first (``put_given_key`` keeps the first one).
+
+    One that no secret key opens any more (dropped before ``rotate-keys`` ran) is replaced: the digests
+    made under it then count as unknown (see the module's docstring), and creating goes on working.
+    """
     sealed = store.given_key()
-    if sealed is None:
-        store.put_given_key(box.seal({"key": base64.b64encode(os.urandom(32)).decode()}))
-        sealed = store.given_key()
-        assert sealed is not None
+    if sealed is not None:
+        try:
+            return base64.b64decode(box.open(sealed)["key"])
+        except ConfigurationError:
+            log.warning("the key of the given digests opens with no secret key; a new one is made")
+            store.put_given_key(_new_key(box), replace=True)
+    else:
+        store.put_given_key(_new_key(box))
+    sealed = store.given_key()
+    assert sealed is not None
     return base64.b64decode(box.open(sealed)["key"])
+
+
+def _new_key(box: _Box) -> str:
+    return box.seal({"key": base64.b64encode(os.urandom(32)).decode()})
 
 
 class Digests:
     def __init__(self, key: bytes) -> None:
         self._key = key
+        self.key_id = hmac.new(key, b"tokenkeeper given-digest key id", hashlib.sha256).hexdigest()[:8]
 
-    def of(self, value: Any) -> str:
-        canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    def of(self, name: str, key: str, value: Any) -> str:
+        canonical = json.dumps([name, key, value], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hmac.new(self._key, canonical.encode(), hashlib.sha256).hexdigest()[:DIGEST_LENGTH]
 
     def given(self, data: Mapping[str, Any]) -> dict[str, str]:
-        """Each field of a spec as given (secrets opened), digested; the name is the key, not a field."""
-        return {key: self.of(value) for key, value in data.items() if key != "name" and value is not None}
+        """Each field of a spec as given (secrets opened), digested, and the key's id; the name is not a field."""
+        name = str(data.get("name", ""))
+        digests = {key: self.of(name, key, value) for key, value in data.items() if key != "name" and value is not None}
+        return {**digests, KEY_FIELD: self.key_id}
 
-    def updated(self, current: Mapping[str, str], changes: Mapping[str, Any]) -> dict[str, str]:
+    def updated(self, name: str, current: Mapping[str, str], changes: Mapping[str, Any]) -> dict[str, str]:
         """``current`` after an update's ``changes`` (null removes a field, as the update does)."""
         result = dict(current)
         for key, value in changes.items():
@@ -69,8 +97,12 @@ class Digests:
             if value is None:
                 result.pop(key, None)
             else:
-                result[key] = self.of(value)
+                result[key] = self.of(name, key, value)
         return result
+
+    def known(self, given: Mapping[str, str] | None) -> bool:
+        """Whether ``given`` was made with this key (else its digests say nothing)."""
+        return given is not None and given.get(KEY_FIELD) == self.key_id
 
 
 @dataclass(frozen=True)
@@ -90,11 +122,12 @@ class Difference:
 
 
 def difference(stored: Mapping[str, str], wanted: Mapping[str, str]) -> Difference:
-    changed = sorted(key for key in wanted if stored.get(key) != wanted[key])
+    fields = [key for key in wanted if key != KEY_FIELD]
+    changed = sorted(key for key in fields if stored.get(key) != wanted[key])
     return Difference(
         changed=tuple(key for key in changed if key not in SECRET_FIELDS),
         secrets=tuple(key for key in changed if key in SECRET_FIELDS),
-        removed=tuple(sorted(key for key in stored if key not in wanted)),
+        removed=tuple(sorted(key for key in stored if key not in wanted and key != KEY_FIELD)),
     )
 
 
@@ -104,17 +137,18 @@ def legacy_given(
     """What an integration stored before ``given`` was kept is taken to have been given: its stored value of
     each field the file names. A refresh token counts as unchanged: the stored one may have been rotated
     since, and sending the file's again could only spend a dead token."""
+    name = str(wanted.get("name", ""))
     result: dict[str, str] = {}
     for key, value in wanted.items():
         if key == "name" or value is None:
             continue
         if key == "refresh_token":
-            result[key] = digests.of(value)
+            result[key] = digests.of(name, key, value)
         elif key in SECRET_FIELDS:
             if key in secrets:
-                result[key] = digests.of(secrets[key])
+                result[key] = digests.of(name, key, secrets[key])
         elif key in public:
-            result[key] = digests.of(public[key])
+            result[key] = digests.of(name, key, public[key])
     return result
 
 

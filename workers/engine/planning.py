@@ -6,6 +6,7 @@ never values. Nothing is written: a plan that is never applied leaves no trace.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ class Planner:
         self.rt = runtime
         self.registry = Registry(runtime)
 
-    def plan(self, items: Sequence[Any], project: str, prune: bool) -> Plan:
+    def plan(self, items: Sequence[Any], project: str, prune: bool, adopt: bool = False) -> Plan:
         if len(items) > MAX_PLANNED:
             raise SpecError(f"a plan takes at most {MAX_PLANNED} integrations")
         plan = Plan()
@@ -34,13 +35,30 @@ class Planner:
         stored = {record.name: record for record, _ in self.rt.store.load_many(wanted)}
         for name, data in wanted.items():
             try:
-                self._compare(plan, name, data, stored.get(name), project, wanted)
+                self._compare(plan, name, data, stored.get(name), project, wanted, adopt)
             except Exception as exc:  # noqa: BLE001 -- this integration's error, reported in the plan
                 plan.errors[name] = failure(data, exc)["error"]
         if prune:
             names = self.rt.store.names()
             plan.delete = to_prune(self.rt.store.public_specs(names), project, set(wanted))
+            self._check_renames(plan, wanted)
         return plan
+
+    def _check_renames(self, plan: Plan, wanted: Mapping[str, Mapping[str, Any]]) -> None:
+        """A creation that takes the refresh token of an integration this apply deletes (a rename) is refused:
+        deleting revokes that token at the provider, and the new integration would hold a dead one."""
+        given = {name: wanted[name]["refresh_token"] for name in plan.create if wanted[name].get("refresh_token")}
+        if not given or not plan.delete:
+            return
+        for record, _ in self.rt.store.load_many(plan.delete):
+            held = self.rt.box.open(record.sealed_secrets).get("refresh_token")
+            for name, token in given.items():
+                if held and hmac.compare_digest(str(token).encode(), held.encode()):
+                    plan.create.remove(name)
+                    plan.errors[name] = (
+                        f"takes the refresh token of {record.name}, which --prune deletes and so revokes at the "
+                        f"provider: keep {record.name} in the file until {name} has a refresh token of its own"
+                    )
 
     def _opened(self, items: Sequence[Any], plan: Plan) -> dict[str, dict[str, Any]]:
         """The file's specs by name, secrets opened; a spec without a name, or a name twice, is an error."""
@@ -68,6 +86,7 @@ class Planner:
         record: IntegrationRecord | None,
         project: str,
         wanted: Mapping[str, Mapping[str, Any]],
+        adopt: bool,
     ) -> None:
         subject = data.get("subject_integration")
         in_file = isinstance(subject, str) and subject in wanted
@@ -79,10 +98,19 @@ class Planner:
         owner = record.public.get("managed_by")
         if owner not in (None, project):
             raise SpecError({"managed_by": [f"{name!r} is kept by project {owner!r}, not {project!r}"]})
+        if owner is None and not adopt:
+            raise SpecError(
+                {
+                    "managed_by": [
+                        f"{name!r} exists and is kept by no file; pass --adopt to make it project {project!r}'s"
+                    ]
+                }
+            )
         digests = self.rt.digests
         current = stored_spec(record, self.rt.box)
         stored = record.given
-        if stored is None:
+        if stored is None or not digests.known(stored):
+            # Made before digests were kept, or under a key that is gone: compared by the stored values.
             stored = legacy_given(digests, record.public, current.secrets(), data)
         found = difference(stored, digests.given(data))
         if found.empty:
@@ -100,8 +128,15 @@ class Planner:
             raise SpecError({"subject_integration": [refusal(subject, name)]})
 
 
+# Changing one of these drops fields the update does not name (a preset's URLs, a key file's client):
+# the whole spec is sent, so that what the file names stays, and its digests with it.
+_SWEEPING = frozenset({"provider", "provider_params", "private_key"})
+
+
 def changes(data: Mapping[str, Any], found: Difference) -> dict[str, Any]:
     """The update that makes a stored integration what ``data`` says: the differing fields, null for removed."""
-    update: dict[str, Any] = {key: data[key] for key in (*found.changed, *found.secrets)}
+    named = found.fields()
+    keys = [key for key in data if key != "name"] if _SWEEPING & set(named) else [*found.changed, *found.secrets]
+    update: dict[str, Any] = {key: data[key] for key in keys}
     update.update(dict.fromkeys(found.removed))
     return update

@@ -297,9 +297,10 @@ class Registry:
             spec = self.validate(merge_changes(current, changes))
             now = rt.clock()
             base = {"spec": spec.public_fields(), **spec.rate_fields()}
-            if record.given is not None:
+            if rt.digests.known(record.given):
                 # Kept only where it was since creation: a partial record would read as fields removed.
-                given = rt.digests.updated(record.given, changes)
+                assert record.given is not None
+                given = rt.digests.updated(name, record.given, changes)
                 base["given"] = json.dumps(given, sort_keys=True, separators=(",", ":"))
             if spec.grant_type == "authorization_code":
                 # The refresh token the person's consent gave stays: the update changes the spec, not the grant.
