@@ -10,6 +10,11 @@ from pathlib import Path
 import pytest
 import redis
 from cryptography.fernet import Fernet
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from config import Settings, load_settings
 from tests.support.ports import free_port
@@ -125,3 +130,22 @@ def token_server() -> Iterator[TokenServer]:
     server = TokenServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def _span_recorder() -> InMemorySpanExporter:
+    # A process has one tracer provider for good (OpenTelemetry refuses a second): installed once, here.
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "tokenkeeper-tests"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    assert trace.get_tracer_provider() is provider, "a tracer provider was installed before the tests' own"
+    return exporter
+
+
+@pytest.fixture
+def local_spans(_span_recorder: InMemorySpanExporter) -> Iterator[InMemorySpanExporter]:
+    """The spans this test process records (the SDK's in-memory exporter), from none at the test's start."""
+    _span_recorder.clear()
+    yield _span_recorder
+    _span_recorder.clear()
