@@ -8,9 +8,10 @@ one per integration a task refreshed, a child of the task's span; ``GET /oauth/a
 
 Attributes say which integration (``tokenkeeper.integration``), its grant type, the task, and the
 outcome (``tokenkeeper.outcome``: refreshed, retrying, needs_reauth, busy, active, …), never a secret:
-values are our own words, counts, or names that match the integration name pattern; an error's text
-is ours (a :class:`TokenkeeperError`, secret-free by contract) or only its type. No exception is
-recorded as an event: its text and traceback may quote what a provider sent.
+values are our own words, counts, or names that match the integration name pattern. An error's text
+is ours (a :class:`TokenkeeperError`, secret-free by contract) or only its type; a failed refresh's is
+its reason, as the status page shows it (scrubbed of our secrets). No exception is recorded as an
+event: its text and traceback may quote what a provider sent.
 
 The extra ``otel`` brings the OpenTelemetry API and SDK. Without it every function here does nothing.
 With it and ``TOKENKEEPER_TRACING=true``, :func:`setup` gives the process the SDK's tracer provider,
