@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from flask import Flask, Response
 
 from config import Settings, load_settings, local_environ
+from workers.ops import tracing
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -29,6 +30,7 @@ def create_app(
     from workers.engine.runtime import build_runtime
 
     settings = settings or load_settings(local_environ(os.environ))
+    tracing.setup(settings)
     app = Flask(__name__)
     https = settings.public_url.startswith("https://")
     app.config.update(

@@ -15,6 +15,7 @@ from flask import Blueprint, redirect, render_template, request
 
 from callback_app import parts
 from workers.engine.authorization import STATE_TTL, Authorizations
+from workers.ops import tracing
 from workers.producer import send
 
 blueprint = Blueprint("oauth", __name__)
@@ -33,6 +34,14 @@ def cookie_name() -> str:
 
 @blueprint.get("/oauth/authorize/<name>")
 def authorize(name: str) -> Any:
+    with tracing.serving("GET /oauth/authorize/<name>", request.headers.get) as span:
+        span.describe(integration=name, grant_type="authorization_code")
+        response = _authorize(name)
+        span.outcome("redirected")
+        return response
+
+
+def _authorize(name: str) -> Any:
     present = request.cookies.get(cookie_name(), "")
     # Kept when present, so two tabs started from links in one browser both complete.
     binding = present if _BINDING.fullmatch(present) else secrets.token_urlsafe(32)
@@ -46,10 +55,13 @@ def authorize(name: str) -> Any:
 
 @blueprint.get("/oauth/callback")
 def callback() -> Any:
-    authorizations = Authorizations(parts.runtime())
-    name, exchange_id = authorizations.receive(request.args.to_dict(), request.cookies.get(cookie_name(), ""))
-    pending = send(parts.celery(), "tokenkeeper.complete_authorization", exchange_id)
-    result = pending.get(timeout=EXCHANGE_WAIT, disable_sync_subtasks=False)
+    with tracing.serving("GET /oauth/callback", request.headers.get) as span:
+        authorizations = Authorizations(parts.runtime())
+        name, exchange_id = authorizations.receive(request.args.to_dict(), request.cookies.get(cookie_name(), ""))
+        span.describe(integration=name, grant_type="authorization_code")
+        pending = send(parts.celery(), "tokenkeeper.complete_authorization", exchange_id)
+        result = pending.get(timeout=EXCHANGE_WAIT, disable_sync_subtasks=False)
+        span.finish(result)
     expires_at = result.get("expires_at")
     return render_template(
         "connected.html",

@@ -106,6 +106,8 @@ class Settings:
     # Status changes are POSTed here as JSON signed with HMAC-SHA256 of the webhook secret.
     webhook_url: str = ""
     webhook_secret: str = field(default="", repr=False)
+    # Spans (OpenTelemetry, the otel extra) exported by OTLP over HTTP; the OTEL_* variables say where and how.
+    tracing: bool = False
 
     def __repr__(self) -> str:
         # URLs may carry a password (redis://user:password@host): shown masked, like the secret fields hidden.
@@ -309,6 +311,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_format": _choice("text", "json"),
     "webhook_url": _http_url,
     "webhook_secret": _text,
+    "tracing": _flag,
 }
 
 # Variables whose names do not follow the field names.

@@ -2,8 +2,8 @@
 
 The service image (Dockerfile) and scripts/up, scripts/test (through scripts/_venv.sh) install with
 ``-c constraints.txt``, so every machine runs the versions the tests passed on. Only the service's
-dependencies are pinned (pyproject's dependencies and the embedded-redis extra, with everything they
-pull in), never tokenkeeper itself nor the test tools. After changing a dependency or upgrading one:
+dependencies are pinned (pyproject's dependencies and the embedded-redis and otel extras, with everything
+they pull in), never tokenkeeper itself nor the test tools. After changing a dependency or upgrading one:
 
     .venv/bin/python scripts/lock.py
 """
@@ -20,8 +20,8 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "constraints.txt"
-# Locked with the service: the fallback Redis server binary standalone can run.
-LOCKED_EXTRAS = ("embedded-redis",)
+# Locked with the service: the fallback Redis server binary standalone can run, and the traces' SDK.
+LOCKED_EXTRAS = ("embedded-redis", "otel")
 HEADER = """\
 # The service's dependencies at the versions the tests passed on; written by scripts/lock.py.
 # Installed with `pip install -c constraints.txt` by the Dockerfile and scripts/_venv.sh.

@@ -10,6 +10,11 @@ from pathlib import Path
 import pytest
 import redis
 from cryptography.fernet import Fernet
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from config import Settings, load_settings
 from tests.support.ports import free_port
@@ -125,3 +130,38 @@ def token_server() -> Iterator[TokenServer]:
     server = TokenServer().start()
     yield server
     server.stop()
+
+
+class SpanRecorder(SimpleSpanProcessor):
+    """Hands finished spans to the in-memory exporter only while a test looks (``local_spans``): the rest of
+    the session does not pile them up."""
+
+    def __init__(self, exporter: InMemorySpanExporter) -> None:
+        super().__init__(exporter)
+        self.exporter = exporter
+        self.watching = False
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.watching:
+            super().on_end(span)
+
+
+@pytest.fixture(scope="session")
+def _span_recorder() -> SpanRecorder:
+    # A process has one tracer provider for good (OpenTelemetry refuses a second): installed once, here.
+    recorder = SpanRecorder(InMemorySpanExporter())
+    provider = TracerProvider(resource=Resource.create({"service.name": "tokenkeeper-tests"}))
+    provider.add_span_processor(recorder)
+    trace.set_tracer_provider(provider)
+    assert trace.get_tracer_provider() is provider, "a tracer provider was installed before the tests' own"
+    return recorder
+
+
+@pytest.fixture
+def local_spans(_span_recorder: SpanRecorder) -> Iterator[InMemorySpanExporter]:
+    """The spans this test process records (the SDK's in-memory exporter), from none at the test's start."""
+    _span_recorder.exporter.clear()
+    _span_recorder.watching = True
+    yield _span_recorder.exporter
+    _span_recorder.watching = False
+    _span_recorder.exporter.clear()

@@ -21,6 +21,7 @@ from celery.worker.request import Request
 
 from config import Settings, load_settings, local_environ
 from workers.errors import ConfigurationError
+from workers.ops import tracing
 from workers.ops.logformat import configure
 from workers.ops.redaction import args_repr
 
@@ -100,6 +101,13 @@ def _redact_published_arguments(
         headers["argsrepr"], headers["kwargsrepr"] = args_repr(body[0] or (), body[1] or {})
 
 
+@signals.before_task_publish.connect
+def _propagate_trace(sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Messages of ours carry the sender's span (W3C traceparent), so the worker's span continues its trace."""
+    if sender and sender.startswith("tokenkeeper.") and headers is not None:
+        tracing.inject(headers)
+
+
 def settings_of(app: Celery) -> Settings:
     """The settings ``app`` was built from by :func:`create_celery`."""
     settings = app.conf.get("tokenkeeper_settings")
@@ -131,6 +139,24 @@ def _require_secret_key(sender: Any = None, **_: Any) -> None:
             "TOKENKEEPER_SECRET_KEY is not set: workers need it to seal and open secrets "
             "(create one with `tokenkeeper genkey`)"
         )
+
+
+@signals.worker_init.connect
+def _set_up_tracing(sender: Any = None, **_: Any) -> None:
+    # In the main process, before the pool forks: its children inherit the tracer provider.
+    settings = _own_settings(sender.app)
+    if settings is not None:
+        try:
+            tracing.setup(settings)
+        except ConfigurationError as exc:
+            raise SystemExit(str(exc)) from None
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def _flush_traces(**_: Any) -> None:
+    # A pool child may end without running exit handlers: its last spans go out first.
+    tracing.flush()
 
 
 @signals.celeryd_after_setup.connect

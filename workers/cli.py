@@ -174,7 +174,10 @@ def _read_json(source: str) -> Any:
 
 def _celery(settings: Settings) -> Any:
     from workers.celery_app import create_celery
+    from workers.ops import tracing
 
+    # The commands that send tasks: their spans start the traces the workers continue.
+    tracing.setup(settings)
     return create_celery(settings)
 
 

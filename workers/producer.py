@@ -26,6 +26,7 @@ from celery.result import AsyncResult
 from config import Settings
 from workers.crypto.sealing import Sealer, public_key_for
 from workers.errors import ConfigurationError
+from workers.ops import tracing
 from workers.ops.redaction import args_repr
 
 # The argument of each task that carries a spec or spec changes, whose secret fields are sealed.
@@ -40,15 +41,19 @@ _sealers: weakref.WeakKeyDictionary[Celery, Sealer] = weakref.WeakKeyDictionary(
 
 
 def send(app: Celery, task: str, *args: Any, queue: str | None = None, public_key: str | None = None) -> AsyncResult:
-    args = seal_arguments(app, task, args, public_key)
-    argsrepr, kwargsrepr = args_repr(args, {})
-    return app.send_task(
-        task,
-        args=list(args),
-        queue=queue or app.conf.task_default_queue,
-        argsrepr=argsrepr,
-        kwargsrepr=kwargsrepr,
-    )
+    # The span is the parent of the worker's: its context travels in the message (workers.celery_app).
+    with tracing.sending(task, args) as span:
+        args = seal_arguments(app, task, args, public_key)
+        argsrepr, kwargsrepr = args_repr(args, {})
+        result = app.send_task(
+            task,
+            args=list(args),
+            queue=queue or app.conf.task_default_queue,
+            argsrepr=argsrepr,
+            kwargsrepr=kwargsrepr,
+        )
+        span.sent(result.id)
+        return result
 
 
 def call(app: Celery, task: str, *args: Any, timeout: float = 60.0, public_key: str | None = None) -> Any:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,11 +25,12 @@ from celery.beat import PersistentScheduler
 from workers.celery_app import TICK_TASK, RedactedRequest, settings_of
 from workers.engine.authorization import Authorizations
 from workers.engine.planning import Planner
-from workers.engine.refresher import Refresher
+from workers.engine.refresher import Refresher, RefreshResult
 from workers.engine.registry import Registry, failure
 from workers.engine.runtime import Runtime, build_runtime
 from workers.engine.scheduler import dispatch_due, measure_capacity
 from workers.errors import SpecError, TokenkeeperError, WebhookError
+from workers.ops import tracing
 from workers.ops.notifications import Event, forward_events
 from workers.ops.redaction import args_repr
 
@@ -59,6 +62,18 @@ def runtime_of(app: Celery) -> Runtime:
 class TokenkeeperTask(Task):
     Request = RedactedRequest
     throws = (TokenkeeperError,)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Each run is one span, continuing the trace its message's headers name (the sender's span).
+        # self.run as Celery's docs show for custom task classes: Task.__call__ would push a second
+        # request, without the message's retries and headers.
+        with tracing.running(self.name, self.request.id, args, self._header) as span:
+            result = self.run(*args, **kwargs)
+            span.finish(result)
+            return result
+
+    def _header(self, name: str) -> object:
+        return getattr(self.request, name, None)
 
 
 def _task(name: str, **options: Any) -> Any:
@@ -119,7 +134,9 @@ def complete_authorization(exchange_id: str) -> dict[str, Any]:
 # back to the queue at once; the lock and version check make running it twice safe.
 @_task("tokenkeeper.refresh_integration", acks_late=True, reject_on_worker_lost=True)
 def refresh_integration(name: str, planned_at: float | None = None) -> dict[str, str]:
-    result = Refresher(runtime()).refresh(name, planned_at=planned_at)
+    rt = runtime()
+    result = Refresher(rt).refresh(name, planned_at=planned_at)
+    _trace_refreshes(rt, [name], [result])
     if result.outcome == "busy" and planned_at is not None:
         # The holder may die with the lock; look again once it could have expired.
         enqueue_refresh([(name, planned_at)], BUSY_RETRY_SECONDS)
@@ -129,7 +146,9 @@ def refresh_integration(name: str, planned_at: float | None = None) -> dict[str,
 @_task("tokenkeeper.refresh_batch", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def refresh_batch(items: list[list[Any]]) -> int:
     """Scheduled refreshes that start together: [[name, planned_at], ...]. Internal to the scheduler."""
-    results = Refresher(runtime()).refresh_batch([(name, planned_at) for name, planned_at in items])
+    rt = runtime()
+    results = Refresher(rt).refresh_batch([(name, planned_at) for name, planned_at in items])
+    _trace_refreshes(rt, [name for name, _ in items], results)
     # The holder may die with the lock; look again once it could have expired.
     busy = [
         (r.name, planned_at) for r, (_, planned_at) in zip(results, items, strict=True) if r and r.outcome == "busy"
@@ -137,6 +156,27 @@ def refresh_batch(items: list[list[Any]]) -> int:
     if busy:
         enqueue_refresh(busy, BUSY_RETRY_SECONDS)
     return sum(1 for result in results if result is not None and result.written)
+
+
+def _trace_refreshes(rt: Runtime, names: Sequence[str], results: Sequence[RefreshResult | None]) -> None:
+    """A ``refresh`` span per integration, children of the task's span (when it is traced)."""
+    if not tracing.current().recording:
+        return
+    # The results' times are on the shared clock (Redis TIME); spans are on this process's.
+    shift = time.time() - rt.clock()
+    for name, result in zip(names, results, strict=True):
+        if result is None:
+            tracing.refreshed(name, grant_type="", outcome="failed", detail="not carried out (see the worker's log)")
+            continue
+        tracing.refreshed(
+            result.name,
+            grant_type=result.grant_type,
+            outcome=result.outcome,
+            status=result.status,
+            detail=result.detail,
+            started=None if result.requested_at is None else result.requested_at + shift,
+            duration=result.duration,
+        )
 
 
 def tick(app: Celery) -> int:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from workers.engine.device import still_waiting
 from workers.engine.exchange import obtain
@@ -69,6 +69,9 @@ class RefreshResult:
     # Set when the provider was asked: seconds the request took, and how late it went out against its plan.
     duration: float | None = field(default=None, repr=False, compare=False)
     lateness: float | None = field(default=None, repr=False, compare=False)
+    grant_type: str = field(default="", repr=False, compare=False)
+    # When the token request went out (the shared clock), where one was made: for its trace span.
+    requested_at: float | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, str]:
         result = {"name": self.name, "outcome": self.outcome, "status": self.status}
@@ -216,14 +219,16 @@ class Refresher:
         if record is None:
             raise NotFoundError(f"no integration named {name!r}")
         if lock is None:
-            return RefreshResult(name, "busy", record.status, detail="another refresh is under way")
+            return RefreshResult(
+                name, "busy", record.status, detail="another refresh is under way", grant_type=record.grant_type
+            )
         if planned_at is not None and _superseded(record, planned_at):
-            return RefreshResult(name, "superseded", record.status)
+            return RefreshResult(name, "superseded", record.status, grant_type=record.grant_type)
         if record.status == Status.PENDING and record.device and planned_at is not None:
             return _Job(lock, record, planned_at, taken_at)  # a device grant's poll (RFC 8628 §3.4)
         if record.status in (Status.NEEDS_REAUTH, Status.PENDING):
             if planned_at is not None:
-                return RefreshResult(name, "skipped", record.status, detail=record.reason)
+                return RefreshResult(name, "skipped", record.status, detail=record.reason, grant_type=record.grant_type)
             raise StateError(
                 f"integration {name!r} is {record.status}: update or re-authorize it first"
                 + (f" ({record.reason})" if record.reason else "")
@@ -231,7 +236,14 @@ class Refresher:
         if planned_at is None and _backing_off(record, self.rt.clock()):
             # A forced refresh waits for the backoff (and Retry-After) like the schedule does:
             # during an outage every reader wanting a fresh token would otherwise call again.
-            return RefreshResult(name, "deferred", record.status, expires_at=record.expires_at, detail=record.reason)
+            return RefreshResult(
+                name,
+                "deferred",
+                record.status,
+                expires_at=record.expires_at,
+                detail=record.reason,
+                grant_type=record.grant_type,
+            )
         return _Job(lock, record, planned_at, taken_at)
 
     def _report(self, result: RefreshResult) -> None:
@@ -269,7 +281,11 @@ class Refresher:
             if not self._lock_lasts(job):
                 # Another refresh may hold it now: sending would spend the refresh token twice.
                 return RefreshResult(
-                    job.record.name, "busy", job.record.status, detail="its lock ran out before the request went out"
+                    job.record.name,
+                    "busy",
+                    job.record.status,
+                    detail="its lock ran out before the request went out",
+                    grant_type=job.record.grant_type,
                 )
             return self._ask_provider(job)
         except Exception as exc:  # noqa: BLE001 -- written as this integration's failure, never lost
@@ -474,7 +490,7 @@ class Refresher:
                 results.append(self._result(answer, version, timing))
         return results
 
-    def _written(self, answer: _Answer) -> tuple[Answer, tuple[str, float | None, float | None]]:
+    def _written(self, answer: _Answer) -> tuple[Answer, _Outcome]:
         change, failed, timing = answer.change, answer.failed, answer.timing
         lost = lost_attempt(answer.job.record.attempt, answer.job.record.lost_attempt)
         try:
@@ -495,16 +511,23 @@ class Refresher:
             # An exchange of a token replaced meanwhile is due again once written.
             started=answer.job.taken_at if record.grant_type == "token_exchange" else None,
         )
-        return entry, (outcome, duration, lateness)
+        return entry, _Outcome(outcome, duration, lateness, None if timing is None else timing.started)
 
-    def _result(self, answer: _Answer, version: int, timing: tuple[str, float | None, float | None]) -> RefreshResult:
-        outcome, duration, lateness = timing
+    def _result(self, answer: _Answer, version: int, timing: _Outcome) -> RefreshResult:
+        outcome, duration, lateness, requested_at = timing
         record, change = answer.job.record, answer.change
         if version < 0:
             # Someone else changed it since we read it (our lock ran out): theirs stands.
             why = {WRITE_LOST_LOCK: "lock expired", WRITE_DELETED: "being deleted"}.get(version, "changed meanwhile")
             return RefreshResult(
-                record.name, "superseded", record.status, detail=why, duration=duration, lateness=lateness
+                record.name,
+                "superseded",
+                record.status,
+                detail=why,
+                duration=duration,
+                lateness=lateness,
+                grant_type=record.grant_type,
+                requested_at=requested_at,
             )
         obtained = outcome in ("refreshed", "authorized")
         return RefreshResult(
@@ -516,7 +539,18 @@ class Refresher:
             written=True,
             duration=duration,
             lateness=lateness,
+            grant_type=record.grant_type,
+            requested_at=requested_at,
         )
+
+
+class _Outcome(NamedTuple):
+    """What a written answer came to: its outcome, and the request's duration, lateness and start."""
+
+    outcome: str
+    duration: float | None
+    lateness: float | None
+    requested_at: float | None
 
 
 @dataclass(frozen=True)
