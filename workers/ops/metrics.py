@@ -102,7 +102,6 @@ class StoreCollector(Collector):
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.refresh = RefreshMetrics(store)
 
     def collect(self) -> Iterator[Metric]:
         key = self.store.keys.metrics
