@@ -147,9 +147,14 @@ def _probe() -> HealthProbe:
     return probe
 
 
+def current() -> Probe:
+    """This process's latest health answer (see :meth:`HealthProbe.current`); /metrics shows it too."""
+    return _probe().current()
+
+
 @blueprint.get("/healthz")
 def healthz() -> Any:
-    probe = _probe().current()
+    probe = current()
     return jsonify(
         {
             "status": probe.status,

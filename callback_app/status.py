@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
 
-from callback_app import parts
+from callback_app import health, parts
 from workers.engine.links import link_token
 from workers.engine.overview import IntegrationRow, by_severity, duration, overview
 from workers.ops.metrics import exposition
@@ -108,7 +108,9 @@ def refresh_now(name: str) -> Any:
 
 @blueprint.get("/metrics")
 def metrics() -> Any:
-    return Response(exposition(parts.runtime().store), mimetype="text/plain; version=0.0.4")
+    # The latest health answer: a scrape waits for a probe only when this process has none fresh.
+    text = exposition(parts.runtime().store, lead=parts.settings().refresh_lead, health=health.current().checks)
+    return Response(text, mimetype="text/plain; version=0.0.4")
 
 
 def _form_token() -> str:

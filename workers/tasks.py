@@ -31,7 +31,7 @@ from workers.engine.runtime import Runtime, build_runtime
 from workers.engine.scheduler import dispatch_due, measure_capacity
 from workers.errors import SpecError, TokenkeeperError, WebhookError
 from workers.ops import tracing
-from workers.ops.notifications import Event, forward_events
+from workers.ops.notifications import Event, forward_events, send
 from workers.ops.redaction import args_repr
 
 log = logging.getLogger(__name__)
@@ -241,10 +241,11 @@ def notify_status_change(self: Task, event: Event) -> None:
     rt = runtime()
     if rt.webhook is None:
         return
+    last_try = self.request.retries >= self.max_retries
     try:
-        rt.webhook.deliver(event)
+        send(rt.webhook, rt.store, event, last_try=last_try)
     except WebhookError as exc:
-        if not exc.retryable or self.request.retries >= self.max_retries:
+        if not exc.retryable or last_try:
             log.warning("status change %s not delivered: %s", event.get("id"), exc)
             raise
         raise self.retry(countdown=rt.policy.retry_delay(self.request.retries + 1, exc.retry_after)) from None

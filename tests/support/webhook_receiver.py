@@ -25,6 +25,8 @@ class WebhookReceiver:
         self.deliveries: queue.Queue[Delivery] = queue.Queue()
         self.refused: list[Delivery] = []
         self.fail_next = 0
+        # The answer to a delivery refused by fail_next: 503 (retried) unless a test wants another.
+        self.fail_status = 503
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
@@ -54,7 +56,7 @@ class WebhookReceiver:
                     receiver.fail_next -= refuse
                 if refuse:
                     receiver.refused.append(delivery)
-                    self.send_response(503)
+                    self.send_response(receiver.fail_status)
                     self.send_header("Retry-After", "1")
                 else:
                     receiver.deliveries.put(delivery)

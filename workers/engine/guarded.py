@@ -32,8 +32,9 @@ def write_patience(lock_ttl: float) -> float:
 class Answer:
     """A provider's answer to store: the change, on the integration as read under ``lock``.
 
-    ``extra_fields`` are written with the change's own; ``marks`` (key, value, seconds to live) set and
-    ``counters`` (hash, field, amount) added in the same step.
+    ``extra_fields`` are written with the change's own; ``marks`` (key, value, seconds to live) set,
+    ``counters`` (hash, field, amount) added and ``latest`` (hash, field, time) kept where later, in the
+    same step.
     """
 
     lock: Lock
@@ -43,6 +44,7 @@ class Answer:
     marks: tuple[tuple[str, str, float], ...] = ()
     counters: tuple[tuple[str, str, float], ...] = ()
     started: float | None = None  # a token exchange's: when it began (see workers.store.Write)
+    latest: tuple[tuple[str, str, float], ...] = ()
 
 
 def write_answer(
@@ -78,6 +80,7 @@ def write_answers(rt: Runtime, answers: Sequence[Answer], *, release: bool = Fal
             counters=answer.counters,
             marks=answer.marks,
             started=answer.started,
+            latest=answer.latest,
         )
         for answer in answers
     ]

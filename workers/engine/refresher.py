@@ -508,6 +508,7 @@ class Refresher:
             change,
             # Counted in the same step as the write: no extra round trip per refresh.
             counters=tuple(self.metrics.increments(outcome, duration, lateness)),
+            latest=tuple(self.metrics.latest(outcome, timing.done if timing is not None else self.rt.clock())),
             # An exchange of a token replaced meanwhile is due again once written.
             started=answer.job.taken_at if record.grant_type == "token_exchange" else None,
         )

@@ -32,6 +32,7 @@ from workers.oauth.transport import (
     iter_body,
     retry_after_seconds,
 )
+from workers.ops.metrics import count_delivery
 from workers.store import Store
 
 SIGNATURE_HEADER = "X-Tokenkeeper-Signature"
@@ -98,6 +99,17 @@ class Webhook:
             retryable=retryable,
             retry_after=retry_after_seconds(response.headers, self.clock()),
         )
+
+
+def send(webhook: Webhook, store: Store, event: Mapping[str, Any], *, last_try: bool) -> None:
+    """Deliver ``event`` and count how it went (delivered, retrying or failed: see WEBHOOK_OUTCOMES);
+    ``last_try``: no retry follows a failure, so a retryable one counts as failed too."""
+    try:
+        webhook.deliver(event)
+    except WebhookError as exc:
+        count_delivery(store, "retrying" if exc.retryable and not last_try else "failed")
+        raise
+    count_delivery(store, "delivered")
 
 
 def _drain(response: requests.Response, limit: int) -> None:

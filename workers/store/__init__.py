@@ -18,7 +18,10 @@ Keys (``P`` is the configurable prefix, ``tokenkeeper:`` by default):
     P link:spent:<id>     string an authorization link a flow succeeded through (TTL: until the link expires)
     P exchange:<id>       string a sealed authorization code waiting for a worker (TTL 2 min)
     P outbox              list   status changes waiting to be sent to the webhook (only when one is set)
-    P metrics:*           hashes counters behind /metrics (refresh outcomes, lateness)
+    P metrics:*           hashes counters behind /metrics (refresh outcomes, lateness, webhook deliveries), and
+                                 the last refresh that worked
+    P metrics:lifetimes   zset   name -> seconds its current token lives, for integrations that are refreshed
+                                 (/metrics: the shortest); kept by the same writes as the token
     P rate_slots          hash   token endpoint host -> when its next refresh may start under the rate cap
     P beat:last_tick      string when the last scheduling tick ran
     P given_key           string the key of the ``given`` digests (random, sealed with the secret keys)
@@ -171,7 +174,8 @@ class Write:
 
     ``due`` is the next planned refresh (``None`` stops refreshing, ``KEEP_SCHEDULE`` leaves it as
     it is); ``release`` drops the lock in the same step when the change is accepted; ``counters``
-    (hash, field, amount) are added and ``marks`` (key, value, seconds to live) set with it.
+    (hash, field, amount) are added, ``marks`` (key, value, seconds to live) set and ``latest``
+    (hash, field, time) kept where later than the stored time, with it.
     """
 
     lock: Lock
@@ -185,6 +189,7 @@ class Write:
     marks: tuple[tuple[str, str, float], ...] = ()
     # When the work began, for a token exchange: see write.lua's ``started``.
     started: float | None = None
+    latest: tuple[tuple[str, str, float], ...] = ()
 
 
 class Store:
@@ -326,7 +331,9 @@ class Store:
             }
             for new in integrations
         ]
-        created = self._create(keys=keys, args=[json.dumps(entries), "1" if self.outbox else "0"])
+        created = self._create(
+            keys=keys, args=[json.dumps(entries), "1" if self.outbox else "0", self.keys.metrics("lifetimes")]
+        )
         return [bool(flag) for flag in created]
 
     # -- guarded writes --------------------------------------------------
@@ -368,7 +375,7 @@ class Store:
             name = change.lock.name
             keys += [self.keys.integration(name), self.keys.token(name), self.keys.history(name), self.keys.lock(name)]
         # One JSON argument with named values per change (see lua/write.lua).
-        args = [json.dumps([self._write_arguments(change) for change in writes])]
+        args = [json.dumps([self._write_arguments(change) for change in writes]), self.keys.metrics("lifetimes")]
         deadline = time.monotonic() + patience
         while True:
             try:
@@ -399,6 +406,7 @@ class Store:
             "outbox": self.outbox,
             "counters": [list(counter) for counter in change.counters],
             "marks": [[key, value, max(1, int(ttl * 1000))] for key, value, ttl in change.marks],
+            "latest": [[key, name, repr(at)] for key, name, at in change.latest],
             # Left out rather than null: Lua's cjson reads null as a value that is true.
             **({"started": change.started} if change.started is not None else {}),
         }
@@ -445,6 +453,7 @@ class Store:
         pipe.srem(self.keys.names, name)
         pipe.zrem(self.keys.schedule, name)
         pipe.zrem(self.keys.inflight, name)
+        pipe.zrem(self.keys.metrics("lifetimes"), name)
         pipe.publish(self.keys.events(name), "deleted")
         deleted = pipe.execute()[0]
         return bool(deleted)

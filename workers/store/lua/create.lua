@@ -14,6 +14,7 @@
 --   history  the history entry, a JSON string {at, status, reason}
 --   due      first planned refresh (a score), '' for none
 -- ARGV[2]  '1': record each status change in the outbox for the webhook
+-- ARGV[3]  the token lifetimes zset P metrics:lifetimes (name -> seconds its token lives; see write.lua)
 local results = {}
 for i, a in ipairs(cjson.decode(ARGV[1])) do
   local base = 3 + 4 * (i - 1)
@@ -38,6 +39,10 @@ for i, a in ipairs(cjson.decode(ARGV[1])) do
     redis.call('LPUSH', history, a.history)
     redis.call('SADD', KEYS[1], a.name)
     if a.due ~= '' then redis.call('ZADD', KEYS[2], a.due, a.name) end
+    local expires_at, issued_at = tonumber(a.token.expires_at or ''), tonumber(a.token.updated_at or '')
+    if (a.token.status == 'active' or a.token.status == 'retrying') and expires_at and issued_at then
+      redis.call('ZADD', ARGV[3], expires_at - issued_at, a.name)
+    end
     redis.call('DEL', reserve)
     results[i] = 1
   end

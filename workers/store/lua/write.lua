@@ -30,11 +30,18 @@
 --   release         true: drop the lock in the same step
 --   outbox          true: record a status change in the outbox for the webhook
 --   counters        [[hash, field, amount], ...]: metrics added with the write
+--   latest          [[hash, field, time], ...]: a time (a string) that replaces the field's when later, e.g.
+--                   the last refresh that worked (metrics)
 --   marks           [[key, value, ttl ms], ...]: strings set with the write (e.g. a spent link)
 --   started         (optional) when the work began: a token exchange that began before the token it
 --                   exchanges was replaced (follow.lua's ``followed``) is due again at once
+-- ARGV[2]  the token lifetimes zset P metrics:lifetimes (name -> seconds its current token lives, for
+--          integrations that are refreshed: active or retrying); /metrics reads its smallest score
 -- The counters of accepted changes, added up: one HINCRBYFLOAT per field for the batch.
 local counted = {}
+-- The latest times of accepted changes, per hash and field: one write per field for the batch.
+local latest = {}
+local lifetimes = ARGV[2]
 
 local function apply(K, a)
   local current = redis.call('HMGET', K[1], 'version', 'deleting', 'applied')
@@ -101,11 +108,29 @@ local function apply(K, a)
   for _, mark in ipairs(a.marks) do
     redis.call('SET', mark[1], mark[2], 'PX', mark[3])
   end
+  -- The shortest lifetime must follow the integration: a token with no expiry, or one nobody refreshes any
+  -- more (given up, waiting for a person), leaves the fleet's figure.
+  local status = fields['status'] or old_status
+  if status ~= 'active' and status ~= 'retrying' then
+    redis.call('ZREM', lifetimes, a.name)
+  elseif a.token.expires_at then
+    local expires_at, issued_at = tonumber(a.token.expires_at), tonumber(a.token.updated_at)
+    if expires_at and issued_at then
+      redis.call('ZADD', lifetimes, expires_at - issued_at, a.name)
+    else
+      redis.call('ZREM', lifetimes, a.name)
+    end
+  end
   -- Counted once the change is whole (a failure above leaves its counters out).
   for _, counter in ipairs(a.counters) do
     local per_key = counted[counter[1]] or {}
     counted[counter[1]] = per_key
     per_key[counter[2]] = (per_key[counter[2]] or 0) + counter[3]
+  end
+  for _, entry in ipairs(a.latest) do
+    local per_key = latest[entry[1]] or {}
+    latest[entry[1]] = per_key
+    if not per_key[entry[2]] or tonumber(entry[3]) > tonumber(per_key[entry[2]]) then per_key[entry[2]] = entry[3] end
   end
   return version
 end
@@ -119,5 +144,11 @@ for i, a in ipairs(cjson.decode(ARGV[1])) do
 end
 for key, per_key in pairs(counted) do
   for field, amount in pairs(per_key) do redis.call('HINCRBYFLOAT', key, field, amount) end
+end
+for key, per_key in pairs(latest) do
+  for field, at in pairs(per_key) do
+    local stored = tonumber(redis.call('HGET', key, field) or '')
+    if not stored or tonumber(at) > stored then redis.call('HSET', key, field, at) end
+  end
 end
 return results
