@@ -36,10 +36,12 @@ def row_html(row: IntegrationRow, path: str) -> str:
     if row.lost_attempt:
         reasons += f'<br><small class="lost-attempt" title="{_LOST_TITLE}">{escape(row.lost_attempt)}</small>'
     status = escape(row.status)
-    # The times are ours (digits and units); everything read from Redis is escaped.
+    # The times are ours (digits and units); everything read from Redis is escaped (the labels: their status
+    # and grant with spaces for underscores, which escaping leaves alone).
     return (
         f'<tr data-name="{name}" data-status="{status}"><td class="name"><a href="{path}{name}">{name}</a>{notes}</td>'
-        f'<td>{escape(row.grant_label)}</td><td><span class="badge {status}">{escape(row.status_label)}</span>{reasons}'
+        f"<td>{escape(row.grant_type).replace('_', ' ')}</td>"
+        f'<td><span class="badge {status}">{status.replace("_", " ")}</span>{reasons}'
         f'</td><td class="expires">{row.expires_text}</td><td class="last">{row.last_refresh_text}</td>'
         f'<td class="next">{row.next_refresh_text}</td></tr>'
     )

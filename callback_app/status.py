@@ -127,6 +127,7 @@ def page() -> Any:
         first_link=_list_link(carried),
         previous_link=_list_link({**carried, "before": index.names[0]}) if index.more_before else "",
         next_link=_list_link({**carried, "after": index.names[-1]}) if index.more_after else "",
+        next_count=min(index.matching - index.position - len(index.names), len(index.names)),
     )
     return body, 400 if problem else 200
 
