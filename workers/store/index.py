@@ -205,8 +205,8 @@ class Index:
         # Names left in the index without an integration (hands deleted it), in name order from a cursor.
         start = b"-"
         while chunk := self.redis.zrangebylex(self.keys.index_names, start, b"+", 0, batch):
-            added, dropped = self._repair("names", [text(name) for name in chunk])
-            filed, removed = filed + added, removed + dropped
+            _, dropped = self._repair("stale", [text(name) for name in chunk])
+            removed += dropped
             start = b"(" + text(chunk[-1]).encode()
         recounted, _ = self._repair("recount", [])
         return Rebuilt(filed, removed, recounted)

@@ -1,16 +1,17 @@
 -- Repair the operators' index (index.lua) for a batch of names, each as its record says: an integration is
 -- filed in its cell (taken out of another it was in), a name without an integration leaves the index
 -- altogether. This is the migration of a store made before the index existed, and a repair after hands
--- changed Redis; run on every name, it leaves a correct index as it was. Or, with ARGV[3] 'recount': set
--- every cell's size to what the cell holds.
+-- changed Redis; run on every name, it leaves a correct index as it was. With ARGV[3] 'stale' only names
+-- without an integration are looked at (the index's own names, after every stored one was filed); with
+-- 'recount', every cell's size is set to what the cell holds.
 -- Returns {names filed anew or moved, names taken out} (for 'recount': {sizes corrected, 0}).
 --
 -- KEYS[1]  the index's names        P index:names
 -- KEYS[2]  the index's cell sizes   P index:cells
 -- ARGV[1]  prefix of the integration hashes   P integration:
 -- ARGV[2]  prefix of the index's cells        P index:cell:
--- ARGV[3]  'names' or 'recount'
--- ARGV[4..n]  the names (for 'names')
+-- ARGV[3]  'names', 'stale' or 'recount'
+-- ARGV[4..n]  the names (for 'names' and 'stale')
 local ix = {names = KEYS[1], cells = KEYS[2], cell_prefix = ARGV[2]}
 local cells = redis.call('HKEYS', ix.cells)
 if ARGV[3] == 'recount' then
@@ -29,7 +30,7 @@ for i = 4, #ARGV do
   local name = ARGV[i]
   local integration = ARGV[1] .. name
   if redis.call('EXISTS', integration) == 1 then
-    filed = filed + index_file(ix, name, integration)
+    if ARGV[3] == 'names' then filed = filed + index_file(ix, name, integration) end
   else
     -- Its record is gone, and with it the note of its cell: look in each (there are few).
     local was = redis.call('ZREM', ix.names, name)
