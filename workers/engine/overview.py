@@ -291,10 +291,6 @@ def _titles() -> Mapping[str, str]:
     return {name: preset.title for name, preset in presets().items()}
 
 
-def by_severity(rows: list[IntegrationRow]) -> list[IntegrationRow]:
-    return sorted(rows, key=lambda row: (SEVERITY.get(row.status, 4), row.name))
-
-
 def duration(seconds: float | None, *, empty: str = "—") -> str:
     """``3m 20s``, ``2h 5m``, ``4d 1h``: short and exact enough for a status line."""
     if seconds is None:

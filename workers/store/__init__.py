@@ -252,13 +252,6 @@ class Store:
             pipe.hgetall(self.keys.token(name))
         return [text_map(raw) for raw in pipe.execute()]
 
-    def statuses(self, names: Iterable[str]) -> list[str]:
-        """The consumer-visible status of each of ``names``, in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        for name in names:
-            pipe.hget(self.keys.token(name), "status")
-        return [text(status) if status is not None else "" for status in pipe.execute()]
-
     def names(self) -> list[str]:
         return sorted(text(name) for name in self.redis.smembers(self.keys.names))
 
