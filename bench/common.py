@@ -199,6 +199,10 @@ def worker(env: dict[str, str], log_dir: Path, pool: str = "prefork", processes:
     )
 
 
+# The index cell (lua/index.lua) of a seeded integration: active, client credentials, no provider preset.
+CELL = "active:client_credentials:"
+
+
 def seed(
     redis_url: str, secret_key: str, token_url: str, count: int, *, first_due: float, spread: float, prefix: str = "b"
 ) -> None:
@@ -206,7 +210,8 @@ def seed(
 
     The benchmark's subject is keeping integrations fresh, not creating them
     (bench/bulk_create.py measures that); seeding writes what creation would have
-    written, with the token state of an integration whose token is due for refresh.
+    written (the operators' index included), with the token state of an integration
+    whose token is due for refresh.
     """
     import json
 
@@ -219,27 +224,29 @@ def seed(
     client = redis_py.Redis.from_url(redis_url)
     box = SecretBox([secret_key])
     now = time.time()
+    # Validated and sealed once: the specs differ only in name and client id (the secret is the same).
+    spec = validate_spec(
+        {
+            "name": f"{prefix}0",
+            "grant_type": "client_credentials",
+            "client_id": f"{prefix}0",
+            "client_secret": "s",
+            "token_url": token_url,
+        },
+        # The token server listens on 127.0.0.1, as LOCAL_NETWORKS lets the workers reach.
+        addresses=AddressPolicy(allow_private=True),
+    )
+    public, sealed = spec.public_fields(), box.seal(spec.secrets())
     pipe = client.pipeline(transaction=False)
     for i in range(count):
         name = f"{prefix}{i}"
-        spec = validate_spec(
-            {
-                "name": name,
-                "grant_type": "client_credentials",
-                "client_id": name,
-                "client_secret": "s",
-                "token_url": token_url,
-            },
-            # The token server listens on 127.0.0.1, as LOCAL_NETWORKS lets the workers reach.
-            addresses=AddressPolicy(allow_private=True),
-        )
         due = first_due + spread * (i / max(count, 1))
         pipe.hset(
             f"tokenkeeper:integration:{name}",
             mapping={
                 "grant_type": "client_credentials",
-                "spec": json.dumps(spec.public_fields()),
-                "secrets": box.seal(spec.secrets()),
+                "spec": json.dumps({**public, "name": name, "client_id": name}),
+                "secrets": sealed,
                 "status": "active",
                 "reason": "seeded",
                 "status_at": repr(now),
@@ -250,9 +257,13 @@ def seed(
                 "expires_at": str(int(due + 60)),
                 # What a create through the producer keeps too: the digest of each field as given.
                 "given": json.dumps(
-                    {key: f"{i:016x}" for key in ("client_id", "client_secret", "grant_type", "token_url")},
+                    {
+                        **{key: f"{i:016x}" for key in ("client_id", "client_secret", "grant_type", "token_url")},
+                        "_key": "0123abcd",
+                    },
                     separators=(",", ":"),
                 ),
+                "index_cell": CELL,
             },
         )
         pipe.hset(
@@ -268,6 +279,10 @@ def seed(
         )
         pipe.sadd("tokenkeeper:names", name)
         pipe.zadd("tokenkeeper:schedule", {name: due})
+        pipe.zadd("tokenkeeper:index:names", {name: 0})
+        pipe.zadd(f"tokenkeeper:index:cell:{CELL}", {name: 0})
         if i % 2000 == 1999:
             pipe.execute()
     pipe.execute()
+    # The cell's size as the index scripts keep it (one more of each seeded name).
+    client.hincrby("tokenkeeper:index:cells", CELL, count)

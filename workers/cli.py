@@ -112,7 +112,24 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("refresh", _refresh, "refresh an integration's token now")
     sub.add_argument("name")
     sub.add_argument("--timeout", type=float, default=60.0)
-    command("list", _list, "list integrations with status and expiry")
+    sub = command(
+        "list",
+        _list,
+        "list integrations in name order, a page at a time (the status page's index), with status and expiry",
+    )
+    sub.add_argument("--prefix", default="", help="only names that start with this")
+    sub.add_argument("--status", default="", help="only this status (needs_reauth, retrying, …)")
+    sub.add_argument("--grant", default="", help="only this grant type (authorization_code, …)")
+    sub.add_argument("--provider", default="", help="only this provider preset ('none': without one)")
+    sub.add_argument("--limit", type=int, default=100, help="rows per page (default 100, at most 1000)")
+    sub.add_argument("--after", default="", metavar="NAME", help="the page after this name (the next page)")
+    sub.add_argument("--all", action="store_true", help="every page, one after the other")
+    command(
+        "reindex",
+        _reindex,
+        "file every integration in the status page's index and drop what has no integration "
+        "(once after upgrading from a version without it; harmless to repeat)",
+    )
     sub = command("show", _show, "show an integration (no secrets) and its status history")
     sub.add_argument("name")
     sub = command("token", _token, "print an integration's access token")
@@ -370,15 +387,55 @@ def _runtime(settings: Settings) -> Any:
 
 
 def _list(settings: Settings, options: argparse.Namespace) -> int:
-    from workers.engine.overview import overview
+    """A page of the index in columns; what comes next is said on stderr, so stdout stays the table."""
+    import dataclasses
 
+    from workers.engine.overview import listing, parse_query
+
+    query = parse_query(
+        prefix=options.prefix,
+        status=options.status,
+        grant=options.grant,
+        provider=options.provider,
+        after=options.after,
+        limit=options.limit,
+    )
+    store = _runtime(settings).store
     lines = [("NAME", "GRANT", "STATUS", "EXPIRES IN", "REASON")]
-    for row in overview(_runtime(settings).store, time.time()):
-        expires = "-" if row.expires_in is None else f"{int(row.expires_in)}s"
-        lines.append((row.name, row.grant_type, row.status, expires, row.reason[:60]))
+    while True:
+        shown = listing(store, query, time.time())
+        for row in shown.rows:
+            expires = "-" if row.expires_in is None else f"{int(row.expires_in)}s"
+            lines.append((row.name, row.grant_type, row.status, expires, row.reason[:60]))
+        page = shown.page
+        if not (options.all and page.more_after):
+            break
+        query = dataclasses.replace(query, after=page.names[-1])
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     for line in lines:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    if page.more_after:
+        rest = page.matching - page.position - len(page.names)
+        print(f"{rest} more: add --after {page.names[-1]} (or --all)", file=sys.stderr)
+    if page.indexed != page.stored:
+        print(
+            f"the index holds {page.indexed} of {page.stored} integrations: run `tokenkeeper reindex`",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _reindex(settings: Settings, options: argparse.Namespace) -> int:
+    started = time.monotonic()
+    rebuilt = _runtime(settings).store.index.rebuild()
+    _print_json(
+        {
+            "filed": rebuilt.filed,
+            "removed": rebuilt.removed,
+            "recounted": rebuilt.recounted,
+            "seconds": round(time.monotonic() - started, 2),
+        }
+    )
     return 0
 
 

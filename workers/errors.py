@@ -7,6 +7,7 @@
     ├── NotFoundError                no integration of that name
     ├── StateError                   the operation does not fit the integration's status
     ├── TemplateError                a template names an unknown integration or field
+    ├── QueryError                   a list's filter, name prefix, cursor or size cannot be used
     ├── AuthorizationError           a consent callback that cannot be used; .status for the page
     │   ├── UnknownStateError        state unknown, expired, already used, or from another browser (400)
     │   ├── ConsentError             the provider or user refused, the issuer or the account is wrong (400)
@@ -77,6 +78,10 @@ class StateError(TokenkeeperError):
 
 
 class TemplateError(TokenkeeperError):
+    pass
+
+
+class QueryError(TokenkeeperError):
     pass
 
 

@@ -220,18 +220,52 @@ class TickScheduler(PersistentScheduler):
         super().__init__(*args, **kwargs)
         # The refreshes the tick queues are published through the current app: beat's.
         self.app.set_current()
+        self.index_checked = False
 
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
         if entry.task != TICK_TASK:
             return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
         if advance:
             self.reserve(entry)
+        if not self.index_checked:
+            # At the first tick rather than in __init__: by now beat's logging is set up.
+            self.index_checked = True
+            build_index_if_missing(self.app)
         try:
             tick(self.app)
         except Exception as exc:  # noqa: BLE001 -- beat must live on; the next tick tries again
             # The type only (a Redis error's text may carry a URL); the next tick tries again.
             log.error("scheduling tick failed: %s", type(exc).__name__)
         return None
+
+
+def build_index_if_missing(app: Celery) -> threading.Thread | None:
+    """File a store from before the operators' index (lua/index.lua) in the background, at beat's first tick.
+
+    Beat runs once per deployment, so this is the migration nobody has to remember; refreshes go on
+    meanwhile (the rebuild is short atomic batches, and writes file what they change themselves).
+    ``tokenkeeper reindex`` does the same by hand.
+    """
+    try:
+        store = runtime_of(app).store
+        if store.index.complete():
+            return None
+    except Exception as exc:  # noqa: BLE001 -- beat must start; the status page says the index is short
+        log.error("cannot check the operators' index: %s", type(exc).__name__)
+        return None
+
+    def build() -> None:
+        log.warning("the operators' index is incomplete (a store from before it?): building it now")
+        try:
+            rebuilt = store.index.rebuild()
+        except Exception as exc:  # noqa: BLE001 -- logged; `tokenkeeper reindex` finishes it
+            log.error("building the operators' index failed: %s; run `tokenkeeper reindex`", type(exc).__name__)
+            return
+        log.info("the operators' index is built: %d filed, %d removed", rebuilt.filed, rebuilt.removed)
+
+    thread = threading.Thread(target=build, name="tokenkeeper-index", daemon=True)
+    thread.start()
+    return thread
 
 
 # Ten retries with the refresh backoff (capped at TOKENKEEPER_BACKOFF_MAX) ride out a receiver's

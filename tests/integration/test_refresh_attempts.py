@@ -20,7 +20,7 @@ from tests.support.processes import wait_until
 from tests.support.specs import cc_spec, rt_spec
 from tests.support.token_server import Canned, TokenServer
 from workers.consumer import TokenReader
-from workers.engine.overview import overview
+from workers.engine.overview import Query, listing
 from workers.engine.refresher import Refresher
 from workers.engine.registry import Registry
 from workers.engine.runtime import Runtime, build_runtime
@@ -168,7 +168,7 @@ def test_an_attempt_killed_after_the_provider_rotated_is_named_in_the_reason(
     assert stamp is not None, reason
     at = calendar.timegm(time.strptime(stamp.group(0), "%Y-%m-%d %H:%M:%S UTC"))
     assert crashed_at - 1 <= at <= time.time()
-    (row,) = [row for row in overview(runtime.store, time.time()) if row.name == "user"]
+    (row,) = [row for row in listing(runtime.store, Query(), time.time()).rows if row.name == "user"]
     assert stamp.group(0) in row.lost_attempt
     tokens = set(token_server.live_refresh) | token_server.spent_refresh
     assert len(tokens) >= 2 and sent

@@ -18,6 +18,9 @@ def runner_denials(runner: redis.Redis, name: str = "svc") -> list:
         lambda: runner.hgetall(f"tokenkeeper:integration:{name}"),
         lambda: runner.hmget(f"tokenkeeper:integration:{name}", ["secrets"]),
         lambda: runner.get(f"tokenkeeper:lock:{name}"),
+        # The operators' index names every integration and its status: not the runners' business.
+        lambda: runner.hgetall("tokenkeeper:index:cells"),
+        lambda: runner.zrangebylex("tokenkeeper:index:names", "-", "+"),
         lambda: runner.keys("*"),
         lambda: runner.scan(0),
         lambda: runner.lrange("tokenkeeper", 0, -1),

@@ -16,6 +16,8 @@ import pytest
 import redis
 from PIL import Image
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.support.processes import CeleryProcess, wait_until
@@ -87,7 +89,34 @@ def _colour_present(image: Image.Image, colour: tuple[int, int, int]) -> int:
     return sum(count for count, pixel in image.getcolors(maxcolors=1 << 20) or [] if pixel[:3] == colour)
 
 
-def test_the_status_page_shows_every_integration_and_refreshes_on_request(
+# Beside the four states: enough integrations for a second page of 100 (and part of a third).
+SERVICES = 250
+DASH = "\N{EN DASH}"
+
+
+def _rows(browser) -> list[str]:
+    return [row.get_attribute("data-name") for row in browser.find_elements(By.CSS_SELECTOR, "tbody tr")]
+
+
+def _submit(browser, **choices: str) -> None:
+    """Fill the filter form as a person does (typing, picking from the lists) and press Show."""
+    search = browser.find_element(By.ID, "q")
+    search.clear()
+    search.send_keys(choices.pop("q", ""))
+    for field, value in choices.items():
+        Select(browser.find_element(By.ID, field)).select_by_value(value)
+    old = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.ID, "show").click()
+    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(old))
+
+
+def _follow(browser, element) -> None:
+    old = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(old))
+
+
+def test_the_status_page_searches_filters_pages_and_refreshes_in_a_browser(
     operator_env: None,
     runtime: Runtime,
     token_server: TokenServer,
@@ -97,22 +126,34 @@ def test_the_status_page_shows_every_integration_and_refreshes_on_request(
     redis_client: redis.Redis,
     tmp_path: Path,
 ) -> None:
-    """Rows with grant, status, reason, expiry, last and next refresh; Connect for authorization code;
-    Refresh now queues a refresh that a worker carries out; the screenshot shows all four badges."""
+    """In headless Chromium with the operator's login: the counts lead with those needing a person; rows
+    in name order with grant, status, reason, expiry, last and next refresh; a name prefix with status and
+    grant filters, then the next page and back; a provider filter; an integration's own page with its
+    Connect link, history and last error, whose Refresh now a worker carries out; screenshots of both."""
     start_processes("worker")
     _four_states(runtime, token_server)
+    created = Registry(runtime).create_many([cc_spec(token_server, f"svc_{i:03d}") for i in range(SERVICES)])
+    assert all(result["status"] == "active" for result in created), created[:3]
     user, password = OPERATOR
     base = web.url.replace("http://", f"http://{user}:{password}@")
+
     browser.get(base + "/status")
-    ordered = browser.find_elements(By.CSS_SELECTOR, "tbody tr")
-    # Those needing a person first: stopped, retrying, waiting for consent, then the healthy ones.
-    assert [row.get_attribute("data-name") for row in ordered] == ["old_sync", "crm", "team_dropbox", "billing_api"]
-    rows = {row.get_attribute("data-name"): row for row in ordered}
-    assert {name: row.get_attribute("data-status") for name, row in rows.items()} == {
+    attention = browser.find_element(By.ID, "attention")
+    assert attention.text == "Needs a person: 1 needs reauth · 1 retrying"
+    assert (
+        attention.find_element(By.LINK_TEXT, "1 needs reauth")
+        .get_attribute("href")
+        .endswith("/status?status=needs_reauth")
+    )
+    total = SERVICES + 4
+    assert browser.find_element(By.ID, "position").text == f"1{DASH}100 of {total}, by name"
+    everything = sorted(["billing_api", "crm", "old_sync", "team_dropbox", *(f"svc_{i:03d}" for i in range(SERVICES))])
+    assert _rows(browser) == everything[:100]
+    rows = {row.get_attribute("data-name"): row for row in browser.find_elements(By.CSS_SELECTOR, "tbody tr")}
+    assert {name: rows[name].get_attribute("data-status") for name in ("billing_api", "crm", "old_sync")} == {
         "billing_api": "active",
         "crm": "retrying",
         "old_sync": "needs_reauth",
-        "team_dropbox": "pending_authorization",
     }
     assert "client credentials" in rows["billing_api"].text
     assert re.fullmatch(r"5m|4m \d+s", rows["billing_api"].find_element(By.CLASS_NAME, "expires").text)
@@ -120,36 +161,61 @@ def test_the_status_page_shows_every_integration_and_refreshes_on_request(
     assert "ago" in rows["billing_api"].find_element(By.CLASS_NAME, "last").text
     assert "HTTP 503" in rows["crm"].text and "token revoked" in rows["old_sync"].text
     assert re.search(r"retry 1 at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", rows["crm"].text)
-    assert "Dropbox" in rows["team_dropbox"].text
-    connect = rows["team_dropbox"].find_element(By.LINK_TEXT, "Connect")
-    # A signed link of the default lifetime: following it starts a consent flow.
-    assert "/oauth/authorize/team_dropbox?t=" in connect.get_attribute("href")
-    assert rows["team_dropbox"].find_elements(By.TAG_NAME, "button") == []
-    page = browser.page_source
-    for token in redis_client.keys("tokenkeeper:token:*"):
-        access = redis_client.hget(token, "access_token")
-        assert not access or access not in page
-
     png = browser.get_screenshot_as_png()
-    browser.get(base + "/status?status=retrying")
-    assert [row.get_attribute("data-name") for row in browser.find_elements(By.CSS_SELECTOR, "tbody tr")] == ["crm"]
-    browser.get(base + "/status")
-    (tmp_path / "status.png").write_bytes(png)
+    (tmp_path / "status-list.png").write_bytes(png)
     image = Image.open(io.BytesIO(png)).convert("RGB")
     assert image.size[0] >= 800
     for status, colour in BADGES.items():
         assert _colour_present(image, colour) > 50, f"no {status} badge in the screenshot"
 
+    # A prefix with two filters, as typed and picked; then the next page, and back.
+    _submit(browser, q="svc_", status="active", grant="client_credentials")
+    assert "q=svc_" in browser.current_url and "status=active" in browser.current_url
+    assert _rows(browser) == [f"svc_{i:03d}" for i in range(100)]
+    assert browser.find_element(By.ID, "position").text == f"1{DASH}100 of {SERVICES} matching, by name"
+    _follow(browser, browser.find_element(By.ID, "next"))
+    assert _rows(browser) == [f"svc_{i:03d}" for i in range(100, 200)]
+    assert browser.find_element(By.ID, "position").text == f"101{DASH}200 of {SERVICES} matching, by name"
+    assert Select(browser.find_element(By.ID, "status")).first_selected_option.get_attribute("value") == "active"
+    _follow(browser, browser.find_element(By.ID, "previous"))
+    assert _rows(browser) == [f"svc_{i:03d}" for i in range(100)]
+    _submit(browser, q="", status="", grant="", provider="dropbox")
+    assert _rows(browser) == ["team_dropbox"]
+    assert "Dropbox" in browser.find_element(By.CSS_SELECTOR, 'tr[data-name="team_dropbox"]').text
+
+    # The integration's own page: Connect is a signed link; nothing to refresh before consent.
+    _follow(browser, browser.find_element(By.LINK_TEXT, "team_dropbox"))
+    assert browser.find_element(By.ID, "name").text.startswith("team_dropbox")
+    connect = browser.find_element(By.ID, "connect")
+    assert connect.text == "Connect" and "/oauth/authorize/team_dropbox?t=" in connect.get_attribute("href")
+    assert browser.find_elements(By.ID, "refresh") == []
+
+    _follow(browser, browser.find_element(By.ID, "back"))
+    _submit(browser, q="crm")
+    _follow(browser, browser.find_element(By.LINK_TEXT, "crm"))
+    history = [row.get_attribute("data-status") for row in browser.find_elements(By.CSS_SELECTOR, "#history tbody tr")]
+    assert history == ["retrying", "active"]
+    assert browser.find_element(By.ID, "last-error").text == "http_503"
+    assert browser.find_element(By.ID, "attempts").text == "1"
+    # The provider asked for 120 s of quiet (Retry-After): a refresh now would wait for it, so the page says so.
+    assert "retry 1 at" in browser.find_element(By.ID, "reason").text
+    assert browser.find_elements(By.ID, "refresh") == []
+    assert browser.find_element(By.ID, "waiting").text.startswith("The next attempt is at ")
+    browser.set_window_size(1000, 1200)  # the history too
+    (tmp_path / "status-integration.png").write_bytes(browser.get_screenshot_as_png())
+
+    browser.get(base + "/status/billing_api")
     before = redis_client.hget("tokenkeeper:token:billing_api", "access_token")
     pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe("tokenkeeper:events:billing_api")
-    browser.find_element(By.CSS_SELECTOR, 'tr[data-name="billing_api"] button').click()
-    # The click submits a form; the answer is a new page, which WebDriver does not wait for by itself.
-    queued = WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.ID, "queued"))
-    assert "billing_api" in queued[0].text
+    _follow(browser, browser.find_element(By.ID, "refresh"))
+    assert "A refresh of billing_api is queued" in browser.find_element(By.ID, "queued").text
     assert _next_message(pubsub, 20) is not None, "the refresh was not carried out"
     pubsub.close()
     assert redis_client.hget("tokenkeeper:token:billing_api", "access_token") != before
+    browser.get(base + "/status/billing_api")
+    assert browser.find_element(By.ID, "status").text == "active"
+    assert browser.find_element(By.ID, "last").text.endswith("s ago)")
 
 
 def test_the_status_page_needs_the_operator_and_a_form_from_itself(
@@ -160,13 +226,14 @@ def test_the_status_page_needs_the_operator_and_a_form_from_itself(
 ) -> None:
     """No or wrong credentials: 401; a POST without the page's form token: 400 and nothing queued."""
     Registry(runtime).create(cc_spec(token_server, "billing_api"))
-    for auth in (None, ("ops", "wrong"), ("admin", OPERATOR[1])):
-        request = urllib.request.Request(web.url + "/status")
-        if auth:
-            request.add_header("Authorization", _basic(*auth))
-        with pytest.raises(urllib.error.HTTPError) as caught:
-            urllib.request.urlopen(request, timeout=5)
-        assert caught.value.code == 401
+    for path in ("/status", "/status/billing_api"):
+        for auth in (None, ("ops", "wrong"), ("admin", OPERATOR[1])):
+            request = urllib.request.Request(web.url + path)
+            if auth:
+                request.add_header("Authorization", _basic(*auth))
+            with pytest.raises(urllib.error.HTTPError) as caught:
+                urllib.request.urlopen(request, timeout=5)
+            assert caught.value.code == 401
     forged = urllib.request.Request(web.url + "/status/refresh/billing_api", data=b"token=guess", method="POST")
     forged.add_header("Authorization", _basic(*OPERATOR))
     with pytest.raises(urllib.error.HTTPError) as caught:
@@ -181,8 +248,8 @@ def test_connect_is_a_valid_link_and_the_connected_account_is_shown(
     redis_client: redis.Redis,
     make_client,
 ) -> None:
-    """Reconnect carries a signed link for that integration (it redirects to the provider); the row shows
-    the account that consented."""
+    """The integration's page carries Reconnect, a signed link for it (it redirects to the provider), and
+    shows the account that consented, as its row in the list does."""
     from urllib.parse import parse_qs, urlsplit
 
     from workers.engine.links import LinkSigner
@@ -202,8 +269,10 @@ def test_connect_is_a_valid_link_and_the_connected_account_is_shown(
         mapping={"status": "needs_reauth", "account": json.dumps({"sub": "1234", "email": "alice@example.com"})},
     )
     client = make_client(settings)
-    page = client.get("/status", headers={"Authorization": _basic(*OPERATOR)}).get_data(as_text=True)
-    assert "alice@example.com (sub 1234)" in page
+    auth = {"Authorization": _basic(*OPERATOR)}
+    assert "alice@example.com (sub 1234)" in client.get("/status", headers=auth).get_data(as_text=True)
+    page = client.get("/status/drive", headers=auth).get_data(as_text=True)
+    assert re.search(r'<dd id="account">alice@example.com \(sub 1234\)</dd>', page)
     href = re.search(r'href="([^"]*/oauth/authorize/drive\?t=[^"]*)"[^>]*>Reconnect<', page).group(1)
     href = href.replace("&amp;", "&")
     token = parse_qs(urlsplit(href).query)["t"][0]
@@ -215,36 +284,125 @@ def test_connect_is_a_valid_link_and_the_connected_account_is_shown(
 def test_an_attempt_that_died_after_sending_its_refresh_token_is_shown(
     operator_env: None, settings, runtime: Runtime, token_server: TokenServer, redis_client: redis.Redis, make_client
 ) -> None:
-    """A journal entry left past its lock (its refresher died mid-request) shows on the row with the
-    token's fingerprint and the time, and nothing of the token itself."""
+    """A journal entry left past its lock (its refresher died mid-request) shows on the row and on the
+    integration's page with the token's fingerprint and the time, and nothing of the token itself."""
     Registry(runtime).create(rt_spec(token_server, "user"))
     since = time.time() - 60
     entry = {"owner": "gone", "since": since, "until": since + 10, "fp": "0123456789ab"}
     redis_client.hset("tokenkeeper:integration:user", "attempt", json.dumps(entry))
-    page = make_client(settings).get("/status", headers={"Authorization": _basic(*OPERATOR)}).get_data(as_text=True)
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
-    line = re.search(r'<small class="lost-attempt"[^>]*>([^<]*)</small>', page)
-    assert line is not None and "#0123456789ab" in line.group(1) and stamp in line.group(1)
-    assert not any(token in page for token in token_server.live_refresh)
-
-
-def test_a_long_list_is_cut_with_the_ones_needing_attention_first(
-    operator_env: None,
-    settings,
-    runtime: Runtime,
-    token_server: TokenServer,
-    monkeypatch: pytest.MonkeyPatch,
-    make_client,
-) -> None:
-    """Past the page size the page says how many it shows, and the stopped integration is among them."""
-    from callback_app import status
-
-    _four_states(runtime, token_server)
-    monkeypatch.setattr(status, "PAGE_ROWS", 2)
     client = make_client(settings)
-    page = client.get("/status", headers={"Authorization": _basic(*OPERATOR)}).get_data(as_text=True)
-    assert "Showing the first 2 of 4" in page
-    assert 'data-name="old_sync"' in page and 'data-name="crm"' in page and 'data-name="billing_api"' not in page
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+    for path, tag in (("/status", "small"), ("/status/user", "dd")):
+        page = client.get(path, headers={"Authorization": _basic(*OPERATOR)}).get_data(as_text=True)
+        line = re.search(rf'<{tag} class="lost-attempt"[^>]*>([^<]*)</{tag}>', page)
+        assert line is not None and "#0123456789ab" in line.group(1) and stamp in line.group(1), path
+        assert not any(token in page for token in token_server.live_refresh)
+
+
+def test_the_default_view_leads_with_the_integrations_needing_a_person(
+    operator_env: None, settings, runtime: Runtime, token_server: TokenServer, make_client
+) -> None:
+    """However many integrations, the first page says how many need re-authorization or are retrying and
+    links to each list; the list itself is in name order; counts by status, grant and provider fill the
+    filters; an integration that needs nothing has no such line."""
+    _four_states(runtime, token_server)
+    client = make_client(settings)
+    auth = {"Authorization": _basic(*OPERATOR)}
+    page = client.get("/status", headers=auth).get_data(as_text=True)
+    assert re.search(
+        r'Needs a person: <a href="\?status=needs_reauth">1 needs reauth</a> · '
+        r'<a href="\?status=retrying">1 retrying</a>',
+        page,
+    )
+    assert re.findall(r'<tr data-name="([^"]+)"', page) == ["billing_api", "crm", "old_sync", "team_dropbox"]
+    assert '<option value="client_credentials">client credentials (1)</option>' in page
+    assert (
+        '<option value="dropbox">Dropbox (1)</option>' in page and '<option value="none">no preset (3)</option>' in page
+    )
+    stopped = client.get("/status?status=needs_reauth", headers=auth).get_data(as_text=True)
+    assert re.findall(r'<tr data-name="([^"]+)"', stopped) == ["old_sync"]
+    assert '<option value="needs_reauth" selected>' in stopped
+    Registry(runtime).delete("old_sync")
+    Registry(runtime).delete("crm")
+    calm = client.get("/status", headers=auth).get_data(as_text=True)
+    assert 'id="attention"' not in calm
+
+
+def test_no_secret_reaches_any_page(
+    operator_env: None, settings, runtime: Runtime, token_server: TokenServer, redis_client: redis.Redis, make_client
+) -> None:
+    """Integrations seeded with known client secrets and refresh tokens: neither those, nor the access
+    tokens the provider issued, nor the sealed secrets appear on the list, a filtered list, a search, or
+    any integration's page."""
+    secrets = {"client-secret-KNOWN-7f3a", "refresh-token-KNOWN-91bd"}
+    token_server.clients["client-id"] = "client-secret-KNOWN-7f3a"
+    registry = Registry(runtime)
+    registry.create(cc_spec(token_server, "billing_api", client_secret="client-secret-KNOWN-7f3a"))
+    token_server.live_refresh["refresh-token-KNOWN-91bd"] = "client-id"
+    registry.create(
+        rt_spec(token_server, "crm", client_secret="client-secret-KNOWN-7f3a", refresh_token="refresh-token-KNOWN-91bd")
+    )
+    registry.create(
+        {"name": "team_dropbox", "provider": "dropbox", "client_id": "k", "client_secret": "client-secret-KNOWN-7f3a"}
+    )
+    for name in ("billing_api", "crm", "team_dropbox"):
+        record = redis_client.hgetall(f"tokenkeeper:integration:{name}")
+        secrets.add(record["secrets"])
+        if access := redis_client.hget(f"tokenkeeper:token:{name}", "access_token"):
+            secrets.add(access)
+    secrets |= set(token_server.live_refresh)
+    client = make_client(settings)
+    auth = {"Authorization": _basic(*OPERATOR)}
+    paths = [
+        "/status",
+        "/status?q=crm",
+        "/status?grant=refresh_token",
+        "/status?provider=dropbox",
+        "/status/billing_api",
+        "/status/crm",
+        "/status/team_dropbox",
+    ]
+    for path in paths:
+        response = client.get(path, headers=auth)
+        assert response.status_code == 200, path
+        page = response.get_data(as_text=True)
+        leaked = [secret for secret in secrets if secret and secret in page]
+        assert leaked == [], (path, leaked)
+    assert "client_id" in client.get("/status/crm", headers=auth).get_data(as_text=True)
+
+
+def test_what_a_page_shows_is_escaped_and_bad_input_is_named(
+    operator_env: None, settings, runtime: Runtime, token_server: TokenServer, make_client
+) -> None:
+    """A provider's error text with markup is shown as text on the list and the integration's page; a
+    search or filter that cannot be used answers 400 with the list and a line naming what was wrong
+    (escaped too); an unknown integration is a 404 that names it, escaped."""
+    registry = Registry(runtime)
+    registry.create(rt_spec(token_server, "crm"))
+    token_server.queue(
+        Canned(
+            status=400,
+            body=b'{"error": "invalid_grant", "error_description": "<img src=x onerror=alert(1)>"}',
+            headers={"Content-Type": "application/json"},
+        )
+    )
+    Refresher(runtime).refresh("crm")
+    client = make_client(settings)
+    auth = {"Authorization": _basic(*OPERATOR)}
+    for path in ("/status", "/status/crm"):
+        page = client.get(path, headers=auth).get_data(as_text=True)
+        assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page, path
+    bad = client.get("/status?q=<b>x</b>&status=broken&grant=magic&provider=nowhere", headers=auth)
+    text = bad.get_data(as_text=True)
+    assert bad.status_code == 400 and "<b>x" not in text
+    problem = re.search(r'<p class="problem" role="alert" id="problem">([^<]*)</p>', text).group(1)
+    assert "prefix &#39;&lt;b&gt;x&lt;/b&gt;&#39;: names have only letters, digits, _ and -" in problem
+    assert "status &#39;broken&#39;: use one of pending_authorization, active, retrying, needs_reauth" in problem
+    assert "grant &#39;magic&#39;" in problem and "provider &#39;nowhere&#39;" in problem
+    assert re.findall(r'<tr data-name="([^"]+)"', text) == ["crm"]
+    missing = client.get("/status/<script>", headers=auth)
+    assert missing.status_code == 404 and "<script>" not in missing.get_data(as_text=True)
+    assert "There is no integration named &#39;&lt;script&gt;&#39;" in missing.get_data(as_text=True)
 
 
 def test_metrics_count_refreshes_and_integrations_by_status(

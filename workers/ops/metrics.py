@@ -173,11 +173,11 @@ class StoreCollector(Collector):
                 value=float(shortest[0][1]),
             )
 
-        names = self.store.names()
-        statuses = self.store.statuses(names)
+        # The index's cell sizes: one small hash, however many integrations there are.
+        statuses = self.store.index.counts("status")
         gauge = GaugeMetricFamily("tokenkeeper_integrations", "Integrations by status.", labels=["status"])
         for status in Status:
-            gauge.add_metric([status], float(sum(1 for s in statuses if s == status)))
+            gauge.add_metric([status], float(statuses.get(status, 0)))
         yield gauge
 
 

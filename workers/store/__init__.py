@@ -9,6 +9,11 @@ Keys (``P`` is the configurable prefix, ``tokenkeeper:`` by default):
                                  keyed digests of each spec field as given (``tokenkeeper plan``)
     P history:<name>      list   status changes, newest first, capped
     P names               set    every integration
+    P index:names         zset   every integration, scores 0: name order, prefixes (the operators' index,
+                                 kept by the same scripts that create, change and delete: see index.py)
+    P index:cell:<status>:<grant>:<provider>
+                          zset   the integrations with that status, grant type and provider preset
+    P index:cells         hash   <status>:<grant>:<provider> -> how many integrations that cell holds
     P schedule            zset   name -> planned refresh time
     P inflight            zset   name -> time after which a queued refresh is presumed lost
     P lock:<name>         string owner token of the refresh under way (single flight)
@@ -40,14 +45,15 @@ import secrets as _secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import redis
 
 from workers.errors import StoredDataError
 from workers.store.codec import text, text_map
+from workers.store.index import Index
 from workers.store.keys import DEFAULT_PREFIX, Keys
+from workers.store.scripts import lua
 from workers.store.status import Status
 
 __all__ = [
@@ -80,11 +86,6 @@ WRITE_LOST_LOCK = -1
 WRITE_STALE_VERSION = -2
 WRITE_DELETED = -3
 WRITE_FAILED = -4
-
-
-# The Lua scripts are files in lua/, each naming every KEYS[i] and ARGV[i] it reads in its header.
-def _lua(name: str) -> str:
-    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -205,20 +206,24 @@ class Store:
         self.keys = Keys(prefix)
         # Status changes are queued for the webhook only when one is configured.
         self.outbox = outbox
-        self._create = client.register_script(_lua("create"))
-        self._reserve = client.register_script(_lua("reserve"))
-        self._write = client.register_script(_lua("write"))
-        self._claim = client.register_script(_lua("claim"))
-        self._release = client.register_script(_lua("release"))
-        self._acquire_and_load = client.register_script(_lua("acquire_and_load"))
-        self._extend = client.register_script(_lua("extend"))
-        self._put_state = client.register_script(_lua("put_state"))
-        self._take_state = client.register_script(_lua("take_state"))
-        self._note = client.register_script(_lua("note"))
-        self._journal = client.register_script(_lua("journal"))
-        self._fence = client.register_script(_lua("fence"))
-        self._dependents = client.register_script(_lua("dependents"))
-        self._follow = client.register_script(_lua("follow"))
+        # The Lua scripts are files in lua/, each naming every KEYS[i] and ARGV[i] it reads in its header;
+        # those that create, change or delete integrations keep the index with them (lua/index.lua).
+        self.index = Index(client, self.keys)
+        self._create = client.register_script(lua("create", "index"))
+        self._write = client.register_script(lua("write", "index"))
+        self._delete = client.register_script(lua("delete", "index"))
+        self._reserve = client.register_script(lua("reserve"))
+        self._claim = client.register_script(lua("claim"))
+        self._release = client.register_script(lua("release"))
+        self._acquire_and_load = client.register_script(lua("acquire_and_load"))
+        self._extend = client.register_script(lua("extend"))
+        self._put_state = client.register_script(lua("put_state"))
+        self._take_state = client.register_script(lua("take_state"))
+        self._note = client.register_script(lua("note"))
+        self._journal = client.register_script(lua("journal"))
+        self._fence = client.register_script(lua("fence"))
+        self._dependents = client.register_script(lua("dependents"))
+        self._follow = client.register_script(lua("follow"))
         self._aof_supported: bool | None = None
 
     # -- reads -----------------------------------------------------------
@@ -243,6 +248,11 @@ class Store:
             if raw
         ]
 
+    def token_fields(self, name: str, wanted: Sequence[str]) -> dict[str, str]:
+        """Some fields of ``name``'s consumer hash (those present): what a page may show of it."""
+        values = self.redis.hmget(self.keys.token(name), wanted)
+        return {key: text(value) for key, value in zip(wanted, values, strict=True) if value is not None}
+
     def token(self, name: str) -> dict[str, str]:
         return text_map(self.redis.hgetall(self.keys.token(name)))
 
@@ -252,13 +262,6 @@ class Store:
         for name in names:
             pipe.hgetall(self.keys.token(name))
         return [text_map(raw) for raw in pipe.execute()]
-
-    def statuses(self, names: Iterable[str]) -> list[str]:
-        """The consumer-visible status of each of ``names``, in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        for name in names:
-            pipe.hget(self.keys.token(name), "status")
-        return [text(status) if status is not None else "" for status in pipe.execute()]
 
     def names(self) -> list[str]:
         return sorted(text(name) for name in self.redis.smembers(self.keys.names))
@@ -273,6 +276,16 @@ class Store:
                 pipe.hget(self.keys.integration(name), "spec")
             found += [(name, json.loads(raw)) for name, raw in zip(part, pipe.execute(), strict=True) if raw]
         return found
+
+    def fields_of(self, names: Sequence[str], wanted: Sequence[str]) -> list[dict[str, str]]:
+        """``wanted`` fields of each of ``names``' integration hashes (absent ones left out), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hmget(self.keys.integration(name), wanted)
+        return [
+            {key: text(value) for key, value in zip(wanted, values, strict=True) if value is not None}
+            for values in pipe.execute()
+        ]
 
     def history(self, name: str) -> list[dict[str, Any]]:
         return [json.loads(entry) for entry in self.redis.lrange(self.keys.history(name), 0, -1)]
@@ -313,7 +326,7 @@ class Store:
         """Store each new integration (its reservation dropped) unless its name is taken, in one round trip."""
         if not integrations:
             return []
-        keys = [self.keys.names, self.keys.schedule, self.keys.outbox]
+        keys = [self.keys.names, self.keys.schedule, self.keys.outbox, self.keys.index_names, self.keys.index_cells]
         for new in integrations:
             keys += [
                 self.keys.integration(new.name),
@@ -331,9 +344,13 @@ class Store:
             }
             for new in integrations
         ]
-        created = self._create(
-            keys=keys, args=[json.dumps(entries), "1" if self.outbox else "0", self.keys.metrics("lifetimes")]
-        )
+        args = [
+            json.dumps(entries),
+            "1" if self.outbox else "0",
+            self.keys.metrics("lifetimes"),
+            self.keys.index_cell(""),
+        ]
+        created = self._create(keys=keys, args=args)
         return [bool(flag) for flag in created]
 
     # -- guarded writes --------------------------------------------------
@@ -370,12 +387,16 @@ class Store:
         """
         if not writes:
             return []
-        keys = [self.keys.schedule, self.keys.inflight, self.keys.outbox]
+        keys = [self.keys.schedule, self.keys.inflight, self.keys.outbox, self.keys.index_names, self.keys.index_cells]
         for change in writes:
             name = change.lock.name
             keys += [self.keys.integration(name), self.keys.token(name), self.keys.history(name), self.keys.lock(name)]
         # One JSON argument with named values per change (see lua/write.lua).
-        args = [json.dumps([self._write_arguments(change) for change in writes]), self.keys.metrics("lifetimes")]
+        args = [
+            json.dumps([self._write_arguments(change) for change in writes]),
+            self.keys.metrics("lifetimes"),
+            self.keys.index_cell(""),
+        ]
         deadline = time.monotonic() + patience
         while True:
             try:
@@ -442,21 +463,21 @@ class Store:
         return bool(self._fence(keys=[self.keys.integration(name)], args=[repr(now)]))
 
     def delete(self, name: str) -> bool:
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(
+        """Remove every key of ``name`` and its place in every set and in the index, in one step."""
+        keys = [
             self.keys.integration(name),
             self.keys.token(name),
             self.keys.history(name),
             self.keys.reserve(name),
             self.keys.lock(name),
-        )
-        pipe.srem(self.keys.names, name)
-        pipe.zrem(self.keys.schedule, name)
-        pipe.zrem(self.keys.inflight, name)
-        pipe.zrem(self.keys.metrics("lifetimes"), name)
-        pipe.publish(self.keys.events(name), "deleted")
-        deleted = pipe.execute()[0]
-        return bool(deleted)
+            self.keys.names,
+            self.keys.schedule,
+            self.keys.inflight,
+            self.keys.index_names,
+            self.keys.index_cells,
+            self.keys.metrics("lifetimes"),
+        ]
+        return bool(self._delete(keys=keys, args=[name, self.keys.events(name), self.keys.index_cell("")]))
 
     # -- single flight ---------------------------------------------------
     def acquire(self, name: str, ttl: float) -> Lock | None:

@@ -54,6 +54,19 @@ class Keys:
     def metrics(self, metric: str) -> str:
         return f"{self.prefix}metrics:{metric}"
 
+    # -- the operators' index (lua/index.lua) -------------------------------
+    def index_cell(self, cell: str) -> str:
+        """The names of one ``<status>:<grant>:<provider>`` cell (``""`` gives the prefix of them all)."""
+        return f"{self.prefix}index:cell:{cell}"
+
+    @property
+    def index_names(self) -> str:
+        return f"{self.prefix}index:names"
+
+    @property
+    def index_cells(self) -> str:
+        return f"{self.prefix}index:cells"
+
     # -- one of each --------------------------------------------------------
     @property
     def names(self) -> str:

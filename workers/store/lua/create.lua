@@ -4,7 +4,9 @@
 -- KEYS[1]  set of all names        P names
 -- KEYS[2]  refresh schedule zset   P schedule
 -- KEYS[3]  webhook outbox list     P outbox
--- then four keys for the i-th integration (i from 1), at KEYS[3 + 4(i-1) + 1 .. 4]:
+-- KEYS[4]  the index's names       P index:names   (see index.lua)
+-- KEYS[5]  the index's cell sizes  P index:cells
+-- then four keys for the i-th integration (i from 1), at KEYS[5 + 4(i-1) + 1 .. 4]:
 --   integration hash P integration:<name>, consumer token hash P token:<name>, history list
 --   P history:<name>, creation reservation P reserve:<name> (dropped: the creation is over)
 -- ARGV[1]  a JSON array of one object per integration:
@@ -15,9 +17,11 @@
 --   due      first planned refresh (a score), '' for none
 -- ARGV[2]  '1': record each status change in the outbox for the webhook
 -- ARGV[3]  the token lifetimes zset P metrics:lifetimes (name -> seconds its token lives; see write.lua)
+-- ARGV[4]  prefix of the index's cells   P index:cell:
+local ix = {names = KEYS[4], cells = KEYS[5], cell_prefix = ARGV[4]}
 local results = {}
 for i, a in ipairs(cjson.decode(ARGV[1])) do
-  local base = 3 + 4 * (i - 1)
+  local base = 5 + 4 * (i - 1)
   local integration, token, history, reserve = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4]
   if redis.call('EXISTS', integration) == 1 then
     results[i] = 0
@@ -38,6 +42,7 @@ for i, a in ipairs(cjson.decode(ARGV[1])) do
     redis.call('DEL', history)
     redis.call('LPUSH', history, a.history)
     redis.call('SADD', KEYS[1], a.name)
+    index_file(ix, a.name, integration)
     if a.due ~= '' then redis.call('ZADD', KEYS[2], a.due, a.name) end
     local expires_at, issued_at = tonumber(a.token.expires_at or ''), tonumber(a.token.updated_at or '')
     if (a.token.status == 'active' or a.token.status == 'retrying') and expires_at and issued_at then

@@ -2,8 +2,8 @@
 -- the work started from. The version is the guard: a write whose lock lapsed (a slow answer, Redis paused) still lands
 -- while nobody wrote since, because the provider may already have retired the refresh token it replaces;
 -- a newer token (the version moved on) is never overwritten. Everything that belongs to the change
--- (token, status, history, schedule, webhook event, metrics, marks, the attempt journal) happens in this
--- one step.
+-- (token, status, history, schedule, webhook event, metrics, marks, the attempt journal, the operators'
+-- index: see index.lua) happens in this one step.
 -- Each is judged on its own; one round trip for a whole batch of refreshes. For each it returns (in order)
 -- the new version, -1 (the version moved on and the lock had lapsed: someone else took over),
 -- -2 (the version moved on), -3 (the integration is gone or being deleted: nothing may be stored) or -4
@@ -14,7 +14,9 @@
 -- KEYS[1]  refresh schedule zset   P schedule
 -- KEYS[2]  in-flight zset          P inflight
 -- KEYS[3]  webhook outbox list     P outbox
--- then four keys for the i-th change (i from 1), at KEYS[3 + 4(i-1) + 1 .. 4]:
+-- KEYS[4]  the index's names       P index:names
+-- KEYS[5]  the index's cell sizes  P index:cells
+-- then four keys for the i-th change (i from 1), at KEYS[5 + 4(i-1) + 1 .. 4]:
 --   integration hash P integration:<name>, consumer token hash P token:<name>, history list
 --   P history:<name>, refresh lock P lock:<name>
 -- ARGV[1]  a JSON array of one object per change, with these named values:
@@ -37,14 +39,16 @@
 --                   exchanges was replaced (follow.lua's ``followed``) is due again at once
 -- ARGV[2]  the token lifetimes zset P metrics:lifetimes (name -> seconds its current token lives, for
 --          integrations that are refreshed: active or retrying); /metrics reads its smallest score
+-- ARGV[3]  prefix of the index's cells   P index:cell:
 -- The counters of accepted changes, added up: one HINCRBYFLOAT per field for the batch.
 local counted = {}
 -- The latest times of accepted changes, per hash and field: one write per field for the batch.
 local latest = {}
 local lifetimes = ARGV[2]
+local ix = {names = KEYS[4], cells = KEYS[5], cell_prefix = ARGV[3]}
 
 local function apply(K, a)
-  local current = redis.call('HMGET', K[1], 'version', 'deleting', 'applied')
+  local current = redis.call('HMGET', K[1], 'version', 'deleting', 'applied', 'index_cell')
   -- A deletion fences the integration first (fence.lua): a refresh still in flight must not store a grant
   -- that the deletion would never revoke.
   if not current[1] or current[2] then return -3 end
@@ -70,6 +74,9 @@ local function apply(K, a)
   end
   if #flat > 0 then redis.call('HSET', K[1], unpack(flat)) end
   local version = redis.call('HINCRBY', K[1], 'version', 1)
+  -- A new status or spec (its provider) moves it to another cell; one stored before the index existed is
+  -- filed at its first write.
+  if not same_status or fields.spec or not current[4] then index_file(ix, a.name, K[1]) end
   local token = {}
   for k, v in pairs(a.token) do token[#token + 1] = k; token[#token + 1] = v end
   if #token > 0 then redis.call('HSET', K[2], unpack(token)) end
@@ -137,7 +144,7 @@ end
 
 local results = {}
 for i, a in ipairs(cjson.decode(ARGV[1])) do
-  local base = 3 + 4 * (i - 1)
+  local base = 5 + 4 * (i - 1)
   local ok, version = pcall(apply,
     {KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[1], KEYS[2], KEYS[base + 4], KEYS[3]}, a)
   results[i] = ok and version or -4
