@@ -258,12 +258,13 @@ def seed(
                 # What a create through the producer keeps too: the digest of each field as given.
                 "given": json.dumps(
                     {
-                        **{key: f"{i:016x}" for key in ("client_id", "client_secret", "grant_type", "token_url")},
+                        **{key: f"{i:011x}" for key in ("client_id", "client_secret", "grant_type", "token_url")},
                         "_key": "0123abcd",
                     },
                     separators=(",", ":"),
                 ),
                 "index_cell": CELL,
+                "lifetime": str(int(due + 60 - now)),
             },
         )
         pipe.hset(
@@ -281,6 +282,7 @@ def seed(
         pipe.zadd("tokenkeeper:schedule", {name: due})
         pipe.zadd("tokenkeeper:index:names", {name: 0})
         pipe.zadd(f"tokenkeeper:index:cell:{CELL}", {name: 0})
+        pipe.hincrby("tokenkeeper:metrics:lifetimes", str(int(due + 60 - now)), 1)
         if i % 2000 == 1999:
             pipe.execute()
     pipe.execute()

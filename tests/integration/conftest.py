@@ -59,7 +59,8 @@ def start_processes(
 
     yield start
     for process in reversed(started):
-        process.stop()
+        process.kill()
+        process.stop()  # closes its log
 
 
 @pytest.fixture

@@ -223,8 +223,9 @@ def test_outstanding_states_per_link_are_bounded(
     answers = [victim.get("/oauth/authorize/drive", query_string={"t": token}).status_code for _ in range(30)]
     assert answers == [302] * MAX_STATES_PER_LINK + [429] * (30 - MAX_STATES_PER_LINK)
     assert len(list(redis_client.scan_iter("tokenkeeper:state:*"))) == MAX_STATES_PER_LINK
-    # The integration's own four keys, the operators' index (names, sizes, its cell), the states and their set.
-    assert len(list(redis_client.scan_iter("tokenkeeper:*"))) <= 4 + 3 + MAX_STATES_PER_LINK + 1
+    # The integration's own four keys, the operators' index (names, sizes, its cell), the service's digest key
+    # (plan / apply), the states and their set.
+    assert len(list(redis_client.scan_iter("tokenkeeper:*"))) <= 4 + 3 + 1 + MAX_STATES_PER_LINK + 1
 
 
 def test_provider_text_stays_off_the_page_and_goes_to_the_history(

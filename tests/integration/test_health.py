@@ -56,7 +56,11 @@ def _timed_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, fl
 
 
 def test_healthz_stays_fast_and_leaves_room_for_other_pages_under_twenty_callers(environ, web_factory) -> None:
-    """With 20 clients calling /healthz in a loop, /healthz answers in < 50 ms (p95) and /status is not held up."""
+    """With 20 clients calling /healthz in a loop, /healthz answers about as fast as a static file under the
+    same load (it serves the latest probe, never waits on one), and /status is not held up.
+
+    Compared with a request that does nothing, measured alternately in the same run, rather than with a
+    fixed number of milliseconds: a probe that blocked requests would cost up to its 1 s ping timeout."""
     import base64
     import statistics
     import threading
@@ -74,10 +78,13 @@ def test_healthz_stays_fast_and_leaves_room_for_other_pages_under_twenty_callers
     callers = [threading.Thread(target=hammer, daemon=True) for _ in range(20)]
     for caller in callers:
         caller.start()
+    health, static = [], []
     try:
         _timed_get(web.url + "/healthz")  # every worker process has had its first probe
         _timed_get(web.url + "/healthz")
-        durations = [_timed_get(web.url + "/healthz")[1] for _ in range(50)]
+        for _ in range(50):
+            health.append(_timed_get(web.url + "/healthz")[1])
+            static.append(_timed_get(web.url + "/static/style.css")[1])
         auth = {"Authorization": "Basic " + base64.b64encode(b"ops:pw").decode()}
         status_page = _timed_get(web.url + "/status", auth)
         callback = _timed_get(web.url + "/oauth/callback?state=unknown&code=x")
@@ -85,9 +92,13 @@ def test_healthz_stays_fast_and_leaves_room_for_other_pages_under_twenty_callers
         stop.set()
         for caller in callers:
             caller.join(15)
-    p95 = statistics.quantiles(durations, n=20)[18]
-    print(f"/healthz under 20 callers: p95 {p95 * 1000:.1f} ms; /status {status_page[1] * 1000:.0f} ms")
-    assert p95 < 0.05, f"p95 {p95 * 1000:.0f} ms, median {statistics.median(durations) * 1000:.0f} ms"
+
+    def p95(samples: list[float]) -> float:
+        return statistics.quantiles(samples, n=20)[18]
+
+    print(f"/healthz under 20 callers: p95 {p95(health) * 1000:.1f} ms, a static file {p95(static) * 1000:.1f} ms")
+    assert p95(health) < 2 * p95(static) + 0.02, (p95(health), p95(static))
+    assert max(health) < 0.5, max(health)  # never a probe's wait
     assert status_page[0] == 200 and status_page[1] < 1.0, status_page
     assert callback[0] < 500 and callback[1] < 1.0, callback
     assert hammered[0] > 100  # the callers really were calling

@@ -33,8 +33,9 @@ from workers.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
-# 64 bits: a changed value goes unnoticed with odds of 2**-64; short, as every integration keeps one per field.
-DIGEST_LENGTH = 16
+# 64 bits: a changed value goes unnoticed with odds of 2**-64; 11 characters of base64, as every integration
+# keeps one per field.
+DIGEST_BYTES = 8
 # The field of ``given`` naming the key its digests were made with.
 KEY_FIELD = "_key"
 
@@ -80,7 +81,8 @@ class Digests:
 
     def of(self, name: str, key: str, value: Any) -> str:
         canonical = json.dumps([name, key, value], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hmac.new(self._key, canonical.encode(), hashlib.sha256).hexdigest()[:DIGEST_LENGTH]
+        digest = hmac.new(self._key, canonical.encode(), hashlib.sha256).digest()[:DIGEST_BYTES]
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def given(self, data: Mapping[str, Any]) -> dict[str, str]:
         """Each field of a spec as given (secrets opened), digested, and the key's id; the name is not a field."""

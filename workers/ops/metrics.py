@@ -4,8 +4,8 @@ Refresh outcomes, refresh duration and lateness, webhook deliveries and the last
 refresh that worked are counted in Redis hashes, so every worker process on every
 machine adds to the same numbers and any callback app can serve them at
 ``/metrics``; integrations by status are read at scrape time, and the shortest
-token lifetime is the smallest score of a sorted set the token writes keep (one
-entry per integration that is refreshed, dropped with it). The serving process
+token lifetime is the smallest lifetime of a tally the token writes keep (a count
+per lifetime of the integrations that are refreshed; see lua/lifetimes.lua). The serving process
 adds what only it knows: its refresh lead and its latest ``/healthz`` answer.
 Token age at read is measured where tokens are read through tokenkeeper (the
 Python helper), in that process's own registry.
@@ -108,9 +108,11 @@ class StoreCollector(Collector):
         pipe = self.store.redis.pipeline(transaction=False)
         for metric in ("refresh_outcomes", "refresh_duration", "refresh_lateness", "webhook_deliveries"):
             pipe.hgetall(key(metric))
-        pipe.hget(key("last_refresh"), "refreshed")
-        pipe.zrange(key("lifetimes"), 0, 0, withscores=True)
-        *hashes, last_refresh, shortest = pipe.execute()
+        # Whole small hashes, like the counters: a scrape reads nothing per integration.
+        pipe.hgetall(key("last_refresh"))
+        pipe.hgetall(key("lifetimes"))
+        *hashes, last, shortest = pipe.execute()
+        last_refresh = text_map(last).get("refreshed")
         outcomes, duration, lateness, deliveries = (text_map(raw) for raw in hashes)
 
         yield _counter(
@@ -166,11 +168,12 @@ class StoreCollector(Collector):
                 "When a refresh last stored a new token (Unix seconds), any worker.",
                 value=float(last_refresh),
             )
-        if shortest:
+        held = [float(seconds) for seconds, count in text_map(shortest).items() if int(count) > 0]
+        if held:
             yield GaugeMetricFamily(
                 "tokenkeeper_shortest_lifetime_seconds",
                 "The shortest lifetime among the current tokens of integrations that are refreshed.",
-                value=float(shortest[0][1]),
+                value=min(held),
             )
 
         # The index's cell sizes: one small hash, however many integrations there are.

@@ -25,7 +25,7 @@ Keys (``P`` is the configurable prefix, ``tokenkeeper:`` by default):
     P outbox              list   status changes waiting to be sent to the webhook (only when one is set)
     P metrics:*           hashes counters behind /metrics (refresh outcomes, lateness, webhook deliveries), and
                                  the last refresh that worked
-    P metrics:lifetimes   zset   name -> seconds its current token lives, for integrations that are refreshed
+    P metrics:lifetimes   hash   whole seconds a current token lives -> how many refreshed integrations hold one
                                  (/metrics: the shortest); kept by the same writes as the token
     P rate_slots          hash   token endpoint host -> when its next refresh may start under the rate cap
     P beat:last_tick      string when the last scheduling tick ran
@@ -209,9 +209,9 @@ class Store:
         # The Lua scripts are files in lua/, each naming every KEYS[i] and ARGV[i] it reads in its header;
         # those that create, change or delete integrations keep the index with them (lua/index.lua).
         self.index = Index(client, self.keys)
-        self._create = client.register_script(lua("create", "index"))
-        self._write = client.register_script(lua("write", "index"))
-        self._delete = client.register_script(lua("delete", "index"))
+        self._create = client.register_script(lua("create", "index", "lifetimes"))
+        self._write = client.register_script(lua("write", "index", "lifetimes"))
+        self._delete = client.register_script(lua("delete", "index", "lifetimes"))
         self._reserve = client.register_script(lua("reserve"))
         self._claim = client.register_script(lua("claim"))
         self._release = client.register_script(lua("release"))

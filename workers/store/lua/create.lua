@@ -16,7 +16,7 @@
 --   history  the history entry, a JSON string {at, status, reason}
 --   due      first planned refresh (a score), '' for none
 -- ARGV[2]  '1': record each status change in the outbox for the webhook
--- ARGV[3]  the token lifetimes zset P metrics:lifetimes (name -> seconds its token lives; see write.lua)
+-- ARGV[3]  the token lifetimes tally  P metrics:lifetimes (see lifetimes.lua)
 -- ARGV[4]  prefix of the index's cells   P index:cell:
 local ix = {names = KEYS[4], cells = KEYS[5], cell_prefix = ARGV[4]}
 local results = {}
@@ -44,9 +44,8 @@ for i, a in ipairs(cjson.decode(ARGV[1])) do
     redis.call('SADD', KEYS[1], a.name)
     index_file(ix, a.name, integration)
     if a.due ~= '' then redis.call('ZADD', KEYS[2], a.due, a.name) end
-    local expires_at, issued_at = tonumber(a.token.expires_at or ''), tonumber(a.token.updated_at or '')
-    if (a.token.status == 'active' or a.token.status == 'retrying') and expires_at and issued_at then
-      redis.call('ZADD', ARGV[3], expires_at - issued_at, a.name)
+    if a.token.status == 'active' or a.token.status == 'retrying' then
+      lifetime_tally(ARGV[3], integration, lifetime_of(a.token.expires_at, a.token.updated_at))
     end
     redis.call('DEL', reserve)
     results[i] = 1

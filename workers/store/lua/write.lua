@@ -37,8 +37,7 @@
 --   marks           [[key, value, ttl ms], ...]: strings set with the write (e.g. a spent link)
 --   started         (optional) when the work began: a token exchange that began before the token it
 --                   exchanges was replaced (follow.lua's ``followed``) is due again at once
--- ARGV[2]  the token lifetimes zset P metrics:lifetimes (name -> seconds its current token lives, for
---          integrations that are refreshed: active or retrying); /metrics reads its smallest score
+-- ARGV[2]  the token lifetimes tally  P metrics:lifetimes (see lifetimes.lua)
 -- ARGV[3]  prefix of the index's cells   P index:cell:
 -- The counters of accepted changes, added up: one HINCRBYFLOAT per field for the batch.
 local counted = {}
@@ -115,18 +114,13 @@ local function apply(K, a)
   for _, mark in ipairs(a.marks) do
     redis.call('SET', mark[1], mark[2], 'PX', mark[3])
   end
-  -- The shortest lifetime must follow the integration: a token with no expiry, or one nobody refreshes any
-  -- more (given up, waiting for a person), leaves the fleet's figure.
+  -- The shortest lifetime must follow the integration (lifetimes.lua): a token with no expiry, or one nobody
+  -- refreshes any more (given up, waiting for a person), leaves the fleet's figure.
   local status = fields['status'] or old_status
   if status ~= 'active' and status ~= 'retrying' then
-    redis.call('ZREM', lifetimes, a.name)
+    lifetime_tally(lifetimes, K[1], false)
   elseif a.token.expires_at then
-    local expires_at, issued_at = tonumber(a.token.expires_at), tonumber(a.token.updated_at)
-    if expires_at and issued_at then
-      redis.call('ZADD', lifetimes, expires_at - issued_at, a.name)
-    else
-      redis.call('ZREM', lifetimes, a.name)
-    end
+    lifetime_tally(lifetimes, K[1], lifetime_of(a.token.expires_at, a.token.updated_at))
   end
   -- Counted once the change is whole (a failure above leaves its counters out).
   for _, counter in ipairs(a.counters) do
