@@ -204,7 +204,15 @@ CELL = "active:client_credentials:"
 
 
 def seed(
-    redis_url: str, secret_key: str, token_url: str, count: int, *, first_due: float, spread: float, prefix: str = "b"
+    redis_url: str,
+    secret_key: str,
+    token_url: str,
+    count: int,
+    *,
+    first_due: float,
+    spread: float,
+    prefix: str = "b",
+    managed: bool = False,
 ) -> None:
     """Store ``count`` client_credentials integrations directly, their first refreshes spread over ``spread`` s.
 
@@ -245,7 +253,9 @@ def seed(
             f"tokenkeeper:integration:{name}",
             mapping={
                 "grant_type": "client_credentials",
-                "spec": json.dumps({**public, "name": name, "client_id": name}),
+                "spec": json.dumps(
+                    {**public, "name": name, "client_id": name, **({"managed_by": "bench"} if managed else {})}
+                ),
                 "secrets": sealed,
                 "status": "active",
                 "reason": "seeded",
@@ -255,16 +265,10 @@ def seed(
                 "attempts": 0,
                 "version": 1,
                 "expires_at": str(int(due + 60)),
-                # What a create through the producer keeps too: the digest of each field as given.
-                "given": json.dumps(
-                    {
-                        **{key: f"{i:011x}" for key in ("client_id", "client_secret", "grant_type", "token_url")},
-                        "_key": "0123abcd",
-                    },
-                    separators=(",", ":"),
-                ),
                 "index_cell": CELL,
                 "lifetime": str(int(due + 60 - now)),
+                # What an integration a file keeps has too (`tokenkeeper apply`): its fields' digests, as given.
+                **({"given": f"0123abcd;a{i:011x};b{i:011x};c{i:011x};d{i:011x};F{i:011x}"} if managed else {}),
             },
         )
         pipe.hset(

@@ -3,9 +3,10 @@
     python -m bench.redis_memory --integrations 1000000
 
 Seeds client-credentials integrations as creation stores them (integration hash with its sealed
-secrets, consumer hash, schedule entry, name) into a fresh redis-server with the configuration
-tokenkeeper gives its own (workers.ops.redis_server.start_server: compact hashes), and prints
-``used_memory`` per integration at checkpoints, and the total.
+secrets, consumer hash, schedule entry, name, the operators' index, the lifetimes tally; with
+``--managed``, as `tokenkeeper apply` stores them, with the digests of what was given) into a fresh
+redis-server with the configuration tokenkeeper gives its own (workers.ops.redis_server.start_server:
+compact hashes), and prints ``used_memory`` per integration at checkpoints, and the total.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--integrations", type=int, default=1_000_000)
     parser.add_argument("--step", type=int, default=100_000)
+    parser.add_argument(
+        "--managed", action="store_true", help="as `tokenkeeper apply` stores them: kept by a file, with their digests"
+    )
     args = parser.parse_args()
     key = generate_key()
     with own_redis() as url:
@@ -41,6 +45,7 @@ def main() -> None:
                 first_due=time.time() + 3600,
                 spread=3600,
                 prefix=f"s{done}-",
+                managed=args.managed,
             )
             done += count
             memory = client.info("memory")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from tests.support.specs import rt_spec
 from tests.support.token_server import TokenServer
+from workers.engine.declared import decode
 from workers.engine.keyrotation import rotate_secrets
 from workers.engine.refresher import Refresher
 from workers.engine.registry import Registry
@@ -22,7 +22,7 @@ def test_rotation_keeps_secrets_readable_and_moves_them_to_the_new_key(
 ) -> None:
     """Old ciphertext opens with [new, old]; after rotate-keys it opens with the new key alone."""
     Registry(runtime).create(rt_spec(token_server, "user"))
-    Registry(runtime).create(rt_spec(token_server, "other"))
+    Registry(runtime).create(rt_spec(token_server, "other", managed_by="team"))
     new_key = Fernet.generate_key().decode()
     rotated_settings = dataclasses.replace(settings, secret_keys=(new_key, *settings.secret_keys))
     rotated = build_runtime(rotated_settings)
@@ -43,7 +43,7 @@ def test_rotation_keeps_secrets_readable_and_moves_them_to_the_new_key(
     assert Refresher(only_new).refresh("other").outcome == "refreshed"
     assert token_server.reused == []
     # `plan` still recognises what was given: the digests' key was rotated with the secrets.
-    given = json.loads(redis_client.hget("tokenkeeper:integration:other", "given"))
+    given = decode(redis_client.hget("tokenkeeper:integration:other", "given"))
     assert only_new.digests.of("other", "client_secret", "client-secret") == given["client_secret"]
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import redis
 
 from tests.support.specs import cc_spec, rt_spec
 from tests.support.token_server import Canned, TokenServer
+from workers.engine.declared import decode
 from workers.engine.registry import Registry
 from workers.engine.runtime import Runtime, build_runtime
 from workers.errors import ConflictError, NotFoundError, PermanentProviderError, SpecError
@@ -191,14 +190,18 @@ def test_a_batch_of_creations_stores_each_good_spec_and_names_each_bad_one(
 def test_what_was_given_is_kept_as_keyed_digests_and_an_update_follows_it(
     runtime, token_server: TokenServer, redis_client
 ) -> None:
-    """Each field as given, digested (never the secret itself); the key is made once and shared."""
-    Registry(runtime).create(cc_spec(token_server, "svc", scopes="read"))
-    given = json.loads(redis_client.hget("tokenkeeper:integration:svc", "given"))
-    assert set(given) == {"grant_type", "client_id", "client_secret", "token_url", "scopes", "_key"}
-    assert "client-secret" not in redis_client.hget("tokenkeeper:integration:svc", "given")
+    """For an integration a file keeps: each field as given, digested (never the secret itself); the key is
+    made once and shared. One made by hand keeps none (nothing plans against it)."""
+    Registry(runtime).create(cc_spec(token_server, "svc", scopes="read", managed_by="team"))
+    Registry(runtime).create(cc_spec(token_server, "by-hand"))
+    assert redis_client.hget("tokenkeeper:integration:by-hand", "given") is None
+    raw = redis_client.hget("tokenkeeper:integration:svc", "given")
+    given = decode(raw)
+    assert set(given) == {"grant_type", "client_id", "client_secret", "token_url", "scopes", "managed_by", "_key"}
+    assert "client-secret" not in raw and len(raw) < 100
     assert "client-secret" not in redis_client.get("tokenkeeper:given_key")
     other = build_runtime(runtime.settings)  # another process: the same key, found in Redis
     assert other.digests.of("svc", "client_secret", "client-secret") == given["client_secret"]
     Registry(runtime).update("svc", {"scopes": None, "audience": "api"})
-    updated = json.loads(redis_client.hget("tokenkeeper:integration:svc", "given"))
+    updated = decode(redis_client.hget("tokenkeeper:integration:svc", "given"))
     assert "scopes" not in updated and updated["audience"] == other.digests.of("svc", "audience", "api")

@@ -38,6 +38,19 @@ log = logging.getLogger(__name__)
 DIGEST_BYTES = 8
 # The field of ``given`` naming the key its digests were made with.
 KEY_FIELD = "_key"
+# Stored compactly, every integration keeping one: ``<key id>;<code><digest>;…``, a field's code being one
+# character, its place in this list (append only: a code, once stored, must keep meaning its field), or
+# ``(name)`` for a field not listed.
+CODED_FIELDS = (
+    "grant_type", "client_id", "client_secret", "token_url", "auth_url", "refresh_url", "refresh_token", "scopes",
+    "auth_method", "pkce", "extra_auth_params", "extra_token_params", "provider", "provider_params", "issuer",
+    "revocation_url", "private_key", "key_id", "signing_alg", "assertion_claims", "assertion_audience", "audience",
+    "resource", "client_certificate", "client_key", "device_authorization_url", "subject_token",
+    "subject_integration", "subject_token_type", "requested_token_type", "exchangeable_by", "managed_by",
+)  # fmt: skip
+_CODES = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_CODE_OF = {name: _CODES[index] for index, name in enumerate(CODED_FIELDS)}
+_FIELD_OF = {code: name for name, code in _CODE_OF.items()}
 
 
 class _KeyStore(Protocol):
@@ -121,6 +134,32 @@ class Difference:
 
     def fields(self) -> tuple[str, ...]:
         return (*self.changed, *self.secrets, *self.removed)
+
+
+def encode(given: Mapping[str, str]) -> str:
+    """``given`` as stored: one short string (see CODED_FIELDS)."""
+    entries = [given.get(KEY_FIELD, "")]
+    for key, digest in sorted(given.items()):
+        if key != KEY_FIELD:
+            entries.append(_CODE_OF.get(key, f"({key})") + digest)
+    return ";".join(entries)
+
+
+def decode(raw: str | None) -> dict[str, str] | None:
+    """The stored string read back; None when there is none (or it cannot be read: then it says nothing)."""
+    if not raw:
+        return None
+    key_id, *entries = raw.split(";")
+    given = {KEY_FIELD: key_id}
+    for entry in entries:
+        if entry.startswith("("):
+            name, _, digest = entry[1:].partition(")")
+        elif entry[:1] in _FIELD_OF:
+            name, digest = _FIELD_OF[entry[0]], entry[1:]
+        else:
+            return None
+        given[name] = digest
+    return given
 
 
 def difference(stored: Mapping[str, str], wanted: Mapping[str, str]) -> Difference:

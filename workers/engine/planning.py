@@ -10,7 +10,7 @@ import hmac
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from workers.engine.declared import Difference, Plan, difference, legacy_given, to_prune
+from workers.engine.declared import Difference, Plan, decode, difference, legacy_given, to_prune
 from workers.engine.exchange import allows, refusal
 from workers.engine.registry import Registry, failure
 from workers.engine.runtime import Runtime
@@ -108,7 +108,7 @@ class Planner:
             )
         digests = self.rt.digests
         current = stored_spec(record, self.rt.box)
-        stored = record.given
+        stored = decode(record.given)
         if stored is None or not digests.known(stored):
             # Made before digests were kept, or under a key that is gone: compared by the stored values.
             stored = legacy_given(digests, record.public, current.secrets(), data)

@@ -8,12 +8,12 @@ nothing, and a name already taken leaves the existing integration untouched.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
+from workers.engine.declared import decode, encode
 from workers.engine.device import device_started
 from workers.engine.exchange import allows, obtain, refusal
 from workers.engine.guarded import write_answer
@@ -170,7 +170,7 @@ class Registry:
         """
         outcomes: list[dict[str, str] | Exception | None] = [None] * len(data)
         specs: dict[int, IntegrationSpec] = {}
-        given: dict[int, dict[str, str]] = {}
+        given: dict[int, dict[str, str] | None] = {}
         seen: set[str] = set()
         for index, item in enumerate(data):
             try:
@@ -184,7 +184,8 @@ class Registry:
                 continue
             seen.add(spec.name)
             specs[index] = spec
-            given[index] = self.rt.digests.given(opened)
+            # Kept for the integrations a file keeps (`tokenkeeper apply`), which alone are planned against them.
+            given[index] = self.rt.digests.given(opened) if spec.managed_by else None
         store = self.rt.store
         # Long enough to outlast the first token request.
         ttl = self.rt.settings.http_connect_timeout + self.rt.settings.http_read_timeout + 30
@@ -223,7 +224,7 @@ class Registry:
         return [StateError("the creation did not finish") if outcome is None else outcome for outcome in outcomes]
 
     def _new_integration(
-        self, spec: IntegrationSpec, given: Mapping[str, str]
+        self, spec: IntegrationSpec, given: Mapping[str, str] | None
     ) -> tuple[NewIntegration, dict[str, str]]:
         """What creating ``spec`` stores, and its summary; asks the provider for the first token."""
         rt = self.rt
@@ -232,9 +233,10 @@ class Registry:
             "grant_type": spec.grant_type,
             "spec": spec.public_fields(),
             "created_at": now,
-            "given": json.dumps(given, sort_keys=True, separators=(",", ":")),
             **spec.rate_fields(),
         }
+        if given is not None:
+            base["given"] = encode(given)
         if spec.grant_type == "authorization_code":
             fields = {
                 **base,
@@ -297,11 +299,10 @@ class Registry:
             spec = self.validate(merge_changes(current, changes))
             now = rt.clock()
             base = {"spec": spec.public_fields(), **spec.rate_fields()}
-            if rt.digests.known(record.given):
+            given = decode(record.given)
+            if given is not None and rt.digests.known(given):
                 # Kept only where it was since creation: a partial record would read as fields removed.
-                assert record.given is not None
-                given = rt.digests.updated(name, record.given, changes)
-                base["given"] = json.dumps(given, sort_keys=True, separators=(",", ":"))
+                base["given"] = encode(rt.digests.updated(name, given, changes))
             if spec.grant_type == "authorization_code":
                 # The refresh token the person's consent gave stays: the update changes the spec, not the grant.
                 kept = {"refresh_token": current.refresh_token} if current.refresh_token else {}

@@ -6,7 +6,8 @@ Keys (``P`` is the configurable prefix, ``tokenkeeper:`` by default):
     P integration:<name>  hash   spec (JSON, no secrets), sealed secrets, status, version, schedule,
                                  connected account (JSON: sub, email, name), the attempt journal
                                  (refresh in flight / lost, with a refresh token's keyed fingerprint),
-                                 keyed digests of each spec field as given (``tokenkeeper plan``)
+                                 keyed digests of each spec field as given, for integrations a file
+                                 keeps (``tokenkeeper plan``)
     P history:<name>      list   status changes, newest first, capped
     P names               set    every integration
     P index:names         zset   every integration, scores 0: name order, prefixes (the operators' index,
@@ -120,9 +121,9 @@ class IntegrationRecord:
     device: Mapping[str, Any] = field(default_factory=dict)
     # Integrations that exchange this one's access token (RFC 8693 subject_integration): due at its every new token.
     dependents: tuple[str, ...] = ()
-    # Keyed digest of each spec field as the producer gave it (workers.engine.declared); None: stored before
-    # they were kept.
-    given: Mapping[str, str] | None = None
+    # Keyed digests of each spec field as the producer gave it, encoded (workers.engine.declared); "" when none
+    # were kept (an integration no file keeps, or one stored before they were).
+    given: str = ""
 
     @classmethod
     def from_hash(cls, name: str, raw: Mapping[str, str]) -> IntegrationRecord:
@@ -148,7 +149,7 @@ class IntegrationRecord:
             refresh_fp=raw.get("refresh_fp", ""),
             device=json.loads(raw["device"]) if raw.get("device") else {},
             dependents=tuple(json.loads(raw["dependents"])) if raw.get("dependents") else (),
-            given=json.loads(raw["given"]) if raw.get("given") else None,
+            given=raw.get("given", ""),
         )
 
 

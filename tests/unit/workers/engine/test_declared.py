@@ -65,3 +65,14 @@ def test_a_change_of_provider_sends_the_whole_spec() -> None:
         "client_id": "x",
     }
     assert changes(data, Difference(changed=("client_id",), removed=("scopes",))) == {"client_id": "x", "scopes": None}
+
+
+def test_the_stored_form_is_short_and_reads_back() -> None:
+    from workers.engine.declared import decode, encode
+
+    digests = Digests(b"k" * 32)
+    given = digests.given({"name": "a", "client_id": "x", "client_secret": "s", "future_field": 1})
+    raw = encode(given)
+    assert decode(raw) == given
+    assert len(raw) <= 60 and "client_id" not in raw and "(future_field)" in raw
+    assert decode("") is None and decode("key;?bad") is None
