@@ -69,7 +69,7 @@ def all_redis_text(url: str) -> str:
             parts.append(repr(client.smembers(key)))
         elif kind == "stream":
             parts.append(repr(client.xrange(key)))
-        else:
+        elif kind != "none":  # "none": gone between SCAN and TYPE (a worker still running emptied it)
             raise AssertionError(f"{key!r} is a {kind}, which this search cannot read")
     return "\n".join(parts)
 
