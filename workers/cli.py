@@ -84,23 +84,21 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--name", help="with --service-account: the integration's name")
     sub.add_argument("--scopes", help="with --service-account: the scopes, space-separated")
     sub.add_argument("--subject", help="with --service-account: the user to act for (domain-wide delegation)")
-    sub = command(
+    planning = command(
         "plan",
         _plan,
         "show what applying a YAML or JSON file of integrations would change (exit 0: nothing, 2: changes, 1: error)",
     )
-    sub.add_argument("file")
-    sub.add_argument("--prune", action="store_true", help="also list the project's integrations the file leaves out")
-    sub.add_argument("--adopt", action="store_true", help="take over integrations of the file that no file keeps yet")
-    sub.add_argument("--timeout", type=float, default=120.0)
-    sub.add_argument("--public-key", help=pin_help)
-    sub = command("apply", _apply, "make the integrations what a YAML or JSON file says (shows the plan first)")
-    sub.add_argument("file")
-    sub.add_argument("--prune", action="store_true", help="delete the project's integrations the file leaves out")
-    sub.add_argument("--adopt", action="store_true", help="take over integrations of the file that no file keeps yet")
-    sub.add_argument("--yes", action="store_true", help="apply without asking")
-    sub.add_argument("--timeout", type=float, default=120.0)
-    sub.add_argument("--public-key", help=pin_help)
+    applying = command("apply", _apply, "make the integrations what a YAML or JSON file says (shows the plan first)")
+    applying.add_argument("--yes", action="store_true", help="apply without asking")
+    for sub, prune in ((planning, "also list"), (applying, "delete")):
+        sub.add_argument("file")
+        sub.add_argument("--prune", action="store_true", help=f"{prune} the project's integrations the file leaves out")
+        sub.add_argument(
+            "--adopt", action="store_true", help="take over integrations the file names that no file keeps"
+        )
+        sub.add_argument("--timeout", type=float, default=120.0)
+        sub.add_argument("--public-key", help=pin_help)
     sub = command("update", _update, "apply JSON changes (FILE or -) to an integration")
     sub.add_argument("name")
     sub.add_argument("file")

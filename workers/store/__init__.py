@@ -272,10 +272,11 @@ class Store:
         found: list[tuple[str, dict[str, Any]]] = []
         for start in range(0, len(names), chunk):
             part = names[start : start + chunk]
-            pipe = self.redis.pipeline(transaction=False)
-            for name in part:
-                pipe.hget(self.keys.integration(name), "spec")
-            found += [(name, json.loads(raw)) for name, raw in zip(part, pipe.execute(), strict=True) if raw]
+            found += [
+                (name, json.loads(fields["spec"]))
+                for name, fields in zip(part, self.fields_of(part, ["spec"]), strict=True)
+                if "spec" in fields
+            ]
         return found
 
     def fields_of(self, names: Sequence[str], wanted: Sequence[str]) -> list[dict[str, str]]:
