@@ -156,12 +156,15 @@ def pipeline(
             # Timed from the first refresh to the last: beat's own start-up is not the pipeline.
             wait_for(lambda: token_stats(port)["requests"] > before, 60, "the first refresh", 0.01)
             with Sampler(port) as sampler:
-                start, first = time.monotonic(), token_stats(port)["requests"]
+                start, at_start = time.monotonic(), token_stats(port)
+                first = at_start["requests"]
                 cpu = {role: _cpu(pid) for role, pid in pids.items()}
                 wait_for(lambda: token_stats(port)["requests"] - before >= count, 600, "every refresh", 0.05)
                 elapsed = time.monotonic() - start
             done = before + count - first
             cpu = {role: (_cpu(pid) - cpu[role]) * 1000 / done for role, pid in pids.items()}
+            # Each new connection costs both sides a handshake, and a thread at the token server.
+            cpu["connections per 1000"] = (token_stats(port)["connections"] - at_start["connections"]) * 1000 / done
         finally:
             beat.stop()
     finally:

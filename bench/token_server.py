@@ -24,6 +24,7 @@ class Stats:
         self.lock = threading.Lock()
         self.requests = 0
         self.early = 0
+        self.connections = 0
         self.last: dict[str, tuple[float, float]] = {}
 
 
@@ -40,6 +41,7 @@ def serve(port: int, low: float, high: float, delay: float = 0.0) -> None:
 
         def setup(self) -> None:
             super().setup()
+            self.posted = False
             # Headers and body go out in two writes; without this, Nagle's algorithm and
             # delayed ACKs hold every keep-alive answer back by about 40 ms.
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -55,6 +57,10 @@ def serve(port: int, low: float, high: float, delay: float = 0.0) -> None:
             now = time.time()
             with stats.lock:
                 stats.requests += 1
+                if not self.posted:
+                    # Connections that carried token requests (the stats' own GETs are not counted).
+                    stats.connections += 1
+                    self.posted = True
                 previous = stats.last.get(client)
                 if previous is not None and now - previous[0] < previous[1] / 2 - 1:
                     stats.early += 1
@@ -66,7 +72,12 @@ def serve(port: int, low: float, high: float, delay: float = 0.0) -> None:
         def do_GET(self) -> None:
             with stats.lock:
                 body = json.dumps(
-                    {"requests": stats.requests, "early": stats.early, "clients": len(stats.last)}
+                    {
+                        "requests": stats.requests,
+                        "early": stats.early,
+                        "clients": len(stats.last),
+                        "connections": stats.connections,
+                    }
                 ).encode()
             self._send(body)
 
@@ -80,10 +91,15 @@ def serve(port: int, low: float, high: float, delay: float = 0.0) -> None:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
-    server.request_queue_size = 1024
+    server = _Server(("127.0.0.1", port), Handler)
     server.serve_forever()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # Read by listen() in the constructor: set on an instance afterwards it would leave the backlog at 5,
+    # and a burst of new connections would wait out a dropped SYN's one-second retransmission.
+    request_queue_size = 1024
 
 
 def main() -> None:
