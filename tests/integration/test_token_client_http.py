@@ -85,6 +85,67 @@ def test_an_oversized_body_is_cut_off(token_server: TokenServer) -> None:
         client(max_bytes=64_000).client_credentials(spec(token_server.url))
 
 
+def test_after_a_body_cut_off_at_the_cap_the_next_request_gets_a_whole_answer(token_server: TokenServer) -> None:
+    """The rest of a cut-off body is never read as the next answer: its connection is dropped, not kept."""
+    token_server.queue(Canned(200, b"x" * 10_000_000, {"Content-Type": "application/json"}))
+    same = client(max_bytes=64_000)
+    with pytest.raises(TransientProviderError, match="cap"):
+        same.client_credentials(spec(token_server.url))
+    assert same.client_credentials(spec(token_server.url)).access_token.startswith("at-")
+
+
+class _ForwardProxy(ThreadingHTTPServer):
+    """A plain HTTP forward proxy: takes absolute-form requests, forwards them, records their targets."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.targets: list[str] = []
+        self.session = requests.Session()
+        self.session.trust_env = False  # the proxy's own requests go straight out, not to itself
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                proxy.targets.append(self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "connection")}
+                upstream = proxy.session.post(self.path, data=body, headers=headers, timeout=5, allow_redirects=False)
+                self.send_response(upstream.status_code)
+                self.send_header("Content-Type", upstream.headers.get("Content-Type", "application/json"))
+                self.send_header("Content-Length", str(len(upstream.content)))
+                self.end_headers()
+                self.wfile.write(upstream.content)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def test_token_requests_go_through_the_proxy_the_environment_names(
+    token_server: TokenServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY set: the token request goes to the proxy, in absolute form, and its answer comes back."""
+    from workers.oauth.transport import guarded_session
+
+    proxy = _ForwardProxy()
+    try:
+        for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        proxied = TokenClient(session=guarded_session(LOCAL), clock=time.time, addresses=LOCAL)
+        token = proxied.client_credentials(spec(token_server.url))
+        assert token.access_token.startswith("at-")
+        assert proxy.targets == [token_server.url]
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
 def test_a_redirect_to_another_host_is_not_followed() -> None:
     """A 307 would resend the secret to its Location; the other host never hears from us."""
     target = TokenServer().start()

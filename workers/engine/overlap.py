@@ -2,9 +2,9 @@
 
 A batch's requests (refreshes, creations) overlap on BATCH_CONCURRENCY threads: while one waits
 for its provider, another prepares or parses (more would only fight over the GIL on a quick
-provider). A request that spent over BATCH_NETWORK_WAIT seconds waiting off the CPU (a provider
-across a network) brings another thread, up to BATCH_THREADS: then more requests in flight cost
-nothing. So does a whole BATCH_PATIENCE with no request finished (a provider hanging): it holds
+provider). A request during which the whole process spent over BATCH_NETWORK_WAIT seconds off the
+CPU (a provider across a network) brings another thread, up to BATCH_THREADS: then more requests in
+flight cost nothing. So does a whole BATCH_PATIENCE with no request finished (a provider hanging): it holds
 one thread, and the batch goes on on the others. The answers are handed over in groups, each
 written in one Redis round trip: the whole batch when it is quick, else what finished within
 BATCH_HOLD seconds of the group's first answer (a slow provider holds up nobody's write for longer).
@@ -36,7 +36,7 @@ def run_overlapping(
     network_wait: float = BATCH_NETWORK_WAIT,
 ) -> Iterator[list[tuple[int, T]]]:
     """Run ``calls`` on ``concurrency`` threads, adding one whenever none finished for ``patience`` s,
-    or a call waited more than ``network_wait`` s off the CPU, up to ``threads``.
+    or the process spent more than ``network_wait`` s of a call off the CPU, up to ``threads``.
 
     Yields the finished ones as (index, result) in groups, while the others go on: a group is
     handed over once every call has finished, or once its first result has waited ``hold`` s.
@@ -79,15 +79,17 @@ def run_overlapping(
                 if not pending:
                     return
                 index, call = pending.popleft()
-            began, used = time.monotonic(), time.thread_time()
+            # The process's CPU time, not the thread's: a call waiting for the GIL while the other
+            # threads work is not waiting on the network, and another thread would only wait too.
+            began, used = time.monotonic(), time.process_time()
             result = call()
-            waited = time.monotonic() - began - (time.thread_time() - used)
+            idle = time.monotonic() - began - (time.process_time() - used)
             with progress:
                 # Recorded first: nothing after the call may lose its result.
                 record(index, result)
-                if waited > network_wait and pending and alive() < threads:
-                    # The call spent its time waiting on the network, not on the CPU: another
-                    # request in flight costs nothing but a thread (the GIL is free meanwhile).
+                if idle > network_wait and pending and alive() < threads:
+                    # The whole process sat idle through the call, waiting on the network: another
+                    # request in flight costs nothing but a thread.
                     start()
 
     with progress:

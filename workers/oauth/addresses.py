@@ -13,6 +13,7 @@ resolve to one address for the check and another for the connect.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import threading
@@ -37,8 +38,12 @@ class ResolutionTimeout(Exception):
     """The name did not resolve in the time left; trying again later can help."""
 
 
+@functools.lru_cache(maxsize=1024)
 def literal_address(host: str) -> IPAddress | None:
-    """The address ``host`` denotes if it is an IP literal in any common spelling, else None."""
+    """The address ``host`` denotes if it is an IP literal in any common spelling, else None.
+
+    Remembered: it is asked twice for every token request, and addresses are immutable.
+    """
     bare = host.strip("[]")
     try:
         address: IPAddress = ipaddress.ip_address(bare)

@@ -52,6 +52,7 @@ from workers.oauth.transport import (
     TRANSIENT_STATUSES,
     DeadlinePassed,
     ForbiddenAddressError,
+    Streamed,
     guard,
     iter_body,
     post_form,
@@ -412,7 +413,7 @@ class TokenClient:
         except requests.RequestException as exc:
             raise TransientProviderError("request_failed", type(exc).__name__) from None
 
-    def _read_capped(self, response: requests.Response) -> bytes:
+    def _read_capped(self, response: Streamed) -> bytes:
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
             raise TransientProviderError(

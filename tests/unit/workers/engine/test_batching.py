@@ -156,6 +156,22 @@ def test_calls_waiting_on_the_network_bring_more_threads() -> None:
     assert len(names) <= 2
 
 
+def test_calls_waiting_for_each_other_on_the_cpu_bring_no_more_threads() -> None:
+    """Calls long on the CPU take turns at the interpreter: each spends most of its time waiting for the
+    others, but the process is never idle, so another thread would only wait too (and, for token
+    requests, open another connection)."""
+    names: set[str] = set()
+
+    def busy() -> None:
+        names.add(threading.current_thread().name)
+        end = time.thread_time() + 0.06
+        while time.thread_time() < end:
+            pass
+
+    _collect([busy] * 12, concurrency=3, threads=8, patience=5.0, network_wait=0.05)
+    assert len(names) == 3
+
+
 def test_with_no_thread_to_be_had_every_call_still_runs_and_comes_back(monkeypatch: pytest.MonkeyPatch) -> None:
     """The system refuses new threads (a process at its limit): the caller's own thread runs the calls, and
     no finished call's result is lost to a failed thread start."""
