@@ -81,6 +81,9 @@ def run_overlapping(
                 index, call = pending.popleft()
             # The process's CPU time, not the thread's: a call waiting for the GIL while the other
             # threads work is not waiting on the network, and another thread would only wait too.
+            # A worker process runs one batch at a time (prefork), so the process's time is the
+            # batch's; where other work shares the process (Celery's threads pool), its CPU counts
+            # too, and a distant provider's batch grows only by the patience rule.
             began, used = time.monotonic(), time.process_time()
             result = call()
             idle = time.monotonic() - began - (time.process_time() - used)

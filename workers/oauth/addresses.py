@@ -38,12 +38,22 @@ class ResolutionTimeout(Exception):
     """The name did not resolve in the time left; trying again later can help."""
 
 
-@functools.lru_cache(maxsize=1024)
 def literal_address(host: str) -> IPAddress | None:
     """The address ``host`` denotes if it is an IP literal in any common spelling, else None.
 
-    Remembered: it is asked twice for every token request, and addresses are immutable.
+    Remembered for hosts of a usual length: it is asked twice for every token request, and addresses
+    are immutable. A longer one (a megabyte from a hostile discovery document) is worked out and
+    forgotten, so the cache cannot be made to hold more than a thousand short strings.
     """
+    return _literal_address(host) if len(host) <= MAX_REMEMBERED_HOST else _literal_address.__wrapped__(host)
+
+
+# A DNS name is at most 253 characters; the bracketed IPv6 literal with a zone index fits too.
+MAX_REMEMBERED_HOST = 255
+
+
+@functools.lru_cache(maxsize=1024)
+def _literal_address(host: str) -> IPAddress | None:
     bare = host.strip("[]")
     try:
         address: IPAddress = ipaddress.ip_address(bare)

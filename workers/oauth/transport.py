@@ -394,7 +394,8 @@ def _ca_argument(bundle: str) -> str:
 
 def _as_requests_error(exc: Exception, request: requests.PreparedRequest) -> Exception:
     """The requests exception :meth:`HTTPAdapter.send` raises for a urllib3 or socket error (requests 2.32):
-    callers classify failures by these types."""
+    callers classify failures by these types. One difference: a urllib3 error requests would let through
+    as it is becomes a ``RequestException`` (a transient "request_failed"), not an unexpected failure."""
     errors = urllib3.exceptions
     if isinstance(exc, errors.MaxRetryError):
         reason = exc.reason
@@ -538,7 +539,7 @@ def post_form(
             isinstance(adapter, GuardedAdapter)
             and isinstance(timeout, tuple)
             and cert is None
-            and not (proxies and select_proxy(url, proxies))
+            and not (proxies and select_proxy(prepared.url or url, proxies))
         ):
             return adapter.send_form(prepared, timeout, verify)
         return adapter.send(prepared, stream=True, timeout=timeout, verify=verify, cert=cert, proxies=proxies)

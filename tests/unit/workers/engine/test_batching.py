@@ -168,7 +168,7 @@ def test_calls_waiting_for_each_other_on_the_cpu_bring_no_more_threads() -> None
         while time.thread_time() < end:
             pass
 
-    _collect([busy] * 12, concurrency=3, threads=8, patience=5.0, network_wait=0.05)
+    _collect([busy] * 12, concurrency=3, threads=8, patience=5.0, network_wait=0.1)
     assert len(names) == 3
 
 

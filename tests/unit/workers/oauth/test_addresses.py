@@ -33,6 +33,20 @@ def test_literal_addresses_in_every_spelling(host: str, address: str | None) -> 
     assert (str(found) if found else None) == address
 
 
+def test_a_huge_host_is_read_but_not_remembered() -> None:
+    """A megabyte of host (a hostile discovery document) is judged like any other, and forgotten: the
+    cache of literal addresses holds short strings only."""
+    from workers.oauth import addresses
+
+    before = addresses._literal_address.cache_info().currsize
+    padded = "0" * 1_000_000 + "177.0.0.1"  # inet_aton reads any number of leading zeros
+    assert str(literal_address(padded)) == "127.0.0.1"
+    assert literal_address("x" * 1_000_000) is None
+    assert addresses._literal_address.cache_info().currsize == before
+    assert str(literal_address("0177.0.0.1")) == "127.0.0.1"
+    assert addresses._literal_address.cache_info().currsize in (before, before + 1)
+
+
 @pytest.mark.parametrize(
     "url",
     [
