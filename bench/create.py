@@ -93,7 +93,7 @@ def refresh_rate(count: int) -> float:
         port = free_port()
         server = token_server(port, log_dir)
         try:
-            rate, _ = pipeline(url, f"http://127.0.0.1:{port}/token", server, port, count, 2, "prefork", log_dir)
+            rate, _, _ = pipeline(url, f"http://127.0.0.1:{port}/token", server, port, count, 2, "prefork", log_dir)
         finally:
             server.stop()
     return rate
