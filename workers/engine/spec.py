@@ -7,6 +7,7 @@ goes through (create, update, re-validation of a stored spec), so the rules of
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import threading
@@ -138,20 +139,25 @@ class IntegrationSpec:
         return url
 
     def public_fields(self) -> dict[str, Any]:
-        """The spec as JSON-safe data without its secrets (what may be shown and stored plainly)."""
-        data = dataclasses.asdict(self)
-        for name in SECRET_FIELDS:
-            data.pop(name)
-        data["scopes"] = list(self.scopes)
-        data["resource"] = list(self.resource)
-        data["exchangeable_by"] = list(self.exchangeable_by)
-        return {
-            key: value
-            for key, value in data.items()
-            if value is not None
-            and (value or key not in _OMITTED_WHEN_EMPTY)
-            and self.grant_type in FIELD_GRANTS.get(key, GRANT_TYPES)
-        }
+        """The spec as JSON-safe data without its secrets (what may be shown and stored plainly).
+
+        Field by field rather than ``dataclasses.asdict``, which deep-copies every value recursively and
+        was 6 % of a worker's time in a bulk creation; mappings are still copied, so what is returned
+        shares nothing mutable with the spec.
+        """
+        data: dict[str, Any] = {}
+        for key in _PUBLIC_FIELDS:
+            value = getattr(self, key)
+            if value is None or not (value or key not in _OMITTED_WHEN_EMPTY):
+                continue
+            if self.grant_type not in FIELD_GRANTS.get(key, GRANT_TYPES):
+                continue
+            if isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, Mapping):
+                value = copy.deepcopy(dict(value)) if value else {}
+            data[key] = value
+        return data
 
     def rate_fields(self) -> dict[str, str]:
         """Stored beside the spec for the scheduler: the rate cap's bucket (the token endpoint's host) and the
@@ -234,6 +240,10 @@ class _Resources(fields.Field[tuple[str, ...]]):
             if not parts.scheme or not (parts.netloc or parts.path) or "#" in item or item != item.strip():
                 raise ValidationError(f"{item[:100]!r} is not an absolute URI without a #fragment (RFC 8707 §2)")
         return tuple(items)
+
+
+# What public_fields reads, in the spec's order: every field but the secrets.
+_PUBLIC_FIELDS = tuple(item.name for item in dataclasses.fields(IntegrationSpec) if item.name not in SECRET_FIELDS)
 
 
 def _valid_claims(value: Mapping[str, Any]) -> None:
