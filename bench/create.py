@@ -1,6 +1,6 @@
 """Creation: latency of one create (producer -> first token stored) and bulk creation through the CLI.
 
-    python -m bench.create --latency 300 --bulk 100000 [--live 2000] [--refreshes 8000]
+    python -m bench.create --latency 300 --bulk 100000 [--live 2000] [--refreshes 20000]
 
 Latency: one create_integration at a time through the broker to a prefork worker
 (2 processes), timed from send until the result says the token is stored.
@@ -84,8 +84,9 @@ class LiveWatch:
                 self.seen[name] = refreshed_at
 
 
-def refresh_rate(count: int) -> float:
-    """The refresh pipeline's rate on the same machine (bench.refresh_throughput), for the bulk's ratio."""
+def refresh_rate(count: int) -> tuple[float, float]:
+    """The refresh pipeline's rate on the same machine (bench.refresh_throughput), whole run and sustained
+    (between 10 % and 90 % of its refreshes: a short run's start and tail weigh on the whole-run rate)."""
     from bench.refresh_throughput import pipeline
 
     with tempfile.TemporaryDirectory() as tmp, own_redis() as url:
@@ -93,10 +94,12 @@ def refresh_rate(count: int) -> float:
         port = free_port()
         server = token_server(port, log_dir)
         try:
-            rate, _, _ = pipeline(url, f"http://127.0.0.1:{port}/token", server, port, count, 2, "prefork", log_dir)
+            rate, sustained, _ = pipeline(
+                url, f"http://127.0.0.1:{port}/token", server, port, count, 2, "prefork", log_dir
+            )
         finally:
             server.stop()
-    return rate
+    return rate, sustained
 
 
 def main() -> None:
@@ -104,7 +107,7 @@ def main() -> None:
     parser.add_argument("--latency", type=int, default=300)
     parser.add_argument("--bulk", type=int, default=100_000)
     parser.add_argument(
-        "--refreshes", type=int, default=8000, help="integrations the refresh pipeline is measured on (0: skip)"
+        "--refreshes", type=int, default=20000, help="integrations the refresh pipeline is measured on (0: skip)"
     )
     parser.add_argument(
         "--live", type=int, default=2000, help="integrations on 60-120 s tokens kept fresh during the bulk"
@@ -196,10 +199,11 @@ def main() -> None:
             server.stop()
             live_server.stop()
     if args.refreshes:
-        rate = refresh_rate(args.refreshes)
+        rate, sustained = refresh_rate(args.refreshes)
         print(
-            f"refresh pipeline, same machine, {args.refreshes} integrations: {rate:.0f} refreshes/s; "
-            f"bulk creation / refresh: {args.bulk / elapsed / rate:.2f} (target >= 0.8)"
+            f"refresh pipeline, same machine, {args.refreshes} integrations: {rate:.0f} refreshes/s "
+            f"(sustained {sustained:.0f}); bulk creation / refresh: {args.bulk / elapsed / rate:.2f}, "
+            f"against the sustained rate {args.bulk / elapsed / sustained:.2f} (target >= 0.8)"
         )
 
 
