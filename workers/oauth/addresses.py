@@ -38,6 +38,10 @@ class ResolutionTimeout(Exception):
     """The name did not resolve in the time left; trying again later can help."""
 
 
+# A DNS name is at most 253 characters; the bracketed IPv6 literal with a zone index fits too.
+MAX_REMEMBERED_HOST = 255
+
+
 def literal_address(host: str) -> IPAddress | None:
     """The address ``host`` denotes if it is an IP literal in any common spelling, else None.
 
@@ -46,10 +50,6 @@ def literal_address(host: str) -> IPAddress | None:
     forgotten, so the cache cannot be made to hold more than a thousand short strings.
     """
     return _literal_address(host) if len(host) <= MAX_REMEMBERED_HOST else _literal_address.__wrapped__(host)
-
-
-# A DNS name is at most 253 characters; the bracketed IPv6 literal with a zone index fits too.
-MAX_REMEMBERED_HOST = 255
 
 
 @functools.lru_cache(maxsize=1024)

@@ -249,6 +249,29 @@ class _WatchedHTTPSPool(_WatchedPool, HTTPSConnectionPool):
 _WATCHED_POOLS = {"http": _WatchedPool, "https": _WatchedHTTPSPool}
 
 
+@contextlib.contextmanager
+def _sending(request: requests.PreparedRequest, timeout: Any) -> Iterator[Deadline]:
+    """The deadline of one request, current on this thread while it is sent; ended if sending fails
+    (a failure after the deadline passed is reported as :class:`DeadlinePassed`)."""
+    deadline = Deadline(deadline_budget(timeout))
+    token = _current.set(deadline)
+    try:
+        yield deadline
+    except DeadlinePassed:
+        deadline.end()
+        raise
+    except requests.RequestException:
+        deadline.end()
+        if deadline.passed():
+            raise DeadlinePassed(deadline.describe(), request=request) from None
+        raise
+    except BaseException:
+        deadline.end()
+        raise
+    finally:
+        _current.reset(token)
+
+
 class GuardedAdapter(HTTPAdapter):
     def __init__(self, policy: AddressPolicy, **kwargs: Any) -> None:
         self.policy = policy
@@ -274,23 +297,8 @@ class GuardedAdapter(HTTPAdapter):
         cert: Any = None,
         proxies: Any = None,
     ) -> requests.Response:
-        deadline = Deadline(deadline_budget(timeout))
-        token = _current.set(deadline)
-        try:
+        with _sending(request, timeout) as deadline:
             response = super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
-        except DeadlinePassed:
-            deadline.end()
-            raise
-        except requests.RequestException:
-            deadline.end()
-            if deadline.passed():
-                raise DeadlinePassed(deadline.describe(), request=request) from None
-            raise
-        except BaseException:
-            deadline.end()
-            raise
-        finally:
-            _current.reset(token)
         response.deadline = deadline  # type: ignore[attr-defined]  # read by iter_body
         return response
 
@@ -298,9 +306,7 @@ class GuardedAdapter(HTTPAdapter):
         """:meth:`send` for a token request that no proxy carries: the same checks, pool and deadline,
         without what requests adds around them (its Response, cookie extraction, a second proxy
         lookup): about a seventh of a loopback token request's CPU."""
-        deadline = Deadline(deadline_budget(timeout))
-        token = _current.set(deadline)
-        try:
+        with _sending(request, timeout) as deadline:
             try:
                 pool = self.get_connection_with_tls_context(request, verify)
             except LocationValueError as exc:
@@ -322,19 +328,6 @@ class GuardedAdapter(HTTPAdapter):
                 )
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 raise _as_requests_error(exc, request) from exc
-        except DeadlinePassed:
-            deadline.end()
-            raise
-        except requests.RequestException:
-            deadline.end()
-            if deadline.passed():
-                raise DeadlinePassed(deadline.describe(), request=request) from None
-            raise
-        except BaseException:
-            deadline.end()
-            raise
-        finally:
-            _current.reset(token)
         return FormAnswer(raw, deadline)
 
     def get_connection_with_tls_context(
